@@ -1,0 +1,41 @@
+# Two commands: `make run` (JupyterLab on the quick-start notebook) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: run test install install-test system-test-deps lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+system-test-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium dataset-fashion-mnist; \
+	fi
+
+run: install
+	$(PY) -m jupyter lab notebooks/01-quickstart.ipynb
+
+test: install-test system-test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(PY) -m ruff check jupyter_imgclass tests benchmarks
+	$(PY) -m ruff format --check jupyter_imgclass tests benchmarks
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

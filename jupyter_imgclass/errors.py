@@ -1,0 +1,33 @@
+"""The one exception family of jupyter_imgclass.
+
+Every error a user can meet is an :class:`ImgClassError`; messages name the input and
+say what to do about it.
+"""
+
+
+class ImgClassError(Exception):
+    """Base class of every error raised by jupyter_imgclass."""
+
+
+class BadImageError(ImgClassError, ValueError):
+    """An image could not be decoded or was refused (empty, truncated, too big, not an image)."""
+
+
+class ProjectError(ImgClassError):
+    """A project folder is missing, already exists, or is not a jupyter_imgclass project."""
+
+
+class TagError(ImgClassError, ValueError):
+    """A tag name or tag assignment breaks the project's rules."""
+
+
+class TrainingError(ImgClassError):
+    """Training cannot start or failed (too few images, one tag, ...)."""
+
+
+class BundleError(ImgClassError):
+    """An exported model bundle is missing, truncated, tampered with or of an unknown kind."""
+
+
+class DatasetError(ImgClassError):
+    """A built-in dataset source is not available on this machine or its files are damaged."""
