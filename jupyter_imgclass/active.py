@@ -1,0 +1,172 @@
+"""Acquisition functions: which unlabelled images would teach the model most.
+
+Pure functions on a ``[N, T]`` array of predicted probabilities (numpy, no JAX), in the
+spirit of superintendent's ``acquisition_functions``: each scores every image, and
+:func:`rank` orders images most informative first.
+
+* multiclass rows are probability distributions (softmax);
+* multilabel rows are independent per-tag probabilities (sigmoids): each tag is a binary
+  problem and an image is as uncertain as its least certain tag, i.e. the tag closest to
+  0.5 (:func:`closeness_to_half`).
+
+Examples:
+    >>> import numpy as np
+    >>> probs = np.array([[0.98, 0.01, 0.01], [0.4, 0.35, 0.25], [0.6, 0.3, 0.1]])
+    >>> rank(probs, method="margin").tolist()
+    [1, 2, 0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "closeness_to_half",
+    "entropy",
+    "informativeness",
+    "least_confidence",
+    "margin",
+    "rank",
+]
+
+METHODS = ("margin", "entropy", "least_confidence")
+
+
+def _probabilities(probabilities: Any) -> np.ndarray:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probabilities must be a 2-D [images, tags] array, got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probabilities contain NaN or infinite values")
+    return np.clip(p, 0.0, 1.0)
+
+
+def _xlogx(p: np.ndarray) -> np.ndarray:
+    return np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+
+
+def entropy(probabilities: Any, kind: str = "multiclass") -> np.ndarray:
+    """Shannon entropy of each row, in nats; higher means more uncertain.
+
+    For ``kind="multilabel"`` the sum of the per-tag binary entropies.
+
+    Examples:
+        >>> entropy([[0.5, 0.5], [1.0, 0.0]]).round(4).tolist()
+        [0.6931, 0.0]
+    """
+    p = _probabilities(probabilities)
+    if kind == "multilabel":
+        h = -(_xlogx(p) + _xlogx(1.0 - p)).sum(axis=1)
+    else:
+        _check_kind(kind)
+        h = -_xlogx(p).sum(axis=1)
+    return np.maximum(h, 0.0)  # no -0.0 for certain rows
+
+
+def margin(probabilities: Any) -> np.ndarray:
+    """Top probability minus the runner-up, per row; lower means more uncertain.
+
+    A single-column array has margin ``p`` (the runner-up is taken as 0).
+
+    Examples:
+        >>> margin([[0.7, 0.2, 0.1], [0.4, 0.45, 0.15]]).round(2).tolist()
+        [0.5, 0.05]
+    """
+    p = _probabilities(probabilities)
+    if p.shape[1] < 2:
+        return p[:, 0] if p.shape[1] else np.zeros(p.shape[0])
+    top2 = np.sort(p, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def least_confidence(probabilities: Any) -> np.ndarray:
+    """One minus the top probability, per row; higher means more uncertain.
+
+    Examples:
+        >>> least_confidence([[0.7, 0.3], [0.5, 0.5]]).round(2).tolist()
+        [0.3, 0.5]
+    """
+    p = _probabilities(probabilities)
+    if p.shape[1] == 0:
+        return np.ones(p.shape[0])
+    return 1.0 - p.max(axis=1)
+
+
+def closeness_to_half(probabilities: Any) -> np.ndarray:
+    """Multilabel uncertainty: ``1 - 2 * min_t |p_t - 0.5|``, in ``[0, 1]``.
+
+    1 when some tag sits exactly at 0.5 (the model cannot tell), 0 when every tag is
+    certainly on or off. Per tag it is the binary version of ``1 - margin``.
+
+    Examples:
+        >>> closeness_to_half([[0.9, 0.05], [0.1, 0.45], [0.5, 1.0]]).round(2).tolist()
+        [0.2, 0.9, 1.0]
+    """
+    p = _probabilities(probabilities)
+    if p.shape[1] == 0:
+        return np.zeros(p.shape[0])
+    return 1.0 - 2.0 * np.abs(p - 0.5).min(axis=1)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("multiclass", "multilabel"):
+        raise ValueError(f"kind must be 'multiclass' or 'multilabel', got {kind!r}")
+
+
+def informativeness(
+    probabilities: Any, method: str = "margin", kind: str = "multiclass"
+) -> np.ndarray:
+    """A score per image where higher always means "label this one first".
+
+    Multiclass: ``margin`` -> ``1 - margin``, ``entropy`` -> entropy,
+    ``least_confidence`` -> ``1 - max p``. Multilabel: ``entropy`` -> summed binary
+    entropy; ``margin`` and ``least_confidence`` both reduce, per binary tag, to
+    :func:`closeness_to_half`.
+
+    Raises:
+        ValueError: for an unknown method or kind.
+    """
+    _check_kind(kind)
+    if method not in METHODS:
+        raise ValueError(f"unknown acquisition method {method!r}; choose one of {METHODS}")
+    if method == "entropy":
+        return entropy(probabilities, kind)
+    if kind == "multilabel":
+        return closeness_to_half(probabilities)
+    if method == "margin":
+        return 1.0 - margin(probabilities)
+    return least_confidence(probabilities)
+
+
+def rank(
+    probabilities: Any,
+    method: str = "margin",
+    n: int | None = None,
+    *,
+    kind: str = "multiclass",
+) -> np.ndarray:
+    """Indices of the ``n`` most informative images, most informative first.
+
+    Args:
+        probabilities: ``[N, T]`` predicted probabilities of the unlabelled images.
+        method: ``"margin"`` (default), ``"entropy"`` or ``"least_confidence"``.
+        n: how many indices to return; ``None`` returns all ``N``.
+        kind: ``"multiclass"`` or ``"multilabel"`` (see :func:`informativeness`).
+
+    Returns:
+        int64 indices into ``probabilities``; ties keep the original order.
+
+    Examples:
+        >>> rank([[0.5, 0.5], [0.9, 0.1], [0.6, 0.4]], "least_confidence", n=2).tolist()
+        [0, 2]
+        >>> rank([[0.9, 0.95], [0.55, 0.99]], kind="multilabel").tolist()
+        [1, 0]
+    """
+    if n is not None and n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    scores = informativeness(probabilities, method, kind)
+    order = np.argsort(-scores, kind="stable")
+    return order if n is None else order[:n]
