@@ -1,0 +1,240 @@
+"""``jupyter-imgclass``: the same engine without a notebook.
+
+Progress goes to stderr, results to stdout (one JSON object, or one JSON line per image
+with ``--json``).
+
+Examples:
+    jupyter-imgclass train photos/ --project projects/fruit --json
+    jupyter-imgclass predict projects/fruit new/*.jpg --json
+    jupyter-imgclass export projects/fruit --out bundle/ --onnx
+    jupyter-imgclass serve bundle/ --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ImgClassError
+
+
+def _progress(args) -> callable:
+    """A progress printer on stderr (a bar when stderr is a terminal)."""
+    tty = sys.stderr.isatty() and not getattr(args, "quiet", False)
+
+    def show(event: dict) -> None:
+        if getattr(args, "quiet", False):
+            return
+        if "phase" in event:
+            done, total = event.get("done"), event.get("total")
+            text = event["phase"] + (f" {done}/{total}" if total else "")
+            if event.get("message"):
+                text += f": {event['message']}"
+        elif event.get("event") == "epoch":
+            text = (
+                f"epoch {event.get('epoch')}/{event.get('epochs') or '?'} "
+                f"loss {event.get('loss', float('nan')):.4f} "
+                f"val_accuracy {event.get('val_accuracy', float('nan')):.4f}"
+            )
+        else:
+            return
+        if tty:
+            sys.stderr.write("\r\x1b[2K" + text[:120])
+            if event.get("phase") in ("done", "stopped", "failed"):
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_train(args) -> int:
+    from .project import Project
+
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise ImgClassError(f"{data_dir}: not a folder of images (root/<tag>/*.jpg)")
+    project_dir = Path(args.project)
+    if (project_dir / "project.sqlite").exists():
+        project = Project.open(project_dir)
+    else:
+        project = Project.create(project_dir, kind=args.kind)
+    with project:
+        report = project.add_folder(data_dir)
+        print(f"import: {report.summary()}", file=sys.stderr)
+        run = project.train(
+            budget=args.budget,
+            model=args.model,
+            epochs=args.epochs,
+            minutes=args.minutes,
+            seed=args.seed,
+            show=False,
+        )
+        run.on_event(_progress(args))
+        iteration = run.wait()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "iteration": iteration.number,
+                        "status": iteration.status,
+                        "model": iteration.model,
+                        "metrics": iteration.metrics,
+                        "import": report.to_json(),
+                    }
+                )
+            )
+        else:
+            print(iteration)
+            for w in run.warnings:
+                print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args) -> int:
+    from .errors import BadImageError
+    from .project import Project
+
+    with Project.open(args.project) as project:
+        iteration = project.iteration(args.iteration)
+        failures = 0
+        for path in _expand(args.paths):
+            try:
+                preds = iteration.predict(str(path))
+            except (BadImageError, OSError) as exc:
+                failures += 1
+                reason = str(exc)
+                if args.json:
+                    print(json.dumps({"path": str(path), "error": reason}), flush=True)
+                else:
+                    print(f"{path}: error: {reason}", flush=True)
+                continue
+            if args.json:
+                record = {
+                    "path": str(path),
+                    "predictions": [
+                        {"tagName": p.tag, "probability": round(float(p.probability), 6)}
+                        for p in preds
+                    ],
+                }
+                print(json.dumps(record), flush=True)
+            else:
+                best = ", ".join(f"{p.tag} {p.probability:.3f}" for p in preds[:3])
+                print(f"{path}: {best}", flush=True)
+    return 1 if failures and args.strict else 0
+
+
+def cmd_export(args) -> int:
+    from .project import Project
+
+    with Project.open(args.project) as project:
+        iteration = project.iteration(args.iteration)
+        out = iteration.export(args.out, onnx=args.onnx)
+    print(str(out))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve_forever
+
+    serve_forever(args.path, host=args.host, port=args.port, key=args.key, iteration=args.iteration)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import datasets
+    from .project import Project
+
+    project_dir = Path(args.project)
+    project = (
+        Project.open(project_dir)
+        if (project_dir / "project.sqlite").exists()
+        else Project.create(project_dir)
+    )
+    with project:
+        ds = datasets.digits().subset(args.per_class, seed=0)
+        report = ds.to_project(project)
+        print(f"import: {report.summary()}", file=sys.stderr)
+        run = project.train(budget=args.budget, model=args.model, show=False)
+        run.on_event(_progress(args))
+        iteration = run.wait()
+        print(iteration)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jupyter-imgclass", description=__doc__.split("\n")[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="import a folder (sub-folders are tags) and train")
+    t.add_argument("data_dir")
+    t.add_argument("--project", required=True, help="project folder (created if missing)")
+    t.add_argument("--kind", default="multiclass", choices=["multiclass", "multilabel"])
+    t.add_argument("--model", default=None)
+    t.add_argument("--budget", default="quick", choices=["quick", "advanced"])
+    t.add_argument("--minutes", type=float, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict tags for images or folders")
+    p.add_argument("project")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--iteration", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any image failed")
+    p.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("export", help="write a portable model bundle")
+    e.add_argument("project")
+    e.add_argument("--out", required=True)
+    e.add_argument("--iteration", type=int, default=None)
+    e.add_argument("--onnx", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve a project's iteration or a bundle over HTTP")
+    s.add_argument("path", help="project folder or exported bundle")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--key", default=None, help="require this Prediction-Key header")
+    s.add_argument("--iteration", type=int, default=None)
+    s.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="train on scikit-learn's digits in a new project")
+    d.add_argument("--project", default="projects/digits-demo")
+    d.add_argument("--per-class", type=int, default=30)
+    d.add_argument("--budget", default="quick", choices=["quick", "advanced"])
+    d.add_argument("--model", default=None)
+    d.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jupyter-imgclass`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ImgClassError as exc:
+        print(f"jupyter-imgclass: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Import of images into a project folder: folders, lists of items, CSV manifests.
+
+Every item is decoded strictly (``data.images``), copied content-addressed under
+``images/<sha[:2]>/<sha><ext>`` and recorded with its tags in one transaction. A bad item
+never aborts the batch: it lands in the :class:`ImportReport` with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadImageError, ImgClassError, TagError
+from . import images as imgs
+from .store import ImageStore
+
+HIDDEN_PREFIXES = (".", "__MACOSX", "~$")
+MANIFEST_MAX_BYTES = 50_000_000
+
+
+@dataclass
+class ImportReport:
+    """What an import did: added image ids, duplicates, and rejected items with reasons.
+
+    Attributes:
+        added: ids of the images stored by this import.
+        duplicates: ``(source, existing_image_id)`` for items already in the project.
+        rejected: ``(source, reason)`` for items that were refused.
+        skipped_hidden: how many hidden files or folders were passed over.
+    """
+
+    added: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    skipped_hidden: int = 0
+
+    def merge(self, other: ImportReport) -> ImportReport:
+        """Adds another report's entries to this one (returns self)."""
+        self.added += other.added
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.skipped_hidden += other.skipped_hidden
+        return self
+
+    def to_json(self) -> dict:
+        """The report as plain JSON (used by the CLI)."""
+        return {
+            "added": len(self.added),
+            "duplicates": len(self.duplicates),
+            "rejected": [{"path": s, "reason": r} for s, r in self.rejected],
+            "skipped_hidden": self.skipped_hidden,
+        }
+
+    def summary(self) -> str:
+        """One line: counts of added, duplicate and rejected items."""
+        text = (
+            f"{len(self.added)} added, {len(self.duplicates)} duplicate(s), "
+            f"{len(self.rejected)} rejected"
+        )
+        if self.skipped_hidden:
+            text += f", {self.skipped_hidden} hidden skipped"
+        return text
+
+    def __repr__(self) -> str:
+        lines = [f"ImportReport: {self.summary()}"]
+        for source, reason in self.rejected[:20]:
+            lines.append(f"  rejected {source}: {reason}")
+        if len(self.rejected) > 20:
+            lines.append(f"  ... and {len(self.rejected) - 20} more rejected (see .rejected)")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(s)}</td><td>{html.escape(r)}</td></tr>"
+            for s, r in self.rejected[:50]
+        )
+        more = (
+            f"<p>... and {len(self.rejected) - 50} more (see <code>.rejected</code>)</p>"
+            if len(self.rejected) > 50
+            else ""
+        )
+        table = (
+            f"<table><tr><th>rejected</th><th>reason</th></tr>{rows}</table>{more}"
+            if self.rejected
+            else ""
+        )
+        return f"<div class='imgclass-import-report'><b>Import</b>: {self.summary()}{table}</div>"
+
+
+def is_hidden(path: Path) -> bool:
+    """True for dot-files, ``.ipynb_checkpoints``, ``__MACOSX`` and Office lock files."""
+    return path.name.startswith(HIDDEN_PREFIXES)
+
+
+def describe(item: Any, index: int) -> str:
+    """A short human name for an item of ``add_images``."""
+    if isinstance(item, str | os.PathLike):
+        return str(item)
+    return f"item {index} ({type(item).__name__})"
+
+
+class Importer:
+    """Stores decoded images under ``images_dir`` and rows in ``store``."""
+
+    def __init__(
+        self,
+        store: ImageStore,
+        images_dir: Path,
+        *,
+        max_pixels: int | None = None,
+        on_added: Callable[[list[int]], None] | None = None,
+    ):
+        self.store = store
+        self.images_dir = Path(images_dir)
+        self.max_pixels = max_pixels
+        self.on_added = on_added
+
+    def stored_path(self, filename: str) -> Path:
+        """Where a stored file lives."""
+        return self.images_dir / filename[:2] / filename
+
+    def import_one(
+        self, item: Any, name: str, tag_names: Sequence[str], report: ImportReport
+    ) -> int | None:
+        """Decodes, stores and records one item; bad items go to ``report.rejected``."""
+        try:
+            kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
+            data, ext, decoded = imgs.to_storable(item, name=name, **kwargs)
+        except BadImageError as exc:
+            report.rejected.append((name, _reason(exc, name)))
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            report.rejected.append((name, f"{type(exc).__name__}: {exc}"))
+            return None
+        sha = imgs.sha256_bytes(data)
+        existing = self.store.image_by_sha(sha)
+        if existing is not None:
+            report.duplicates.append((name, existing.id))
+            return None
+        filename = f"{sha}{ext}"
+        target = self.stored_path(filename)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+            tmp.write_bytes(data)
+            os.replace(tmp, target)  # the final name only ever holds a complete file
+        source = str(Path(item).resolve()) if isinstance(item, str | os.PathLike) else name
+        image_id = self.store.insert_image(
+            sha256=sha,
+            filename=filename,
+            source=source,
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            tag_names=tag_names,
+        )
+        report.added.append(image_id)
+        return image_id
+
+    def import_items(
+        self, items: Iterable[tuple[Any, str, Sequence[str]]], report: ImportReport | None = None
+    ) -> ImportReport:
+        """Imports ``(item, name, tags)`` triples; tags are created as needed."""
+        report = report or ImportReport()
+        batch: list[int] = []
+        for item, name, tags in items:
+            try:
+                tag_names = self.store.ensure_tags(tags) if tags else []
+            except TagError as exc:
+                report.rejected.append((name, str(exc)))
+                continue
+            image_id = self.import_one(item, name, tag_names, report)
+            if image_id is not None:
+                batch.append(image_id)
+            if len(batch) >= 200 and self.on_added:
+                self.on_added(batch)
+                batch = []
+        if batch and self.on_added:
+            self.on_added(batch)
+        return report
+
+
+def _reason(exc: Exception, name: str) -> str:
+    text = str(exc)
+    prefix = f"{name}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def walk_folder(root: Path, report: ImportReport) -> list[tuple[Path, list[str]]]:
+    """Files under ``root`` with the tag their top-level sub-folder gives (sorted, hidden skipped).
+
+    ``root/cat/x.jpg`` and ``root/cat/indoor/y.jpg`` are tagged ``cat``; files directly in
+    ``root`` are untagged.
+    """
+    found: list[tuple[Path, list[str]]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        hidden_dirs = [d for d in dirnames if is_hidden(Path(d))]
+        report.skipped_hidden += len(hidden_dirs)
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(Path(d)))
+        rel = Path(dirpath).relative_to(root)
+        tags = [rel.parts[0]] if rel.parts else []
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            if is_hidden(path):
+                report.skipped_hidden += 1
+                continue
+            found.append((path, tags))
+    return found
+
+
+def read_manifest(path: Path, report: ImportReport) -> list[tuple[Path, list[str]]]:
+    """Parses a CSV manifest of ``path,tag[,tag...]`` rows.
+
+    Relative paths are resolved against the manifest's folder; a header row whose first
+    cell is ``path`` (any case) is skipped; bad rows are rejected with their line number.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size > MANIFEST_MAX_BYTES:
+            raise ImgClassError(f"{path}: manifest larger than {MANIFEST_MAX_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImgClassError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImgClassError(f"{path}: manifest is not UTF-8 text ({exc.reason})") from exc
+    if "\x00" in text:
+        raise ImgClassError(f"{path}: manifest is binary, not CSV text")
+    rows: list[tuple[Path, list[str]]] = []
+    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [c.strip() for c in row]
+        if not cells or not any(cells):
+            continue
+        if line_no == 1 and cells[0].casefold() in ("path", "file", "filename", "image"):
+            continue
+        if not cells[0]:
+            report.rejected.append((f"{path.name}:{line_no}", "empty path cell"))
+            continue
+        image_path = Path(cells[0]).expanduser()
+        if not image_path.is_absolute():
+            image_path = path.parent / image_path
+        rows.append((image_path, [c for c in cells[1:] if c]))
+    return rows

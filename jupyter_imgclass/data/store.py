@@ -1,0 +1,582 @@
+"""The project's SQLite file: images, tags, labels, iterations, the prediction log.
+
+The database is the truth on disk. It runs in WAL mode with foreign keys on, and every
+public method that writes is exactly one committed transaction, so a process killed at
+any moment leaves a file that opens with either all or none of an action.
+
+Examples:
+    >>> import tempfile, pathlib
+    >>> store = ImageStore.create(pathlib.Path(tempfile.mkdtemp()) / "project.sqlite",
+    ...                           kind="multiclass", name="demo")
+    >>> tag = store.create_tag("cat")
+    >>> store.tag_names()
+    ['cat']
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProjectError, TagError
+
+SCHEMA_VERSION = 1
+KINDS = ("multiclass", "multilabel")
+MAX_TAG_LENGTH = 100
+
+# Each entry upgrades the schema from version i to i + 1. Version 0 is an empty file.
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        filename TEXT NOT NULL,
+        source TEXT,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        format TEXT,
+        added_at REAL NOT NULL
+    );
+    CREATE TABLE tags (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        kind TEXT NOT NULL DEFAULT 'regular' CHECK (kind IN ('regular', 'negative')),
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE image_tags (
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        tag_id INTEGER NOT NULL REFERENCES tags(id) ON DELETE CASCADE,
+        PRIMARY KEY (image_id, tag_id)
+    );
+    CREATE INDEX image_tags_by_tag ON image_tags(tag_id);
+    CREATE TABLE label_history (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        before_json TEXT NOT NULL,
+        after_json TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE TABLE iterations (
+        id INTEGER PRIMARY KEY,
+        number INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        model TEXT NOT NULL,
+        budget TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        metrics_json TEXT,
+        config_json TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE predictions_log (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        iteration TEXT,
+        image_sha256 TEXT,
+        image_path TEXT,
+        predictions_json TEXT NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One stored image as the database knows it."""
+
+    id: int
+    sha256: str
+    filename: str
+    source: str | None
+    width: int
+    height: int
+    format: str | None
+    added_at: float
+    tags: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class TagRow:
+    """One tag; ``is_negative`` marks the special "none of these" tag."""
+
+    id: int
+    name: str
+    is_negative: bool
+    count: int = 0
+
+
+def validate_tag_name(name: Any) -> str:
+    """Returns the cleaned tag name or raises :class:`TagError` saying why it is refused."""
+    if not isinstance(name, str):
+        raise TagError(f"tag name {name!r}: must be a string, not {type(name).__name__}")
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise TagError(f"tag name {name!r}: empty after removing white space")
+    if len(cleaned) > MAX_TAG_LENGTH:
+        raise TagError(f"tag name {cleaned[:20]!r}...: longer than {MAX_TAG_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
+        raise TagError(f"tag name {cleaned!r}: contains control characters")
+    return cleaned
+
+
+class ImageStore:
+    """A project's SQLite database, safe to share between threads of one process."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = Path(path)
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: Path, *, kind: str, name: str) -> ImageStore:
+        """Creates a new database file at ``path`` (which must not exist)."""
+        if kind not in KINDS:
+            raise ProjectError(f"kind {kind!r}: choose 'multiclass' or 'multilabel'")
+        path = Path(path)
+        if path.exists():
+            raise ProjectError(f"{path}: a project database already exists here")
+        store = cls(path, _connect(path))
+        store._migrate()
+        with store.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("kind", kind), ("name", name), ("created_at", repr(time.time()))],
+            )
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> ImageStore:
+        """Opens an existing database, upgrading its schema when it is older."""
+        path = Path(path)
+        if not path.is_file():
+            raise ProjectError(f"{path}: no project database here")
+        try:
+            conn = _connect(path)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ProjectError(f"{path}: not a jupyter_imgclass database ({exc})") from exc
+        store = cls(path, conn)
+        version = store.schema_version()
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                f"{path}: made by a newer jupyter_imgclass (schema {version} > "
+                f"{SCHEMA_VERSION}); upgrade the package to open it"
+            )
+        if version == 0:
+            raise ProjectError(f"{path}: not a jupyter_imgclass database (no schema)")
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        """Closes the connection (the file stays consistent whether or not this runs)."""
+        with self._lock:
+            self._conn.close()
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file (0 for a file without one)."""
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+            except sqlite3.OperationalError:
+                return 0
+            return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            version = self.schema_version()
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                # executescript commits first; the script is wrapped so a failure rolls back.
+                script = _MIGRATIONS[target - 1]
+                self._conn.executescript(
+                    "BEGIN;\n"
+                    + script
+                    + f"\nDELETE FROM schema_version; INSERT INTO schema_version VALUES ({target});"
+                    + "\nCOMMIT;"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One committed transaction; rolled back whole on any exception."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                self._conn.rollback()
+                raise
+            else:
+                self._conn.commit()
+            finally:
+                cur.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------------ meta
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        """A value from the ``meta`` table."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Sets a ``meta`` value in one transaction."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ------------------------------------------------------------------ images
+    def image_by_sha(self, sha256: str) -> ImageRow | None:
+        """The image stored under this content hash, if any."""
+        rows = self._query("SELECT * FROM images WHERE sha256 = ?", (sha256,))
+        return self._with_tags(rows)[0] if rows else None
+
+    def image(self, image_id: int) -> ImageRow | None:
+        """The image with this id, if any."""
+        rows = self._query("SELECT * FROM images WHERE id = ?", (int(image_id),))
+        return self._with_tags(rows)[0] if rows else None
+
+    def images(self, ids: Iterable[int] | None = None) -> list[ImageRow]:
+        """Every image (or those with ``ids``), oldest first, with their tags."""
+        if ids is None:
+            rows = self._query("SELECT * FROM images ORDER BY id")
+        else:
+            wanted = [int(i) for i in ids]
+            rows = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += self._query(f"SELECT * FROM images WHERE id IN ({marks})", chunk)
+            order = {image_id: k for k, image_id in enumerate(wanted)}
+            rows.sort(key=lambda r: order[r["id"]])
+        return self._with_tags(rows)
+
+    def image_count(self) -> int:
+        """How many images are stored."""
+        return int(self._query("SELECT count(*) FROM images")[0][0])
+
+    def image_shas(self) -> set[str]:
+        """Content hashes of every stored image."""
+        return {r[0] for r in self._query("SELECT sha256 FROM images")}
+
+    def _with_tags(self, rows: list[sqlite3.Row]) -> list[ImageRow]:
+        if not rows:
+            return []
+        tags: dict[int, list[str]] = {}
+        ids = [r["id"] for r in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, name in self._query(
+                "SELECT it.image_id, t.name FROM image_tags it JOIN tags t ON t.id = it.tag_id "
+                f"WHERE it.image_id IN ({marks}) ORDER BY t.name",
+                chunk,
+            ):
+                tags.setdefault(image_id, []).append(name)
+        return [
+            ImageRow(
+                id=r["id"],
+                sha256=r["sha256"],
+                filename=r["filename"],
+                source=r["source"],
+                width=r["width"],
+                height=r["height"],
+                format=r["format"],
+                added_at=r["added_at"],
+                tags=tuple(tags.get(r["id"], ())),
+            )
+            for r in rows
+        ]
+
+    def insert_image(
+        self,
+        *,
+        sha256: str,
+        filename: str,
+        source: str | None,
+        width: int,
+        height: int,
+        format: str | None,
+        tag_names: Sequence[str] = (),
+    ) -> int:
+        """Adds one image and its tags in one transaction; returns its id.
+
+        The tags must exist already (see :meth:`ensure_tags`).
+        """
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO images(sha256, filename, source, width, height, format, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sha256, filename, source, int(width), int(height), format, time.time()),
+            )
+            image_id = int(cur.lastrowid)
+            for name in tag_names:
+                cur.execute(
+                    "INSERT OR IGNORE INTO image_tags(image_id, tag_id) "
+                    "SELECT ?, id FROM tags WHERE name = ?",
+                    (image_id, name),
+                )
+        return image_id
+
+    def delete_images(self, ids: Iterable[int]) -> list[ImageRow]:
+        """Removes images (and their labels) in one transaction; returns the removed rows."""
+        rows = self.images(ids)
+        with self.transaction() as cur:
+            cur.executemany("DELETE FROM images WHERE id = ?", [(r.id,) for r in rows])
+        return rows
+
+    # ------------------------------------------------------------------ tags
+    def tags(self) -> list[TagRow]:
+        """Every tag with its image count, regular tags by name then the negative tag."""
+        rows = self._query(
+            "SELECT t.id, t.name, t.kind, count(it.image_id) AS n FROM tags t "
+            "LEFT JOIN image_tags it ON it.tag_id = t.id GROUP BY t.id "
+            "ORDER BY t.kind = 'negative', t.name COLLATE NOCASE"
+        )
+        return [TagRow(r["id"], r["name"], r["kind"] == "negative", int(r["n"])) for r in rows]
+
+    def tag_names(self) -> list[str]:
+        """Names of every tag."""
+        return [t.name for t in self.tags()]
+
+    def tag(self, name: str) -> TagRow | None:
+        """The tag called ``name`` (case-insensitive), if any."""
+        for t in self.tags():
+            if t.name.casefold() == str(name).casefold():
+                return t
+        return None
+
+    def create_tag(self, name: str, *, negative: bool = False) -> TagRow:
+        """Creates a tag; raises :class:`TagError` when it exists or the name is bad."""
+        name = validate_tag_name(name)
+        if self.tag(name) is not None:
+            raise TagError(f"tag {name!r} already exists")
+        if negative and any(t.is_negative for t in self.tags()):
+            raise TagError("the project already has a negative tag")
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO tags(name, kind, created_at) VALUES (?, ?, ?)",
+                (name, "negative" if negative else "regular", time.time()),
+            )
+        found = self.tag(name)
+        assert found is not None
+        return found
+
+    def ensure_tags(self, names: Iterable[str]) -> list[str]:
+        """Creates the missing tags in one transaction; returns the canonical names."""
+        wanted = [validate_tag_name(n) for n in names]
+        existing = {t.name.casefold(): t.name for t in self.tags()}
+        missing = []
+        for name in wanted:
+            if name.casefold() not in existing:
+                existing[name.casefold()] = name
+                missing.append(name)
+        if missing:
+            with self.transaction() as cur:
+                cur.executemany(
+                    "INSERT INTO tags(name, kind, created_at) VALUES (?, 'regular', ?)",
+                    [(n, time.time()) for n in missing],
+                )
+        return [existing[n.casefold()] for n in wanted]
+
+    def rename_tag(self, old: str, new: str) -> None:
+        """Renames a tag in one transaction."""
+        tag = self._require_tag(old)
+        new = validate_tag_name(new)
+        other = self.tag(new)
+        if other is not None and other.id != tag.id:
+            raise TagError(f"cannot rename {old!r} to {new!r}: that tag exists (merge instead)")
+        with self.transaction() as cur:
+            cur.execute("UPDATE tags SET name = ? WHERE id = ?", (new, tag.id))
+
+    def delete_tag(self, name: str) -> int:
+        """Deletes a tag and its labels (images stay); returns how many images lost it."""
+        tag = self._require_tag(name)
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM tags WHERE id = ?", (tag.id,))
+        return tag.count
+
+    def merge_tags(self, sources: Sequence[str], into: str, *, kind: str) -> int:
+        """Moves every label of ``sources`` onto ``into`` (created if missing) and deletes them.
+
+        For a multiclass project an image never ends with two regular tags: it had at most
+        one of the merged tags, which becomes ``into``.
+
+        Returns:
+            How many images now carry ``into`` because of the merge.
+        """
+        source_rows = [self._require_tag(s) for s in sources]
+        into = validate_tag_name(into)
+        target = self.tag(into)
+        source_rows = [s for s in source_rows if target is None or s.id != target.id]
+        if any(s.is_negative for s in source_rows):
+            raise TagError("the negative tag cannot be merged into a regular tag")
+        if target is not None and target.is_negative:
+            raise TagError("regular tags cannot be merged into the negative tag")
+        with self.transaction() as cur:
+            if target is None:
+                cur.execute(
+                    "INSERT INTO tags(name, kind, created_at) VALUES (?, 'regular', ?)",
+                    (into, time.time()),
+                )
+                target_id = int(cur.lastrowid)
+            else:
+                target_id = target.id
+            moved = 0
+            for s in source_rows:
+                cur.execute(
+                    "INSERT OR IGNORE INTO image_tags(image_id, tag_id) "
+                    "SELECT image_id, ? FROM image_tags WHERE tag_id = ?",
+                    (target_id, s.id),
+                )
+                moved += cur.rowcount
+                cur.execute("DELETE FROM tags WHERE id = ?", (s.id,))
+        del kind  # the rule holds by construction: see the docstring
+        return moved
+
+    def _require_tag(self, name: str) -> TagRow:
+        tag = self.tag(name)
+        if tag is None:
+            known = ", ".join(repr(n) for n in self.tag_names()) or "none yet"
+            raise TagError(f"no tag called {name!r} (tags: {known})")
+        return tag
+
+    # ------------------------------------------------------------------ labels
+    def set_image_tags(self, image_id: int, names: Sequence[str], *, record: bool = True) -> None:
+        """Replaces an image's tags in one transaction, remembering the change for undo."""
+        row = self.image(image_id)
+        if row is None:
+            raise TagError(f"image id {image_id!r}: no such image in this project")
+        tag_ids = [self._require_tag(n).id for n in names]
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM image_tags WHERE image_id = ?", (row.id,))
+            cur.executemany(
+                "INSERT OR IGNORE INTO image_tags(image_id, tag_id) VALUES (?, ?)",
+                [(row.id, t) for t in tag_ids],
+            )
+            if record:
+                cur.execute(
+                    "INSERT INTO label_history(image_id, before_json, after_json, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (row.id, json.dumps(list(row.tags)), json.dumps(list(names)), time.time()),
+                )
+
+    def pop_label_history(self) -> tuple[int, list[str], list[str]] | None:
+        """Undoes the last recorded label change in one transaction.
+
+        Returns:
+            ``(image_id, tags_before, tags_after)`` of the undone change, or None.
+        """
+        with self.transaction() as cur:
+            row = cur.execute(
+                "SELECT id, image_id, before_json, after_json FROM label_history "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            before = json.loads(row[2])
+            cur.execute("DELETE FROM label_history WHERE id = ?", (row[0],))
+            cur.execute("DELETE FROM image_tags WHERE image_id = ?", (row[1],))
+            for name in before:
+                # A tag deleted since is simply not restored.
+                cur.execute(
+                    "INSERT OR IGNORE INTO image_tags(image_id, tag_id) "
+                    "SELECT ?, id FROM tags WHERE name = ?",
+                    (row[1], name),
+                )
+            return int(row[1]), before, json.loads(row[3])
+
+    # ------------------------------------------------------------------ iterations
+    def next_iteration_number(self) -> int:
+        """The number the next iteration gets."""
+        return int(self._query("SELECT coalesce(max(number), 0) + 1 FROM iterations")[0][0])
+
+    def insert_iteration(
+        self, *, number: int, name: str, status: str, model: str, budget: str, config: dict
+    ) -> None:
+        """Records a new iteration."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO iterations(number, name, status, model, budget, created_at, "
+                "config_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (number, name, status, model, budget, time.time(), json.dumps(config)),
+            )
+
+    def finish_iteration(self, number: int, *, status: str, metrics: dict | None) -> None:
+        """Marks an iteration finished with its status and metrics."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE iterations SET status = ?, finished_at = ?, metrics_json = ? "
+                "WHERE number = ?",
+                (status, time.time(), json.dumps(metrics) if metrics is not None else None, number),
+            )
+
+    def update_iteration_config(self, number: int, config: dict) -> None:
+        """Replaces an iteration's config JSON."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE iterations SET config_json = ? WHERE number = ?",
+                (json.dumps(config), number),
+            )
+
+    def iterations(self) -> list[dict]:
+        """Every iteration row as a dict, oldest first."""
+        out = []
+        for r in self._query("SELECT * FROM iterations ORDER BY number"):
+            d = dict(r)
+            d["metrics"] = json.loads(d.pop("metrics_json") or "null")
+            d["config"] = json.loads(d.pop("config_json") or "{}")
+            out.append(d)
+        return out
+
+    def delete_iteration(self, number: int) -> None:
+        """Forgets an iteration."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM iterations WHERE number = ?", (number,))
+
+    # ------------------------------------------------------------------ prediction log
+    def log_prediction(
+        self, *, iteration: str, image_sha256: str | None, image_path: str | None, predictions: list
+    ) -> None:
+        """Appends a served prediction to the log (the improvement loop)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO predictions_log(created_at, iteration, image_sha256, image_path, "
+                "predictions_json) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), iteration, image_sha256, image_path, json.dumps(predictions)),
+            )
+
+    def prediction_log(self) -> list[dict]:
+        """The logged predictions, oldest first."""
+        rows = self._query("SELECT * FROM predictions_log ORDER BY id")
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["predictions"] = json.loads(d.pop("predictions_json"))
+            out.append(d)
+        return out
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives a killed process (not a power cut) and is much faster.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn

@@ -1,0 +1,729 @@
+"""The one object a notebook holds: a :class:`Project` on disk.
+
+A project is a folder::
+
+    project.sqlite     images, tags, labels, iterations (the truth)
+    images/            content-addressed copies (sha256 names)
+    cache/             thumbnails, resized arrays, backbone features
+    iterations/<n>/    weights.safetensors and model.json of each training run
+
+Examples:
+    >>> import jupyter_imgclass as ic, tempfile, numpy as np
+    >>> project = ic.Project.create(tempfile.mkdtemp() + "/demo", kind="multiclass")
+    >>> report = project.add_images([np.zeros((8, 8, 3), np.uint8)], tags=["black"])
+    >>> project.counts()
+    {'black': 1, 'untagged': 0}
+"""
+
+from __future__ import annotations
+
+import fcntl
+import html
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
+from .data.store import KINDS, ImageStore
+from .errors import ImgClassError, ProjectError, TagError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "project.sqlite"
+EVENTS = (
+    "images_added",
+    "images_removed",
+    "tags_changed",
+    "labels_changed",
+    "training_event",
+    "iteration_ready",
+)
+MIN_IMAGES_PER_TAG = 5
+MAX_IMBALANCE = 2.0
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a project.
+
+    Attributes:
+        id: the project's id for the image.
+        path: the stored copy inside the project (never the original).
+        source: where it came from (a path, or a description such as ``item 3 (ndarray)``).
+        tags: tag names, sorted.
+        width: width in pixels after EXIF orientation.
+        height: height in pixels after EXIF orientation.
+        sha256: content hash of the stored file.
+    """
+
+    id: int
+    path: Path
+    source: str | None
+    tags: tuple[str, ...]
+    width: int
+    height: int
+    sha256: str
+    format: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ImageRecord(id={self.id}, tags={list(self.tags)}, {self.width}x{self.height})"
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """One tag: ``is_negative`` marks the "none of these" tag."""
+
+    id: int
+    name: str
+    is_negative: bool
+    count: int
+
+    def __repr__(self) -> str:
+        flag = ", negative" if self.is_negative else ""
+        return f"TagRecord({self.name!r}, {self.count} images{flag})"
+
+
+class Project:
+    """A labelled image collection with its trained iterations, stored in a folder.
+
+    Create one with :meth:`create` or :meth:`open`; do not call the constructor directly.
+    """
+
+    def __init__(self, root: Path, store: ImageStore):
+        self.root = Path(root)
+        self._store = store
+        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._listeners_lock = threading.Lock()
+        self._runs: list[Any] = []
+        self._cache = None
+        self._iterations_cache: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, path: str | os.PathLike, kind: str = "multiclass", *, name: str | None = None):
+        """Creates a new, empty project folder.
+
+        Args:
+            path: folder to create (it may exist if empty).
+            kind: ``"multiclass"`` (one tag per image) or ``"multilabel"`` (any number).
+            name: display name; defaults to the folder name.
+
+        Raises:
+            ProjectError: when a project (or other files) already exist at ``path``.
+        """
+        if kind not in KINDS:
+            raise ProjectError(f"kind {kind!r}: choose 'multiclass' or 'multilabel'")
+        root = Path(path).expanduser()
+        if (root / DB_NAME).exists():
+            raise ProjectError(f"{root}: a project already exists here; use Project.open()")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: exists and is not a folder")
+        if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+            raise ProjectError(f"{root}: folder is not empty; choose a new or empty folder")
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("images", "cache", "iterations"):
+            (root / sub).mkdir(exist_ok=True)
+        store = ImageStore.create(root / DB_NAME, kind=kind, name=name or root.name)
+        return cls(root, store)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Project:
+        """Opens an existing project folder, restoring every image, tag and iteration.
+
+        Raises:
+            ProjectError: when ``path`` is not a project folder.
+        """
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise ProjectError(f"{root}: no such folder")
+        if not (root / DB_NAME).is_file():
+            raise ProjectError(
+                f"{root}: not a jupyter_imgclass project (no {DB_NAME}); "
+                "use Project.create() to start one"
+            )
+        store = ImageStore.open(root / DB_NAME)
+        for sub in ("images", "cache", "iterations"):
+            (root / sub).mkdir(exist_ok=True)
+        project = cls(root, store)
+        project._tidy_after_crash()
+        return project
+
+    def close(self) -> None:
+        """Stops running trainings and closes the database."""
+        for run in list(self._runs):
+            run.stop()
+            run.wait(timeout=60)
+        self._store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _writer_lock(self, blocking: bool = True):
+        """An OS lock held while importing; a killed process releases it."""
+        with open(self.root / ".import.lock", "a+") as fh:
+            flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fh, flags)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _tidy_after_crash(self) -> None:
+        """Removes files a killed import left without a database row.
+
+        Runs only when no other process is importing (it cannot take the lock otherwise).
+        """
+        with self._writer_lock(blocking=False) as got:
+            if not got:
+                return
+            known = {row.filename for row in self._store.images()}
+            images_dir = self.root / "images"
+            for path in images_dir.glob("*/*"):
+                if path.name.startswith(".tmp-") or path.name not in known:
+                    path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def path(self) -> Path:
+        """The project folder."""
+        return self.root
+
+    @property
+    def kind(self) -> str:
+        """``"multiclass"`` or ``"multilabel"``."""
+        return self._store.meta("kind") or "multiclass"
+
+    @property
+    def name(self) -> str:
+        """The display name."""
+        return self._store.meta("name") or self.root.name
+
+    @property
+    def store(self) -> ImageStore:
+        """The SQLite store (for engine modules; widgets use Project methods)."""
+        return self._store
+
+    @property
+    def cache(self):
+        """Derived thumbnails, arrays and features (rebuilt when missing)."""
+        if self._cache is None:
+            from .data.cache import DerivativeCache
+
+            self._cache = DerivativeCache(self.root / "cache")
+        return self._cache
+
+    # ------------------------------------------------------------------ events
+    def on(self, event: str, callback: Callable[..., Any]) -> None:
+        """Calls ``callback(**payload)`` whenever ``event`` happens.
+
+        Events: ``images_added`` (ids), ``images_removed`` (ids), ``tags_changed`` (),
+        ``labels_changed`` (ids), ``training_event`` (run, event), ``iteration_ready``
+        (iteration).
+        """
+        if event not in EVENTS:
+            raise ImgClassError(f"unknown event {event!r}; choose one of {', '.join(EVENTS)}")
+        with self._listeners_lock:
+            self._listeners[event].append(callback)
+
+    def off(self, event: str, callback: Callable[..., Any]) -> None:
+        """Stops calling ``callback`` for ``event``."""
+        with self._listeners_lock:
+            if callback in self._listeners.get(event, []):
+                self._listeners[event].remove(callback)
+
+    def _emit(self, event: str, **payload: Any) -> None:
+        with self._listeners_lock:
+            callbacks = list(self._listeners.get(event, []))
+        for callback in callbacks:
+            try:
+                callback(**payload)
+            except Exception:  # a broken view must never break the data path
+                log.exception("listener for %s failed", event)
+
+    # ------------------------------------------------------------------ images
+    def _record(self, row) -> ImageRecord:
+        return ImageRecord(
+            id=row.id,
+            path=self.root / "images" / row.filename[:2] / row.filename,
+            source=row.source,
+            tags=row.tags,
+            width=row.width,
+            height=row.height,
+            sha256=row.sha256,
+            format=row.format,
+        )
+
+    @property
+    def images(self) -> list[ImageRecord]:
+        """Every image, oldest first."""
+        return [self._record(r) for r in self._store.images()]
+
+    def image(self, image_id: int) -> ImageRecord:
+        """One image by id.
+
+        Raises:
+            ImgClassError: when there is no such image.
+        """
+        row = self._store.image(image_id)
+        if row is None:
+            raise ImgClassError(f"image id {image_id!r}: no such image in {self.name}")
+        return self._record(row)
+
+    def images_by_id(self, ids: Iterable[int]) -> list[ImageRecord]:
+        """Images for ``ids``, in that order (unknown ids left out)."""
+        return [self._record(r) for r in self._store.images(ids)]
+
+    def filter_images(self, filter: str | None = None) -> list[ImageRecord]:
+        """Images matching a filter: None/``"all"``, ``"untagged"``, ``"tagged"`` or a tag name."""
+        images = self.images
+        if filter in (None, "all"):
+            return images
+        if filter == "untagged":
+            return [im for im in images if not im.tags]
+        if filter == "tagged":
+            return [im for im in images if im.tags]
+        tag = self._store.tag(filter)
+        if tag is None:
+            raise TagError(f"filter {filter!r}: no such tag")
+        return [im for im in images if tag.name in im.tags]
+
+    def _importer(self) -> Importer:
+        return Importer(
+            self._store,
+            self.root / "images",
+            on_added=lambda ids: self._emit("images_added", ids=ids),
+        )
+
+    def add_images(self, items: Iterable[Any], tags: Sequence[Any] | None = None) -> ImportReport:
+        """Adds images given as paths, bytes, PIL images or numpy arrays.
+
+        Args:
+            items: the images; a single item is accepted too.
+            tags: None (untagged), one list of tag names for every item, or one list per item.
+
+        Returns:
+            An :class:`ImportReport`; bad items are listed in ``.rejected`` with the reason.
+
+        Examples:
+            >>> report = project.add_images(["a.jpg", "b.png"], tags=["cat"])  # doctest: +SKIP
+        """
+        if isinstance(items, str | os.PathLike | bytes | bytearray | np.ndarray) or hasattr(
+            items, "getpixel"
+        ):
+            items = [items]
+        items = list(items)
+        per_item = _per_item_tags(tags, len(items))
+        report = ImportReport()
+        triples = []
+        for k, (item, item_tags) in enumerate(zip(items, per_item, strict=True)):
+            name = describe(item, k)
+            try:
+                self._check_rule(item_tags)
+            except TagError as exc:
+                report.rejected.append((name, str(exc)))
+                continue
+            triples.append((item, name, item_tags))
+        with self._writer_lock():
+            self._importer().import_items(triples, report)
+        if report.added:
+            self._emit("tags_changed")
+        return report
+
+    def add_folder(self, path: str | os.PathLike) -> ImportReport:
+        """Adds every image under a folder; top-level sub-folder names become tags.
+
+        Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped and
+        counted; nested folders are searched; files directly in ``path`` stay untagged.
+        """
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise ImgClassError(f"{root}: not a folder")
+        report = ImportReport()
+        files = walk_folder(root, report)
+        triples = []
+        for file, tags in files:
+            try:
+                self._check_rule(tags)
+            except TagError as exc:
+                report.rejected.append((str(file), str(exc)))
+                continue
+            triples.append((file, str(file), tags))
+        with self._writer_lock():
+            self._importer().import_items(triples, report)
+        if report.added:
+            self._emit("tags_changed")
+        return report
+
+    def add_csv(self, path: str | os.PathLike) -> ImportReport:
+        """Adds the images listed in a CSV manifest of ``path,tag[,tag...]`` rows."""
+        report = ImportReport()
+        rows = read_manifest(Path(path).expanduser(), report)
+        triples = []
+        for file, tags in rows:
+            try:
+                self._check_rule(tags)
+            except TagError as exc:
+                report.rejected.append((str(file), str(exc)))
+                continue
+            triples.append((file, str(file), tags))
+        with self._writer_lock():
+            self._importer().import_items(triples, report)
+        if report.added:
+            self._emit("tags_changed")
+        return report
+
+    def remove_images(self, ids: Iterable[int]) -> int:
+        """Removes images from the project (the stored copies too); returns how many."""
+        rows = self._store.delete_images(ids)
+        for row in rows:
+            if self._store.image_by_sha(row.sha256) is None:
+                (self.root / "images" / row.filename[:2] / row.filename).unlink(missing_ok=True)
+        if rows:
+            self._emit("images_removed", ids=[r.id for r in rows])
+            self._emit("tags_changed")
+        return len(rows)
+
+    def thumbnail(self, image_id: int, size: int = 160) -> bytes:
+        """JPEG bytes of a thumbnail (cached)."""
+        im = self.image(image_id)
+        return self.cache.thumbnail(im.sha256, im.path, size)
+
+    def array(self, image_id: int, size: int) -> np.ndarray:
+        """The image as a uint8 ``[size, size, 3]`` array (cached)."""
+        im = self.image(image_id)
+        return self.cache.array(im.sha256, im.path, size)
+
+    # ------------------------------------------------------------------ tags
+    @property
+    def tags(self) -> list[TagRecord]:
+        """Every tag with its image count (the negative tag last)."""
+        return [TagRecord(t.id, t.name, t.is_negative, t.count) for t in self._store.tags()]
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Names of the regular tags (what a classifier predicts)."""
+        return [t.name for t in self.tags if not t.is_negative]
+
+    @property
+    def negative_tag(self) -> str | None:
+        """The name of the negative ("none of these") tag, if the project has one."""
+        for t in self.tags:
+            if t.is_negative:
+                return t.name
+        return None
+
+    def create_tag(self, name: str, *, negative: bool = False) -> TagRecord:
+        """Creates a tag; ``negative=True`` makes the special "none of these" tag."""
+        row = self._store.create_tag(name, negative=negative)
+        self._emit("tags_changed")
+        return TagRecord(row.id, row.name, row.is_negative, row.count)
+
+    def create_negative_tag(self, name: str = "Negative") -> TagRecord:
+        """Creates (or returns) the negative tag."""
+        existing = self.negative_tag
+        if existing is not None:
+            return next(t for t in self.tags if t.is_negative)
+        return self.create_tag(name, negative=True)
+
+    def rename_tag(self, old: str, new: str) -> None:
+        """Renames a tag; every label follows."""
+        self._store.rename_tag(old, new)
+        self._emit("tags_changed")
+
+    def delete_tag(self, name: str) -> int:
+        """Deletes a tag; its images stay, without it. Returns how many images lost it."""
+        n = self._store.delete_tag(name)
+        self._emit("tags_changed")
+        self._emit("labels_changed", ids=[])
+        return n
+
+    def merge_tags(self, sources: Sequence[str] | str, into: str) -> int:
+        """Moves the labels of ``sources`` onto ``into`` and deletes the sources."""
+        if isinstance(sources, str):
+            sources = [sources]
+        n = self._store.merge_tags(list(sources), into, kind=self.kind)
+        self._emit("tags_changed")
+        self._emit("labels_changed", ids=[])
+        return n
+
+    def _check_rule(self, names: Sequence[str]) -> None:
+        """Raises :class:`TagError` if ``names`` break the project's kind rules."""
+        if len({n.casefold() for n in names}) != len(names):
+            names = list(dict.fromkeys(names))
+        negative = self.negative_tag
+        is_negative = [negative is not None and n.casefold() == negative.casefold() for n in names]
+        regular = [n for n, neg in zip(names, is_negative, strict=True) if not neg]
+        if any(is_negative) and regular:
+            raise TagError(
+                f"tags {list(names)}: the negative tag {negative!r} means 'none of these' and "
+                "cannot be combined with other tags"
+            )
+        if self.kind == "multiclass" and len(regular) > 1:
+            raise TagError(
+                f"tags {list(names)}: a multiclass project allows one tag per image "
+                "(create the project with kind='multilabel' for several)"
+            )
+
+    def set_tags(self, image_id: int, tags: Sequence[str] | str | None) -> ImageRecord:
+        """Replaces an image's tags (an empty list makes it untagged).
+
+        Tags are created when missing. Multiclass projects allow one regular tag; the
+        negative tag stands alone.
+
+        Raises:
+            TagError: when the tags break the project's rule or a name is invalid.
+        """
+        if tags is None:
+            tags = []
+        elif isinstance(tags, str):
+            tags = [tags]
+        tags = list(dict.fromkeys(tags))
+        self._check_rule(tags)
+        if self._store.image(image_id) is None:
+            raise ImgClassError(f"image id {image_id!r}: no such image in {self.name}")
+        before = set(self._store.tag_names())
+        names = self._store.ensure_tags(tags)
+        self._store.set_image_tags(image_id, names)
+        if set(self._store.tag_names()) != before:
+            self._emit("tags_changed")
+        self._emit("labels_changed", ids=[int(image_id)])
+        return self.image(image_id)
+
+    def undo(self) -> tuple[int, list[str], list[str]] | None:
+        """Undoes the last labelling action.
+
+        Returns:
+            ``(image_id, tags_restored, tags_removed)``, or None when there is nothing to undo.
+        """
+        undone = self._store.pop_label_history()
+        if undone is not None:
+            self._emit("labels_changed", ids=[undone[0]])
+        return undone
+
+    # ------------------------------------------------------------------ summaries
+    def counts(self) -> dict[str, int]:
+        """Images per tag, plus ``"untagged"``."""
+        out = {t.name: t.count for t in self.tags}
+        out["untagged"] = sum(1 for im in self._store.images() if not im.tags)
+        return out
+
+    def warnings(self) -> list[str]:
+        """Data problems worth fixing before training (few images, imbalance)."""
+        regular = {t.name: t.count for t in self.tags if not t.is_negative}
+        out = []
+        if len(regular) < 2:
+            out.append(
+                f"only {len(regular)} tag(s): a classifier needs at least 2 tags to tell apart"
+            )
+        for name, n in regular.items():
+            if n < MIN_IMAGES_PER_TAG:
+                out.append(
+                    f"tag {name!r} has {n} image(s); add at least {MIN_IMAGES_PER_TAG} "
+                    "(15 or more works better)"
+                )
+        positive = [n for n in regular.values() if n > 0]
+        if len(positive) >= 2 and max(positive) > MAX_IMBALANCE * min(positive):
+            big = max(regular, key=regular.get)
+            small = min((k for k in regular if regular[k] > 0), key=regular.get)
+            out.append(
+                f"imbalanced tags: {big!r} has {regular[big]} images, {small!r} only "
+                f"{regular[small]} (more than 1:{MAX_IMBALANCE:g}); results favour the larger tag"
+            )
+        return out
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        *,
+        budget: str = "quick",
+        model: str | None = None,
+        epochs: int | None = None,
+        minutes: float | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        show: bool = True,
+        **options: Any,
+    ):
+        """Starts training a new iteration in the background and returns at once.
+
+        Args:
+            budget: ``"quick"`` (frozen pretrained backbone, cached features, a head trained
+                in seconds) or ``"advanced"`` (train or fine-tune the whole network with
+                augmentation, keeping the best checkpoint).
+            model: network name (see ``jupyter_imgclass.models.names()``); by default
+                transfer learning for up to 5,000 images, ``small_cnn`` beyond.
+            epochs: number of epochs (the engine picks one by budget when None).
+            minutes: time budget for ``advanced``.
+            seed: makes the split and the run reproducible.
+            name: published name (default ``Iteration<n>``).
+            show: display the live training monitor when running in a notebook.
+
+        Returns:
+            A :class:`~jupyter_imgclass.iteration.TrainingRun`; ``run.wait()`` blocks.
+
+        Examples:
+            >>> run = project.train(budget="quick")  # doctest: +SKIP
+            >>> iteration = run.wait()               # doctest: +SKIP
+        """
+        from .iteration import TrainingRun, check_trainable, labelled_set
+
+        if budget not in ("quick", "advanced"):
+            raise ImgClassError(f"budget {budget!r}: choose 'quick' or 'advanced'")
+        if model is not None:
+            from . import models
+
+            models.get(model)  # unknown names fail here, in the caller's cell
+        check_trainable(labelled_set(self))  # refuse at once, not in the thread
+        opts = dict(
+            options,
+            budget=budget,
+            model=model,
+            epochs=epochs,
+            minutes=minutes,
+            seed=seed,
+            name=name,
+        )
+        number = self._store.next_iteration_number() + len(self._runs)
+        run = TrainingRun(self, number, opts)
+        self._runs.append(run)
+        run.start()
+        if show and _in_notebook():
+            from IPython.display import display
+
+            display(run.monitor())
+        return run
+
+    @property
+    def runs(self) -> list:
+        """Training runs of this kernel that are still going."""
+        return list(self._runs)
+
+    @property
+    def iterations(self) -> list:
+        """Every saved iteration, oldest first (reloaded from disk)."""
+        from .iteration import Iteration
+
+        out = []
+        for row in self._store.iterations():
+            if row["status"] not in ("done", "stopped"):
+                continue
+            cached = self._iterations_cache.get(row["number"])
+            if cached is None or cached.status != row["status"]:
+                cached = Iteration(self, row)
+                self._iterations_cache[row["number"]] = cached
+            out.append(cached)
+        return out
+
+    def iteration(self, number: int | None = None):
+        """One iteration by number (the latest when None)."""
+        its = self.iterations
+        if not its:
+            raise ImgClassError(f"{self.name}: no trained iteration yet; run project.train()")
+        if number is None:
+            return its[-1]
+        for it in its:
+            if it.number == int(number):
+                return it
+        raise ImgClassError(
+            f"iteration {number!r}: not found (have {', '.join(str(i.number) for i in its)})"
+        )
+
+    def suggest(self, n: int = 20, *, method: str = "margin", iteration=None) -> list[ImageRecord]:
+        """The ``n`` most informative untagged images to label next (active learning).
+
+        Uses the latest iteration's predictions; without one, returns untagged images in
+        import order.
+        """
+        from .active import rank
+
+        untagged = [im for im in self.images if not im.tags]
+        if not untagged or n <= 0:
+            return []
+        try:
+            it = iteration or self.iteration()
+        except ImgClassError:
+            return untagged[:n]
+        probs = it.predictor.predict_arrays(
+            np.stack([self.array(im.id, it.predictor.input_size) for im in untagged])
+        )
+        order = rank(probs, method=method, n=n, kind=it.kind)
+        return [untagged[int(i)] for i in order]
+
+    # ------------------------------------------------------------------ widgets
+    def labeller(self, filter: str | None = "untagged", **kwargs: Any):
+        """The labelling widget (keys 1-9, 0 negative, arrows, Backspace undo, S skip)."""
+        from .widgets.labeller import LabellerWidget
+
+        return LabellerWidget(self, filter=filter, **kwargs)
+
+    def tester(self, iteration=None):
+        """The tester widget: drop or upload images and see the probabilities."""
+        from .widgets.tester import TesterWidget
+
+        return TesterWidget(self, iteration=iteration)
+
+    # ------------------------------------------------------------------ reprs
+    def __repr__(self) -> str:
+        return (
+            f"Project({self.name!r}, kind={self.kind!r}, images={self._store.image_count()}, "
+            f"tags={self.tag_names})"
+        )
+
+    def _repr_html_(self) -> str:
+        counts = self.counts()
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
+        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings())
+        return (
+            f"<div class='imgclass-project'><b>{html.escape(self.name)}</b> "
+            f"({self.kind}, {self._store.image_count()} images)"
+            f"<table>{rows}</table>{'<ul>' + warn + '</ul>' if warn else ''}</div>"
+        )
+
+
+def _per_item_tags(tags: Sequence[Any] | None, n: int) -> list[list[str]]:
+    """Normalises ``tags`` of :meth:`Project.add_images` to one list per item."""
+    if tags is None:
+        return [[] for _ in range(n)]
+    if isinstance(tags, str):
+        return [[tags] for _ in range(n)]
+    tags = list(tags)
+    if tags and all(isinstance(t, str) for t in tags):
+        return [list(tags) for _ in range(n)]
+    if len(tags) != n:
+        raise TagError(
+            f"tags: got {len(tags)} per-item entries for {n} items; pass one list for all "
+            "items or one entry per item"
+        )
+    out = []
+    for t in tags:
+        if t is None:
+            out.append([])
+        elif isinstance(t, str):
+            out.append([t])
+        else:
+            out.append(list(t))
+    return out
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (not plain Python, not a terminal IPython)."""
+    import sys
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -1,0 +1,188 @@
+"""From a project's labelled images to a saved iteration (runs in the training thread).
+
+Steps: collect labels -> refuse or warn -> seeded stratified split -> load cached arrays
+(or cached backbone features for the ``quick`` budget) -> ``train.fit`` -> save weights,
+validation predictions and metrics -> record the iteration.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import TrainingError
+from .iteration import (
+    Iteration,
+    check_trainable,
+    class_counts,
+    default_model,
+    labelled_set,
+    stratified_split,
+    write_json,
+)
+
+if TYPE_CHECKING:
+    from .iteration import TrainingRun
+
+BUDGETS = ("quick", "advanced")
+
+
+def load_arrays(project, image_ids, size: int, on_progress=None) -> np.ndarray:
+    """uint8 ``[N, size, size, 3]`` for the images (from the cache, built when missing)."""
+    records = project.images_by_id(image_ids)
+    out = np.empty((len(records), size, size, 3), np.uint8)
+    for k, im in enumerate(records):
+        out[k] = project.cache.array(im.sha256, im.path, size)
+        if on_progress and (k % 50 == 0 or k == len(records) - 1):
+            on_progress(k + 1, len(records))
+    return out
+
+
+def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
+    """Backbone features per image, computed once and cached by content hash + model + size."""
+    from . import train
+
+    project = run.project
+    records = project.images_by_id(image_ids)
+    feats: list[np.ndarray | None] = [
+        project.cache.features_get(im.sha256, spec.name, spec.input_size) for im in records
+    ]
+    missing = [k for k, f in enumerate(feats) if f is None]
+    total = len(records)
+    if missing:
+        run._emit({"phase": "extracting features", "done": total - len(missing), "total": total})
+        chunk = 64
+        for start in range(0, len(missing), chunk):
+            if run._stop.is_set():
+                raise TrainingError("stopped while extracting features; nothing to keep yet")
+            part = missing[start : start + chunk]
+            arrays = np.stack(
+                [
+                    project.cache.array(records[k].sha256, records[k].path, spec.input_size)
+                    for k in part
+                ]
+            )
+            vecs = train.extract_features(model, spec, arrays)
+            for k, vec in zip(part, vecs, strict=True):
+                project.cache.features_put(records[k].sha256, spec.name, spec.input_size, vec)
+                feats[k] = vec
+            done = total - len(missing) + start + len(part)
+            run._emit({"phase": "extracting features", "done": done, "total": total})
+    return np.stack(feats).astype(np.float32)
+
+
+def run_training(run: TrainingRun) -> Iteration:
+    """Trains and saves one iteration; called in the run's thread."""
+    from safetensors.numpy import save_file
+
+    from . import models, train
+    from .evaluate import compute_metrics
+
+    project = run.project
+    opts = run.options
+    budget = opts.get("budget", "quick")
+    if budget not in BUDGETS:
+        raise TrainingError(f"budget {budget!r}: choose 'quick' or 'advanced'")
+    data = labelled_set(project)
+    run.warnings = check_trainable(data)
+    for w in run.warnings:
+        run._emit({"phase": "warning", "message": w})
+    model_name = opts.get("model") or default_model(len(data.image_ids))
+    spec = models.get(model_name)
+    input_size = int(opts.get("input_size") or spec.input_size)
+    seed = int(opts.get("seed", 0))
+    train_idx, val_idx = stratified_split(data.labels, data.kind, seed=seed)
+    if len(val_idx) == 0:
+        raise TrainingError("too few images to hold any out for validation; add more")
+    counts = class_counts(data)
+    number, name = run.number, opts.get("name") or f"Iteration{run.number}"
+    config = {
+        "model": model_name,
+        "budget": budget,
+        "kind": data.kind,
+        "classes": data.classes,
+        "input_size": input_size,
+        "seed": seed,
+        "epochs": opts.get("epochs"),
+        "time_limit_s": opts.get("minutes", 0) * 60 if opts.get("minutes") else None,
+        "train_image_ids": data.image_ids[train_idx].tolist(),
+        "val_image_ids": data.image_ids[val_idx].tolist(),
+        "class_counts": counts,
+        "threshold": 0.5,
+        "preprocessing": {**spec.to_json(), "input_size": input_size},
+    }
+    project.store.insert_iteration(
+        number=number, name=name, status="training", model=model_name, budget=budget, config=config
+    )
+    started = time.time()
+    try:
+        tconf = train.TrainConfig(
+            model=model_name,
+            budget=budget,
+            kind=data.kind,
+            num_classes=len(data.classes),
+            input_size=input_size,
+            seed=seed,
+            epochs=opts.get("epochs"),
+            time_limit_s=config["time_limit_s"],
+            batch_size=opts.get("batch_size"),
+            learning_rate=opts.get("learning_rate"),
+        )
+        if budget == "quick":
+            run._emit({"phase": "preparing", "message": "loading the pretrained backbone"})
+            backbone = train.create_model(tconf, pretrained=True)
+            features = backbone_features(run, backbone, spec, data.image_ids)
+            train_set = {"features": features[train_idx], "label": data.labels[train_idx]}
+            val_set = {"features": features[val_idx], "label": data.labels[val_idx]}
+            result = train.fit_head(
+                tconf,
+                backbone,
+                train_set,
+                val_set,
+                on_event=run._emit,
+                should_stop=run._stop.is_set,
+            )
+        else:
+            run._emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
+            arrays = load_arrays(
+                project,
+                data.image_ids,
+                input_size,
+                on_progress=lambda d, t: run._emit(
+                    {"phase": "loading images", "done": d, "total": t}
+                ),
+            )
+            result = train.fit(
+                tconf,
+                {"image": arrays[train_idx], "label": data.labels[train_idx]},
+                {"image": arrays[val_idx], "label": data.labels[val_idx]},
+                on_event=run._emit,
+                should_stop=run._stop.is_set,
+            )
+    except BaseException:
+        project.store.finish_iteration(number, status="failed", metrics=None)
+        raise
+    folder = project.root / "iterations" / str(number)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(result.weights, str(folder / "weights.safetensors"))
+    y_val = data.labels[val_idx]
+    np.save(folder / "val_labels.npy", y_val)
+    np.save(folder / "val_probabilities.npy", np.asarray(result.val_probabilities, np.float32))
+    metrics = compute_metrics(y_val, result.val_probabilities, data.classes, data.kind, 0.5)
+    status = "stopped" if result.stopped else "done"
+    config.update(
+        history=result.history,
+        best_epoch=result.best_epoch,
+        train_seconds=round(time.time() - started, 3),
+        status=status,
+    )
+    write_json(
+        folder / "model.json", {"name": name, "number": number, **config, "metrics": metrics}
+    )
+    project.store.finish_iteration(number, status=status, metrics=metrics)
+    # The config (history, timings) is kept in model.json; the row keeps what lists need.
+    project.store.update_iteration_config(number, config)
+    row = next(r for r in project.store.iterations() if r["number"] == number)
+    return Iteration(project, row)

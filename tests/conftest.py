@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole suite: generated image files, small projects."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Notebooks run by nbval inherit this: the same code path on less data.
+os.environ.setdefault("IMGCLASS_FAST", "1")
+# Tests must never touch the user's caches: JAX's compilation cache goes to a temp folder.
+os.environ.setdefault(
+    "IMGCLASS_JAX_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imgclass-test-jax-cache")
+)
+
+
+def png_bytes(
+    color: tuple[int, int, int], size: tuple[int, int] = (24, 16), seed: int = 0
+) -> bytes:
+    """A small PNG with a solid colour plus seeded noise, so every call is a distinct file."""
+    rng = np.random.default_rng(seed)
+    arr = np.empty((size[1], size[0], 3), np.uint8)
+    arr[:] = color
+    arr = np.clip(arr.astype(int) + rng.integers(-20, 20, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_png():
+    return png_bytes
+
+
+@pytest.fixture
+def colour_folder(tmp_path: Path) -> Path:
+    """``root/<tag>/*.png``: red, green and blue, 6 distinct images each."""
+    root = tmp_path / "photos"
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    for k, (tag, colour) in enumerate(colours.items()):
+        (root / tag).mkdir(parents=True)
+        for i in range(6):
+            (root / tag / f"{tag}_{i}.png").write_bytes(png_bytes(colour, seed=100 * k + i))
+    return root

@@ -1,0 +1,213 @@
+"""Training through the Project: background runs, iterations on disk, reopen, stop, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import jupyter_imgclass as ic
+from jupyter_imgclass.iteration import stratified_split
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def _colour_images(colour, n, seed, size=32):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        arr = np.empty((size, size, 3), np.int16)
+        arr[:] = colour
+        arr += rng.integers(-40, 40, arr.shape)
+        out.append(np.clip(arr, 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture
+def colour_project(tmp_path):
+    p = ic.Project.create(tmp_path / "colours")
+    for k, (tag, colour) in enumerate(COLOURS.items()):
+        p.add_images(_colour_images(colour, 8, seed=k), tags=[tag])
+    yield p
+    p.close()
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2)
+    a_train, a_val = stratified_split(labels, "multiclass", seed=3)
+    b_train, b_val = stratified_split(labels, "multiclass", seed=3)
+    assert a_val.tolist() == b_val.tolist()
+    assert not set(a_train) & set(a_val)
+    assert sorted(np.bincount(labels[a_val]).tolist()) == [1, 1, 2]
+
+
+def test_training_refused_with_clear_reasons(tmp_path, make_png):
+    p = ic.Project.create(tmp_path / "p")
+    p.add_images([make_png((1, 1, 1), seed=i) for i in range(4)], tags=["only"])
+    with pytest.raises(ic.TrainingError, match="at least 2 tags"):
+        p.train()
+    p.add_images([make_png((9, 9, 9), seed=99)], tags=["lonely"])
+    with pytest.raises(ic.TrainingError, match="'lonely' \\(1\\)"):
+        p.train()
+    with pytest.raises(ic.ImgClassError, match="budget"):
+        p.train(budget="turbo")
+    with pytest.raises(ic.ImgClassError, match="unknown model"):
+        p.train(model="resnet9000")
+    p.close()
+
+
+def test_quick_training_saves_an_iteration_that_predicts_and_reloads(colour_project, tmp_path):
+    events = []
+    run = colour_project.train(budget="quick", model="efficientnet_lite0", seed=1)
+    run.on_event(events.append)
+    it = run.wait(timeout=600)
+    assert run.status == "done" and it is not None and it.number == 1
+    assert it.classes == ["blue", "green", "red"]
+    assert (it.folder / "weights.safetensors").is_file()
+    assert (it.folder / "model.json").is_file()
+    overall = it.metrics["overall"]
+    assert overall["accuracy"] >= 0.8  # colours are easy even with a frozen backbone
+    assert set(it.metrics["per_tag"]) == {"blue", "green", "red"}
+    assert len(it.val_image_ids) >= 3
+    assert not set(it.val_image_ids) & set(it.config["train_image_ids"])
+    preds = it.predict(_colour_images(COLOURS["red"], 1, seed=50)[0])
+    assert preds[0].tag == "red"
+    assert [p.probability for p in preds] == sorted((p.probability for p in preds), reverse=True)
+    assert abs(sum(p.probability for p in preds) - 1) < 1e-4
+    # Features are cached: the second run extracts nothing.
+    run2 = colour_project.train(budget="quick", model="efficientnet_lite0", seed=1)
+    it2 = run2.wait(timeout=600)
+    assert it2.number == 2
+    assert not any(e.get("phase") == "extracting features" for e in run2.events)
+    assert it2.metrics == it.metrics  # same seed, same cached features: same result
+
+    root = colour_project.path
+    colour_project.close()
+    again = ic.Project.open(root)
+    assert [i.number for i in again.iterations] == [1, 2]
+    reloaded = again.iteration(1)
+    assert reloaded.metrics == it.metrics
+    image = _colour_images(COLOURS["blue"], 1, seed=77)[0]
+    a = reloaded.predict(image)
+    assert a[0].tag == "blue"
+    again.close()
+
+
+def test_threshold_changes_metrics_and_top_losses_name_images(colour_project):
+    it = colour_project.train(budget="quick", model="efficientnet_lite0").wait(timeout=600)
+    low, high = it.evaluate(0.0), it.evaluate(0.99)
+    assert low["overall"]["recall"] >= high["overall"]["recall"]
+    losses = it.top_losses(3)
+    assert len(losses) == 3 and all(x["image_id"] in it.val_image_ids for x in losses)
+    assert losses[0]["loss"] >= losses[-1]["loss"]
+    df = it.to_dataframe()
+    assert {"precision", "recall", "average_precision"} <= set(df.columns)
+
+
+def test_stop_keeps_best_weights_as_a_stopped_iteration(colour_project):
+    started = threading.Event()
+    run = colour_project.train(budget="advanced", model="small_cnn", epochs=500, seed=0)
+    run.on_event(lambda e: started.set() if e.get("event") == "epoch" else None)
+    assert started.wait(timeout=300), "no epoch finished"
+    run.stop()
+    it = run.wait(timeout=120)
+    assert run.status == "stopped" and it.status == "stopped"
+    assert len(it.history) < 500
+    assert it in colour_project.iterations or it.number in [
+        i.number for i in colour_project.iterations
+    ]
+    assert it.predict(_colour_images(COLOURS["green"], 1, seed=3)[0])
+
+
+def test_multilabel_training(tmp_path):
+    p = ic.Project.create(tmp_path / "ml", kind="multilabel")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        left, right = bool(i % 2), bool((i // 2) % 2)
+        arr = rng.integers(0, 30, (32, 32, 3)).astype(np.uint8)
+        if left:
+            arr[:, :16, 0] = 230
+        if right:
+            arr[:, 16:, 2] = 230
+        tags = [t for t, on in (("left_red", left), ("right_blue", right)) if on]
+        p.add_images([arr], tags=[tags] if tags else None)
+    p.create_negative_tag()
+    for im in p.images:
+        if not im.tags:
+            p.set_tags(im.id, ["Negative"])
+    it = p.train(budget="quick", model="efficientnet_lite0").wait(timeout=600)
+    assert it.kind == "multilabel" and it.classes == ["left_red", "right_blue"]
+    assert (
+        "subset_accuracy" in it.metrics["overall"] or "average_precision" in it.metrics["overall"]
+    )
+    preds = it.predict(np.zeros((32, 32, 3), np.uint8))
+    assert {x.tag for x in preds} == {"left_red", "right_blue"}
+    p.close()
+
+
+def test_cli_train_and_predict_json(tmp_path, colour_folder):
+    proj = tmp_path / "cli-proj"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_imgclass.cli",
+            "train",
+            str(colour_folder),
+            "--project",
+            str(proj),
+            "--model",
+            "efficientnet_lite0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["iteration"] == 1 and payload["import"]["added"] == 18
+    assert payload["import"]["rejected"] == []
+    assert "overall" in payload["metrics"]
+    assert out.stderr  # progress went to stderr
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    red = sorted((colour_folder / "red").glob("*.png"))[0]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_imgclass.cli",
+            "predict",
+            str(proj),
+            str(red),
+            str(bad),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines[0]["path"] == str(red) and lines[0]["predictions"][0]["tagName"] == "red"
+    probs = [p["probability"] for p in lines[0]["predictions"]]
+    assert probs == sorted(probs, reverse=True)
+    assert lines[1]["path"] == str(bad) and "not an image" in lines[1]["error"]
+
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter_imgclass.cli", "predict", str(tmp_path / "nope"), str(red)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        out.returncode == 2
+        and "not a jupyter_imgclass project" in out.stderr
+        or "no such folder" in out.stderr
+    )
