@@ -23,7 +23,7 @@ def test_create_then_open_restores_everything(tmp_path, colour_folder):
     p = ic.Project.create(tmp_path / "proj", kind="multilabel", name="Colours")
     report = p.add_folder(colour_folder)
     assert len(report.added) == 18 and not report.rejected
-    first = p.images[0]
+    first = next(im for im in p.images if im.tags == ("red",))
     p.set_tags(first.id, ["red", "shiny"])
     p.close()
 
