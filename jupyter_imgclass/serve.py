@@ -118,7 +118,7 @@ def _image_to_array(body: bytes, input_size: int, max_pixels: int) -> np.ndarray
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
         )
     try:
-        return images.load_rgb(body, input_size)
+        return images.load_rgb(body, input_size, name="request body")
     except BadImageError as exc:
         raise _RequestError(400, "BadRequestImageFormat", str(exc)) from None
     except Exception as exc:  # a decoder failing half-way through a corrupt file
@@ -298,6 +298,12 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "BadRequest", str(exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+        # A fault of the server, not of the request: still JSON, and the server goes on.
+        log.exception("prediction failed")
+        return _error(500, "InternalServerError", f"{type(exc).__name__}: {exc}")
 
     def check_key(request: Request) -> None:
         if key is None:
