@@ -3,15 +3,24 @@
 Whatever a user hands over (a path, bytes, a PIL image, a numpy array) either becomes an
 RGB image with EXIF orientation applied, or a :class:`BadImageError` naming the input and
 the reason. Odd modes are converted (CMYK, palette with transparency, LA/RGBA composited on
-white, 16-bit and float scaled by their range, 1-bit); animated images give their first
-frame; huge images are decoded reduced without materialising the full raster; truncated,
-empty, non-image files and decompression bombs are refused.
+white, 16-bit and float scaled by their actual range, 1-bit); animated images give their
+first frame; huge images are decoded reduced (JPEG through the decoder's own 1/2, 1/4, 1/8
+scaling, so the full raster never exists); truncated, empty, non-image files and
+decompression bombs are refused.
+
+Nothing here touches Pillow's global state (``Image.MAX_IMAGE_PIXELS``,
+``ImageFile.LOAD_TRUNCATED_IMAGES``, warning filters), so decoding is safe from several
+threads at once (the REST service decodes in a thread pool).
 
 Examples:
     >>> import numpy as np
     >>> d = decode_image(np.zeros((4, 6, 3), np.uint8))
     >>> (d.width, d.height, d.image.mode)
     (6, 4, 'RGB')
+    >>> decode_image(b"", name="x.jpg")
+    Traceback (most recent call last):
+    ...
+    jupyter_imgclass.errors.BadImageError: x.jpg: empty file (0 bytes)
 """
 
 from __future__ import annotations
@@ -20,25 +29,35 @@ import hashlib
 import io
 import os
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import BadImageError
 
-DEFAULT_MAX_PIXELS = 40_000_000  # what we keep; larger images are decoded reduced
-BOMB_FACTOR = 16  # a header claiming more than this times the limit is refused outright
+DEFAULT_MAX_PIXELS = 40_000_000
+"""Largest image kept (width x height); larger ones are decoded reduced to fit."""
+BOMB_FACTOR = 16
+"""A header claiming more than this times ``max_pixels`` is refused as a decompression bomb."""
+FULL_DECODE_FACTOR = 4
+"""Formats without reduced decoding (all but JPEG) are decoded in full up to this times
+``max_pixels`` and then reduced; beyond that they are refused (memory stays bounded)."""
 MAX_FILE_BYTES = 200_000_000
-IMAGE_EXTENSIONS = {
-    ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
-    ".ppm", ".pgm", ".pbm", ".ico",
-}  # fmt: skip
-_KEEP_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
-                 "TIFF": ".tif", "PPM": ".ppm", "ICO": ".ico", "MPO": ".jpg"}  # fmt: skip
+"""Files larger than this are refused before they are read."""
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
+     ".ppm", ".pgm", ".pbm", ".ico"}
+)  # fmt: skip
+# Formats whose original bytes are stored as they are, with the extension to store them under.
+_KEEP_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp",
+                 "WEBP": ".webp", "TIFF": ".tif", "PPM": ".ppm", "ICO": ".ico"}  # fmt: skip
+# Pillow plugins never used on user data: EPS runs Ghostscript on the file.
+_REFUSED_FORMATS = {"EPS"}
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,9 @@ class DecodedImage:
         height: height in pixels after orientation (and reduction).
         format: the file format Pillow saw (``"JPEG"``...) or None for arrays / PIL input.
         original_mode: the mode before conversion (``"CMYK"``, ``"I;16"``...).
-        reduced: True when the image was too large and was decoded at a smaller size.
+        reduced: True when the image was decoded at a smaller size than stored in the file
+            (too large for ``max_pixels``, or a ``target_size`` hint allowed it).
+        oriented: True when an EXIF orientation was applied.
     """
 
     image: Image.Image
@@ -64,7 +85,12 @@ class DecodedImage:
 
 
 def sniff_is_image_name(path: str | os.PathLike) -> bool:
-    """True when the file name has a common image extension (case-insensitive)."""
+    """True when the file name has a common image extension (case-insensitive).
+
+    Examples:
+        >>> sniff_is_image_name("IMG_0001.JPG"), sniff_is_image_name("notes.txt")
+        (True, False)
+    """
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -81,7 +107,7 @@ def _name_of(source: Any, name: str | None) -> str:
     return type(source).__name__
 
 
-def _read_source(source: Any, name: str) -> bytes:
+def _read_source(source: str | os.PathLike, name: str) -> bytes:
     path = Path(source)
     try:
         if path.is_dir():
@@ -102,45 +128,63 @@ def _read_source(source: Any, name: str) -> bytes:
         raise BadImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
 
 
+# ------------------------------------------------------------------------------ modes
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Converts any Pillow mode to RGB; transparency is composited on white."""
     mode = im.mode
     if mode == "RGB":
         return im
     if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        has_alpha = (
+            "transparency" in im.info or im.palette is not None and im.palette.mode == "RGBA"
+        )
+        im = im.convert("RGBA") if has_alpha else im.convert("RGB")
         mode = im.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    elif mode in ("L", "RGB") and "transparency" in im.info:
+        im = im.convert("RGBA")
+        mode = im.mode
+    if mode in _ALPHA_MODES:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+    if mode in _HIGH_BIT_MODES:
+        arr = np.asarray(im)
         return Image.fromarray(_scale_to_uint8(arr)).convert("RGB")
     if mode == "1":
         return im.convert("L").convert("RGB")
-    return im.convert("RGB")  # L, CMYK, YCbCr, LAB, HSV
+    return im.convert("RGB")  # L, CMYK, YCbCr, LAB, HSV, RGBX
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scales a high-bit-depth or float array to uint8 by its real range (not clipping)."""
+    """Scales high-bit-depth or float values to uint8 by their actual range (no clipping).
+
+    A constant image maps to black (0) when its value is <= 0, else to white.
+    """
+    arr = np.asarray(arr, dtype=np.float64)
     finite = np.isfinite(arr)
     if not finite.any():
         return np.zeros(arr.shape, np.uint8)
     lo, hi = float(arr[finite].min()), float(arr[finite].max())
     if hi <= lo:
-        level = 255 if hi > 0 else 0
-        return np.full(arr.shape, level, np.uint8)
+        return np.full(arr.shape, 255 if hi > 0 else 0, np.uint8)
     arr = np.where(finite, arr, lo)
-    return np.clip((arr - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.clip((arr - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _array_to_pil(arr: Any, name: str) -> Image.Image:
     a = np.asarray(arr)
-    if a.size == 0 or a.ndim not in (2, 3):
-        raise BadImageError(f"{name}: array of shape {a.shape} is not an image (need HxW or HxWxC)")
+    if a.dtype == object or a.size == 0 or a.ndim not in (2, 3):
+        raise BadImageError(
+            f"{name}: array of shape {a.shape} and dtype {a.dtype} is not an image "
+            "(need HxW or HxWxC with C = 1, 3 or 4)"
+        )
     if a.ndim == 3 and a.shape[2] not in (1, 3, 4):
-        raise BadImageError(f"{name}: array with {a.shape[2]} channels (need 1, 3 or 4)")
+        raise BadImageError(
+            f"{name}: array of shape {a.shape} has {a.shape[2]} channels (need 1, 3 or 4; "
+            "channels last)"
+        )
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.dtype == np.bool_:
@@ -148,56 +192,167 @@ def _array_to_pil(arr: Any, name: str) -> Image.Image:
     elif a.dtype == np.uint8:
         pass
     elif a.dtype == np.uint16:
-        a = (a.astype(np.float64) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+        a = _scale_to_uint8(a)  # by the actual range, as 16-bit image files are
     elif np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise BadImageError(f"{name}: float array contains NaN or infinity")
-        if a.min() < 0 or a.max() > 1:
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
             raise BadImageError(
-                f"{name}: float array values in [{a.min():.3g}, {a.max():.3g}]; "
-                "need [0, 1] (or pass uint8)"
+                f"{name}: float array values in [{lo:.3g}, {hi:.3g}]; need [0, 1] "
+                "(or pass uint8 in [0, 255])"
             )
-        a = (a * 255.0 + 0.5).astype(np.uint8)
+        a = (a.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
     else:
-        raise BadImageError(f"{name}: array of dtype {a.dtype} (need uint8, uint16, bool or float)")
+        raise BadImageError(
+            f"{name}: array of dtype {a.dtype} is not supported (need uint8, uint16, bool or "
+            "float in [0, 1]; e.g. convert with .astype(np.uint8))"
+        )
+    a = np.ascontiguousarray(a)
     if a.ndim == 3 and a.shape[2] == 4:
-        return Image.fromarray(np.ascontiguousarray(a), "RGBA")
-    return Image.fromarray(np.ascontiguousarray(a))
+        return Image.fromarray(a, "RGBA")
+    return Image.fromarray(a)
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+def _open_unchecked(data: bytes) -> ImageFile.ImageFile:
+    """Identifies ``data`` like ``Image.open`` but without Pillow's global pixel check.
+
+    ``Image.open`` compares the header's size with the process-wide
+    ``Image.MAX_IMAGE_PIXELS`` (a warning, or an error at twice it); silencing the warning
+    would need ``warnings.catch_warnings``, which is not thread-safe. We apply our own,
+    per-call limit right after identification instead, with the real dimensions in the
+    message.
+    """
+    if not (hasattr(Image, "OPEN") and hasattr(Image, "ID")):  # pragma: no cover
+        return Image.open(io.BytesIO(data))  # a Pillow without the plugin registry
+    Image.init()
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    for fmt in list(Image.ID):
+        if fmt in _REFUSED_FORMATS or fmt not in Image.OPEN:
+            continue
+        factory, accept = Image.OPEN[fmt]
+        try:
+            if accept is not None:
+                verdict = accept(prefix)
+                if isinstance(verdict, str) or not verdict:
+                    continue
+            fp.seek(0)
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def _not_an_image_reason(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "not an image (unrecognised format: looks like an HTML page)"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        return "not an image (unrecognised format: SVG vector graphics are not supported)"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
+        return "not an image (unrecognised format: HEIC/HEIF is not supported; convert to JPEG)"
+    if data.startswith(b"PK\x03\x04"):
+        return "not an image (unrecognised format: a ZIP archive)"
+    if data.startswith(b"%PDF"):
+        return "not an image (unrecognised format: a PDF document)"
+    if data.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "not an image (unrecognised format: PostScript/EPS is not supported)"
+    sample = data[:1024]
+    if sample and all(b in b"\t\n\r\f" or 32 <= b < 127 or b >= 128 for b in sample):
+        try:
+            sample.decode("utf-8")
+            return "not an image (unrecognised format: looks like text)"
+        except UnicodeDecodeError:
+            pass
+    return "not an image (unrecognised format)"
+
+
+def _first_frame(im: Image.Image) -> Image.Image:
+    if getattr(im, "is_animated", False) and im.tell() != 0:
+        im.seek(0)
+    return im
+
+
+def _exif_transpose(im: Image.Image) -> tuple[Image.Image, bool]:
+    """Applies the EXIF orientation; a damaged EXIF block leaves the image as it is."""
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any EXIF parse failure: the pixels are still fine
+        return im, False
+    if orientation in (None, 1) or orientation not in range(2, 9):
+        return im, False
+    try:
+        return ImageOps.exif_transpose(im), True
+    except Exception:  # noqa: BLE001 - same reason
+        return im, False
+
+
+def _fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest size with the same aspect whose area is at most ``max_pixels``."""
+    scale = (max_pixels / (width * height)) ** 0.5
+    w, h = max(1, int(width * scale)), max(1, int(height * scale))
+    while w * h > max_pixels and (w > 1 or h > 1):  # rounding guard
+        w, h = max(1, w - (w >= h)), max(1, h - (h > w))
+    return w, h
+
+
+def _limit(im: Image.Image, max_pixels: int) -> Image.Image:
+    if im.width * im.height <= max_pixels:
+        return im
+    return im.resize(
+        _fit_size(im.width, im.height, max_pixels), Image.Resampling.LANCZOS, reducing_gap=3.0
+    )
+
+
+# ---------------------------------------------------------------------------- decoding
 
 
 def decode_image(
-    source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    source: Any,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    target_size: int | None = None,
 ) -> DecodedImage:
     """Decodes any supported input to RGB, strictly.
 
     Args:
-        source: a path, bytes, a PIL image, or a numpy array (HxW, HxWx1/3/4; uint8,
-            uint16, bool, or float in [0, 1]).
-        max_pixels: larger images are decoded reduced to at most this many pixels; a
-            header claiming more than 16 times this is refused as a decompression bomb.
+        source: a path (``str`` / ``Path``), ``bytes`` / ``bytearray`` / ``memoryview``,
+            a PIL image, or a numpy array (HxW, HxWx1/3/4; uint8, uint16, bool, or float
+            in [0, 1]).
+        max_pixels: larger images are decoded reduced to at most this many pixels (JPEG
+            through the decoder's own scaling); a header claiming more than
+            ``BOMB_FACTOR`` times this (or more than twice Pillow's
+            ``Image.MAX_IMAGE_PIXELS``) is refused as a decompression bomb.
         name: how to call the input in error messages (defaults to the path or type).
+        target_size: a speed hint from callers that will shrink the image to about
+            ``target_size`` pixels a side anyway: a JPEG may then be decoded at 1/2, 1/4 or
+            1/8 scale while both sides stay at least ``target_size`` (``reduced`` is True).
+
+    Returns:
+        A :class:`DecodedImage` holding a loaded RGB image.
 
     Raises:
         BadImageError: ``"<name>: <reason>"`` for anything that is not a usable image.
+
+    Examples:
+        >>> from PIL import Image
+        >>> decode_image(Image.new("CMYK", (3, 2))).image.mode
+        'RGB'
     """
     name = _name_of(source, name)
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, not {max_pixels}")
     if isinstance(source, Image.Image):
-        try:
-            source.load()
-            im = _first_frame(source)
-            mode = im.mode
-            oriented = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(oriented)
-        except (OSError, ValueError) as exc:
-            raise BadImageError(f"{name}: unusable PIL image ({exc})") from None
-        rgb = _limit(rgb, max_pixels)
-        reduced = rgb.size != oriented.size
-        return DecodedImage(rgb, rgb.width, rgb.height, None, mode, reduced)
+        return _decode_pil(source, name, max_pixels)
     if isinstance(source, np.ndarray):
         im = _array_to_pil(source, name)
-        mode = im.mode
         rgb = _limit(_to_rgb(im), max_pixels)
-        return DecodedImage(rgb, rgb.width, rgb.height, None, mode, rgb.size != im.size)
+        return DecodedImage(rgb, rgb.width, rgb.height, None, im.mode, rgb.size != im.size)
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str | os.PathLike):
@@ -207,129 +362,198 @@ def decode_image(
             f"{name}: unsupported input of type {type(source).__name__} "
             "(give a path, bytes, a PIL image or a numpy array)"
         )
-    return _decode_bytes(data, name, max_pixels)
+    return _decode_bytes(data, name, max_pixels, target_size)
 
 
-def _first_frame(im: Image.Image) -> Image.Image:
-    if getattr(im, "is_animated", False):
-        im.seek(0)
-        frame = im.copy()
-        frame.info = dict(im.info)
-        return frame
-    return im
-
-
-def _limit(im: Image.Image, max_pixels: int) -> Image.Image:
-    if im.width * im.height <= max_pixels:
-        return im
-    scale = (max_pixels / (im.width * im.height)) ** 0.5
-    size = (max(1, int(im.width * scale)), max(1, int(im.height * scale)))
-    return im.resize(size, Image.Resampling.LANCZOS)
-
-
-def _decode_bytes(data: bytes, name: str, max_pixels: int) -> DecodedImage:
-    if not data:
-        raise BadImageError(f"{name}: empty file (0 bytes)")
-    bomb_limit = max_pixels * BOMB_FACTOR
+def _decode_pil(source: Image.Image, name: str, max_pixels: int) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            fmt = im.format
-            w, h = im.size
-            if w * h > bomb_limit:
-                raise BadImageError(
-                    f"{name}: decompression bomb: {w}x{h} pixels exceeds the limit of "
-                    f"{bomb_limit:,} pixels"
-                )
-            mode = im.mode
-            reduced = False
-            if w * h > max_pixels:
-                reduced = True
-                if fmt == "JPEG":
-                    # Let the JPEG decoder produce a 1/2, 1/4 or 1/8 scale image directly.
-                    scale = (max_pixels / (w * h)) ** 0.5
-                    im.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))
-            # Pillow's own bomb check uses a global limit; ours is explicit above.
-            saved_limit = Image.MAX_IMAGE_PIXELS
-            try:
-                Image.MAX_IMAGE_PIXELS = None
-                im = _first_frame(im)
-                im.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved_limit
-            oriented = ImageOps.exif_transpose(im)
-            was_oriented = oriented.size != im.size or oriented is not im
-            rgb = _to_rgb(oriented)
-            limited = _limit(rgb, max_pixels)
-            reduced = reduced or limited.size != rgb.size
-    except BadImageError:
-        raise
-    except UnidentifiedImageError:
-        raise BadImageError(f"{name}: not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(f"{name}: decompression bomb ({exc})") from None
-    except OSError as exc:
-        text = str(exc)
-        if "truncated" in text or "image file is truncated" in text or "broken data" in text:
-            raise BadImageError(f"{name}: truncated image data ({text})") from None
-        raise BadImageError(f"{name}: truncated or corrupt image data ({text})") from None
-    except (ValueError, SyntaxError, EOFError, struct.error) as exc:
-        raise BadImageError(f"{name}: corrupt image data ({type(exc).__name__}: {exc})") from None
+        im = _first_frame(source)
+        im.load()
+        mode = im.mode
+        oriented, was_oriented = _exif_transpose(im)
+        rgb = _to_rgb(oriented)
     except MemoryError:
-        raise BadImageError(f"{name}: too large to decode in memory") from None
+        raise BadImageError(f"{name}: too large to convert in memory") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise BadImageError(f"{name}: unusable PIL image ({exc})") from None
+    limited = _limit(rgb, max_pixels)
+    if limited is source:
+        limited = limited.copy()  # never hand back (and later mutate) the caller's object
     return DecodedImage(
-        limited, limited.width, limited.height, fmt, mode, reduced, oriented=was_oriented
+        limited,
+        limited.width,
+        limited.height,
+        getattr(source, "format", None),
+        mode,
+        limited.size != rgb.size,
+        was_oriented,
     )
 
 
+def _bomb_limit(max_pixels: int) -> int:
+    limit = max_pixels * BOMB_FACTOR
+    pillow_limit = Image.MAX_IMAGE_PIXELS  # read per call: a user may have changed it
+    if pillow_limit is not None:
+        limit = min(limit, 2 * int(pillow_limit))
+    return limit
+
+
+def _decode_bytes(
+    data: bytes, name: str, max_pixels: int, target_size: int | None = None
+) -> DecodedImage:
+    if not data:
+        raise BadImageError(f"{name}: empty file (0 bytes)")
+    try:
+        try:
+            im = _open_unchecked(data)
+        except UnidentifiedImageError:
+            raise BadImageError(f"{name}: {_not_an_image_reason(data)}") from None
+        fmt = im.format
+        mode = im.mode
+        w, h = im.size
+        if w < 1 or h < 1:
+            raise BadImageError(f"{name}: image of {w}x{h} pixels has no pixels")
+        bomb_limit = _bomb_limit(max_pixels)
+        if w * h > bomb_limit:
+            raise BadImageError(
+                f"{name}: decompression bomb: {w}x{h} pixels exceeds the limit of "
+                f"{bomb_limit:,} pixels"
+            )
+        reduced = False
+        if fmt in ("JPEG", "MPO"):
+            # The JPEG decoder produces a 1/2, 1/4 or 1/8 scale image directly: the full
+            # raster of a huge photo never exists.
+            want = None
+            if w * h > max_pixels:
+                want = _fit_size(w, h, max_pixels)
+            if target_size is not None and target_size > 0:
+                hint = (min(w, target_size), min(h, target_size))
+                want = hint if want is None else (max(want[0], hint[0]), max(want[1], hint[1]))
+            if want is not None:
+                im.draft(im.mode, want)
+                reduced = im.size != (w, h)
+        elif w * h > max_pixels * FULL_DECODE_FACTOR:
+            raise BadImageError(
+                f"{name}: too large: {w}x{h} pixels; {fmt} images are decoded in full and the "
+                f"limit is {max_pixels * FULL_DECODE_FACTOR:,} pixels (JPEG can be larger)"
+            )
+        im = _first_frame(im)
+        im.load()
+        oriented, was_oriented = _exif_transpose(im)
+        rgb = _to_rgb(oriented)
+        limited = _limit(rgb, max_pixels)
+        reduced = reduced or limited.size != rgb.size
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(f"{name}: decompression bomb ({exc})") from None
+    except MemoryError:
+        raise BadImageError(f"{name}: too large to decode in memory") from None
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text:
+            raise BadImageError(f"{name}: truncated image data ({text})") from None
+        raise BadImageError(f"{name}: corrupt or truncated image data ({text})") from None
+    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error) as exc:
+        raise BadImageError(f"{name}: corrupt image data ({type(exc).__name__}: {exc})") from None
+    return DecodedImage(limited, limited.width, limited.height, fmt, mode, reduced, was_oriented)
+
+
+# ---------------------------------------------------------------------------- storing
+
+
 def to_storable(
-    source: Any, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Any, name: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[bytes, str, DecodedImage]:
     """The bytes to store for ``source``, their extension, and the decoded image.
 
-    A file that decodes fine at full size is stored as its original bytes (so its sha256
-    is the file's, and duplicates under other names are found). PIL images, arrays and
-    reduced huge images are stored as PNG (JPEG for reduced photos).
+    A file (path or bytes) in a common format that decodes at full size is stored as its
+    original bytes: its sha256 is the file's, duplicates under other names are found, and
+    the original is kept bit for bit. PIL images, arrays, rare formats and reduced huge
+    images are stored re-encoded: JPEG for reduced JPEGs, PNG otherwise.
+
+    Args:
+        source: anything :func:`decode_image` accepts.
+        name: how to call it in error messages.
+        max_pixels: as for :func:`decode_image`.
+
+    Returns:
+        ``(data, ext, decoded)`` with ``ext`` like ``".jpg"``.
+
+    Raises:
+        BadImageError: when the source does not decode.
+
+    Examples:
+        >>> import numpy as np
+        >>> data, ext, decoded = to_storable(np.zeros((2, 2, 3), np.uint8))
+        >>> ext, data[:4]
+        ('.png', b'\\x89PNG')
     """
     name = _name_of(source, name)
-    decoded = decode_image(source, max_pixels=max_pixels, name=name)
-    if isinstance(source, bytes | bytearray | memoryview | str | os.PathLike):
-        data = bytes(source) if not isinstance(source, str | os.PathLike) else None
-        if data is None:
-            data = _read_source(source, name)
+    if isinstance(source, str | os.PathLike):
+        source = _read_source(source, name)  # read once: decoded and stored from these bytes
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        decoded = _decode_bytes(data, name, max_pixels)
         ext = _KEEP_FORMATS.get(decoded.format or "")
         if not decoded.reduced and ext is not None:
             return data, ext, decoded
-        if decoded.reduced and decoded.format == "JPEG":
+        if decoded.reduced and decoded.format in ("JPEG", "MPO"):
             return encode_jpeg(decoded.image), ".jpg", decoded
+        return encode_png(decoded.image), ".png", decoded
+    decoded = decode_image(source, max_pixels=max_pixels, name=name)
     return encode_png(decoded.image), ".png", decoded
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes of an image."""
+    """PNG bytes of an image (deterministic: the same pixels give the same bytes)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
 
 
 def encode_jpeg(image: Image.Image, quality: int = 92) -> bytes:
-    """JPEG bytes of an RGB image."""
+    """JPEG bytes of an image (converted to RGB)."""
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
 def thumbnail_bytes(image: Image.Image, size: int = 160) -> bytes:
-    """JPEG bytes of a thumbnail whose longer side is ``size`` (aspect kept)."""
-    thumb = image.convert("RGB").copy()
+    """JPEG bytes of a thumbnail whose longer side is at most ``size`` (aspect kept).
+
+    Examples:
+        >>> from PIL import Image
+        >>> data = thumbnail_bytes(Image.new("RGB", (640, 320)), 160)
+        >>> Image.open(io.BytesIO(data)).size
+        (160, 80)
+    """
+    thumb = image if image.mode == "RGB" else _to_rgb(image)
+    thumb = thumb.copy()
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
     return encode_jpeg(thumb, quality=85)
 
 
-def load_rgb(source: Any, size: int | None = None, *, name: str | None = None) -> np.ndarray:
-    """uint8 ``HxWx3`` pixels, resized (squashed) to ``size x size`` when given."""
-    image = decode_image(source, name=name).image
+def load_rgb(
+    source: Any,
+    size: int | None = None,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """uint8 ``HxWx3`` pixels, resized (squashed) to ``size x size`` when given.
+
+    The resize is antialiased bilinear (Pillow's, with a box pre-reduction for large
+    shrinks); JPEGs are decoded directly at a smaller scale when that still leaves at least
+    ``size`` pixels a side. Training, evaluation and the REST service all go through here,
+    so the same bytes always give the same array.
+
+    Examples:
+        >>> import numpy as np
+        >>> load_rgb(np.zeros((10, 20), np.uint8), 8).shape
+        (8, 8, 3)
+    """
+    image = decode_image(source, name=name, max_pixels=max_pixels, target_size=size).image
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(image, dtype=np.uint8)
