@@ -522,13 +522,18 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
     from .predict import Predictor
 
     tags = [t["name"] for t in meta["tags"]]
+    thresholds = meta.get("thresholds")
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = {tag: float(thresholds) for tag in tags}
+    elif not isinstance(thresholds, dict):
+        thresholds = None
     try:
         predictor = Predictor(
             meta["network"],
             tags,
             meta["kind"],
             weights,
-            thresholds=meta.get("thresholds"),
+            thresholds=thresholds,
             input_size=input_size,
         )
     except ImgClassError as exc:

@@ -75,7 +75,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 6_000_000
 DEFAULT_MAX_PIXELS = 50_000_000
 """About an 8660 x 5770 photo; larger images are refused before they are decoded."""
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class _RequestError(Exception):
@@ -163,11 +162,8 @@ class _MicroBatcher:
         return await future
 
     def _run_batch(self, images: list[np.ndarray]) -> np.ndarray:
-        n = len(images)
-        # Pad to a few fixed sizes so that jit compiles a handful of shapes, not 32.
-        size = next((b for b in _BATCH_BUCKETS if b >= n), n)
-        batch = np.stack(images + [np.zeros_like(images[0])] * (size - n))
-        return np.asarray(self._predict(batch))[:n]
+        # Predictor.predict_arrays pads to a few bucket sizes itself (few jit shapes).
+        return np.asarray(self._predict(np.stack(images)))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
