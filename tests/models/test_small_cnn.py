@@ -1,0 +1,66 @@
+"""small_cnn: shapes, parameter count, input size, registry entry."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from jupyter_imgclass import models
+from jupyter_imgclass.errors import ImgClassError
+from jupyter_imgclass.train import model_to_weights, weights_to_model
+
+
+def _param_count(module) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def test_registered_with_its_preprocessing():
+    spec = models.get("small_cnn")
+    assert spec.input_size == 28 and spec.feature_dim == 128 and not spec.pretrained
+    assert spec.to_json()["input_size"] == 28
+
+
+def test_shapes_and_parameter_count():
+    model = models.get("small_cnn").create(10, rngs=nnx.Rngs(0))
+    model.eval()
+    x = np.zeros((3, 28, 28, 3), np.float32)
+    assert model(x).shape == (3, 10)
+    assert model.features(x).shape == (3, 128)
+    assert model.head.in_features == 128 and model.head.out_features == 10
+    convs = 3 * 3 * (3 * 32 + 32 * 32 + 32 * 64 + 64 * 64)  # no conv bias: BatchNorm follows
+    batchnorm = 2 * (32 + 32 + 64 + 64)
+    dense = 7 * 7 * 64 * 128 + 128 + 128 * 10 + 10
+    assert _param_count(model) == convs + batchnorm + dense == 468_586
+
+
+def test_input_size_is_a_parameter_and_read_back_from_the_weights():
+    spec = models.get("small_cnn")
+    model = spec.create(4, rngs=nnx.Rngs(1), input_size=64)
+    weights = model_to_weights(model)
+    assert weights["dense1.kernel"].shape == (16 * 16 * 64, 128)
+    again = weights_to_model(spec, 4, weights)
+    assert again.input_size == 64
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    model.eval()
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(model(x)))
+
+
+def test_bad_input_size_is_refused():
+    with pytest.raises(ImgClassError, match="multiple of 4"):
+        models.get("small_cnn").create(3, rngs=nnx.Rngs(0), input_size=30)
+
+
+def test_flat_weight_names():
+    weights = model_to_weights(models.get("small_cnn").create(3, rngs=nnx.Rngs(0)))
+    assert {
+        "conv1.kernel",
+        "bn1.mean",
+        "bn1.var",
+        "bn1.scale",
+        "dense1.kernel",
+        "head.bias",
+    } <= set(weights)
+    assert not any("rngs" in k for k in weights)
+    assert all(isinstance(v, np.ndarray) for v in weights.values())
