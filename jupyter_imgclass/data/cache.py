@@ -1,90 +1,231 @@
 """Derived data rebuilt on demand: thumbnails, resized arrays, backbone features.
 
 Everything is keyed by the image's content hash (and size, and model for features), so a
-moved or renamed source never invalidates it. Files are written atomically (temporary
-file + ``os.replace``); a missing or damaged entry is rebuilt, never an error.
+moved or renamed source never invalidates it. Layout under ``root``::
+
+    thumbs/<size>/<sha[:2]>/<sha>.jpg
+    arrays/<size>/<sha[:2]>/<sha>.npy            uint8 [size, size, 3]
+    features/<model>-<size>/<sha[:2]>/<sha>.npy  float32 [D]
+
+Files are written atomically (a temporary file in the same folder, then ``os.replace``),
+so a reader never sees half a file; a missing or damaged entry (deleted, truncated,
+wrong shape) is rebuilt from the source image, never an error. Several threads (or
+processes) may use one cache: the worst case is the same entry computed twice.
+
+Examples:
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> Image.new("RGB", (40, 30), "red").save(root / "a.png")
+    >>> cache = DerivativeCache(root / "cache")
+    >>> cache.array("ab" * 32, root / "a.png", 16).shape
+    (16, 16, 3)
 """
 
 from __future__ import annotations
 
+import io
 import os
-import threading
+import re
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from . import images as imgs
 
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` so that ``path`` holds either the old file or all of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
 
 
-class DerivativeCache:
-    """Thumbnails, arrays and features of a project's images under ``root``."""
+def _load_npy(path: Path) -> np.ndarray | None:
+    """The array in ``path``, or None when it is missing or damaged."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
 
-    def __init__(self, root: Path):
+
+def _is_whole_jpeg(data: bytes) -> bool:
+    return len(data) > 4 and data[:2] == b"\xff\xd8" and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+
+
+class DerivativeCache:
+    """Thumbnails, arrays and features of a project's images under ``root``.
+
+    Args:
+        root: the cache folder (created on first write).
+        workers: threads used by :meth:`arrays` to build missing entries (decoding and
+            resizing release the GIL); 1 builds them in the calling thread.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, workers: int | None = None):
         self.root = Path(root)
-        self._lock = threading.Lock()
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+
+    def __repr__(self) -> str:
+        return f"DerivativeCache({str(self.root)!r})"
 
     def _path(self, kind: str, key: str, sha: str, ext: str) -> Path:
+        if not sha or not re.fullmatch(r"[0-9A-Za-z]+", sha):
+            raise ValueError(f"not a content hash: {sha!r}")
         return self.root / kind / key / sha[:2] / f"{sha}{ext}"
 
-    def thumbnail(self, sha: str, src_path: Path, size: int = 160) -> bytes:
-        """JPEG thumbnail bytes (longer side ``size``)."""
-        path = self._path("thumbs", str(size), sha, ".jpg")
+    # ------------------------------------------------------------------ thumbnails
+
+    def thumbnail(self, sha: str, src_path: str | os.PathLike, size: int = 160) -> bytes:
+        """JPEG thumbnail bytes, longer side at most ``size`` (aspect kept).
+
+        Raises:
+            BadImageError: when the entry is missing and the source does not decode.
+        """
+        path = self._path("thumbs", str(int(size)), sha, ".jpg")
         try:
             data = path.read_bytes()
-            if data[:2] == b"\xff\xd8":
+            if _is_whole_jpeg(data):
                 return data
         except OSError:
             pass
-        data = imgs.thumbnail_bytes(imgs.decode_image(src_path).image, size)
+        decoded = imgs.decode_image(src_path, target_size=int(size))
+        data = imgs.thumbnail_bytes(decoded.image, int(size))
         _atomic_write(path, data)
         return data
 
-    def array(self, sha: str, src_path: Path, size: int) -> np.ndarray:
-        """uint8 ``[size, size, 3]`` pixels."""
-        path = self._path("arrays", str(size), sha, ".npy")
-        arr = self._load_npy(path)
+    # ---------------------------------------------------------------------- arrays
+
+    def array_path(self, sha: str, size: int) -> Path:
+        """Where the ``size`` array of image ``sha`` lives (it may not exist yet)."""
+        return self._path("arrays", str(int(size)), sha, ".npy")
+
+    def array(self, sha: str, src_path: str | os.PathLike, size: int) -> np.ndarray:
+        """uint8 ``[size, size, 3]`` pixels (squashed, as :func:`images.load_rgb` makes them).
+
+        Raises:
+            BadImageError: when the entry is missing and the source does not decode.
+        """
+        size = int(size)
+        path = self.array_path(sha, size)
+        arr = _load_npy(path)
         if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
             return arr
         arr = imgs.load_rgb(src_path, size)
         _atomic_write(path, _npy_bytes(arr))
         return arr
 
-    def arrays(self, items: list[tuple[str, Path]], size: int) -> np.ndarray:
-        """Stacked arrays for ``(sha, path)`` pairs."""
-        out = np.empty((len(items), size, size, 3), np.uint8)
-        for k, (sha, path) in enumerate(items):
-            out[k] = self.array(sha, path, size)
+    def arrays(
+        self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
+    ) -> np.ndarray:
+        """Stacked uint8 ``[N, size, size, 3]`` arrays for ``(sha, path)`` pairs.
+
+        Cached entries are read; missing ones are built in ``workers`` threads.
+
+        Args:
+            items: ``(sha256, source path)`` per image.
+            size: side of the square arrays.
+            on_progress: optional ``callback(done, total)``.
+        """
+        size = int(size)
+        total = len(items)
+        out = np.empty((total, size, size, 3), np.uint8)
+        missing: list[int] = []
+        for k, (sha, _) in enumerate(items):
+            arr = _load_npy(self.array_path(sha, size))
+            if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
+                out[k] = arr
+            else:
+                missing.append(k)
+        done = total - len(missing)
+        if on_progress and missing:
+            on_progress(done, total)
+
+        def build(k: int) -> int:
+            sha, src = items[k]
+            out[k] = self.array(sha, src, size)
+            return k
+
+        if len(missing) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="imgclass-cache") as pool:
+                for _ in pool.map(build, missing):
+                    done += 1
+                    if on_progress and (done % 50 == 0 or done == total):
+                        on_progress(done, total)
+        else:
+            for k in missing:
+                build(k)
+                done += 1
+                if on_progress and (done % 50 == 0 or done == total):
+                    on_progress(done, total)
         return out
 
+    # -------------------------------------------------------------------- features
+
+    def _features_path(self, sha: str, model: str, size: int) -> Path:
+        key = f"{_SAFE_KEY.sub('_', str(model))}-{int(size)}"
+        return self._path("features", key, sha, ".npy")
+
     def features_get(self, sha: str, model: str, size: int) -> np.ndarray | None:
-        """Cached feature vector, or None."""
-        arr = self._load_npy(self._path("features", f"{model}-{size}", sha, ".npy"))
-        return None if arr is None or arr.ndim != 1 else arr
+        """The cached float32 feature vector of image ``sha``, or None."""
+        arr = _load_npy(self._features_path(sha, model, size))
+        if arr is None or arr.ndim != 1 or arr.dtype != np.float32:
+            return None
+        return arr
 
     def features_put(self, sha: str, model: str, size: int, vec: np.ndarray) -> None:
-        """Stores a feature vector."""
-        vec = np.asarray(vec, np.float32).reshape(-1)
-        _atomic_write(self._path("features", f"{model}-{size}", sha, ".npy"), _npy_bytes(vec))
+        """Stores a feature vector (as float32)."""
+        vec = np.ascontiguousarray(np.asarray(vec, np.float32).reshape(-1))
+        _atomic_write(self._features_path(sha, model, size), _npy_bytes(vec))
 
-    @staticmethod
-    def _load_npy(path: Path) -> np.ndarray | None:
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None
+    def features_many(
+        self, shas: Sequence[str], model: str, size: int
+    ) -> tuple[np.ndarray | None, list[int]]:
+        """Cached features of many images at once.
+
+        Returns:
+            ``(features, missing)``: ``features`` is float32 ``[N, D]`` with zeros in the
+            rows of images not cached (None when no image is cached), and ``missing`` the
+            indices of those rows. Rows whose length differs from the first found vector
+            count as missing.
+        """
+        found: list[np.ndarray | None] = [self.features_get(s, model, size) for s in shas]
+        dims = [f.shape[0] for f in found if f is not None]
+        if not dims:
+            return None, list(range(len(shas)))
+        dim = dims[0]
+        out = np.zeros((len(shas), dim), np.float32)
+        missing = []
+        for k, f in enumerate(found):
+            if f is None or f.shape[0] != dim:
+                missing.append(k)
+            else:
+                out[k] = f
+        return out, missing
+
+    def features_put_many(
+        self, shas: Sequence[str], model: str, size: int, vecs: np.ndarray
+    ) -> None:
+        """Stores one feature vector per image (rows of ``vecs``)."""
+        vecs = np.asarray(vecs, np.float32)
+        if len(vecs) != len(shas):
+            raise ValueError(f"{len(shas)} hashes but {len(vecs)} feature rows")
+        for sha, vec in zip(shas, vecs, strict=True):
+            self.features_put(sha, model, size, vec)
