@@ -1,0 +1,203 @@
+"""train.py: real (short) trainings on scikit-learn digits and synthetic tags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jupyter_imgclass import models, train
+from jupyter_imgclass.errors import TrainingError
+from jupyter_imgclass.predict import Predictor
+
+NO_FLIP = ("shift", "brightness")  # digits are not mirror-symmetric
+
+
+def _digits(n: int | None = None):
+    """scikit-learn's 8x8 digits upscaled to 28x28 RGB uint8, seeded split 80/20."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    small = (raw.images / 16.0 * 255.0).astype(np.uint8)
+    images = np.stack(
+        [
+            np.asarray(Image.fromarray(im).resize((28, 28), Image.Resampling.BILINEAR))
+            for im in small
+        ]
+    )
+    images = np.repeat(images[..., None], 3, axis=3)
+    labels = raw.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(images))
+    if n is not None:
+        order = order[:n]
+    cut = int(len(order) * 0.8)
+    tr, va = order[:cut], order[cut:]
+    return (
+        {"image": images[tr], "label": labels[tr]},
+        {"image": images[va], "label": labels[va]},
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return _digits()
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """One short real training shared by several tests."""
+    events = []
+    config = train.TrainConfig(model="small_cnn", epochs=2, batch_size=64, augment=NO_FLIP)
+    result = train.fit(config, *digits, on_event=events.append)
+    return result, events
+
+
+def test_digits_training_beats_chance_by_far(trained, digits):
+    result, events = trained
+    assert result.history[-1]["val_accuracy"] > 0.8  # chance is 0.1
+    assert (
+        result.best_epoch
+        == max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"]
+    )
+    assert result.val_probabilities.shape == (len(digits[1]["label"]), 10)
+    np.testing.assert_allclose(result.val_probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert not result.stopped
+    phases = [e["phase"] for e in events if "phase" in e]
+    assert phases[:2] == ["compiling", "training"]
+    epochs = [e for e in events if e.get("event") == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    keys = {"epochs", "loss", "accuracy", "val_loss", "val_accuracy", "elapsed_s", "eta_s"}
+    assert keys <= set(epochs[0])
+    assert any(e.get("event") == "step" and "loss" in e for e in events)
+
+
+def test_weights_round_trip_give_identical_predictions(trained, digits, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    result, _ = trained
+    save_file(result.weights, str(tmp_path / "w.safetensors"))
+    loaded = load_file(str(tmp_path / "w.safetensors"))
+    assert set(loaded) == set(result.weights)
+    tags = [str(d) for d in range(10)]
+    a = Predictor("small_cnn", tags, "multiclass", result.weights).predict_arrays(
+        digits[1]["image"]
+    )
+    b = Predictor("small_cnn", tags, "multiclass", loaded).predict_arrays(digits[1]["image"])
+    np.testing.assert_array_equal(a, b)
+    # The kept (best) weights are the ones whose validation probabilities were reported.
+    np.testing.assert_allclose(a, result.val_probabilities, atol=1e-5)
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    small = _digits(200)
+    config = train.TrainConfig(model="small_cnn", epochs=1, batch_size=32, augment=NO_FLIP, seed=7)
+    a = train.fit(config, *small).weights
+    b = train.fit(config, *small).weights
+    c = train.fit(train.TrainConfig(**{**config.__dict__, "seed": 8}), *small).weights
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["conv1.kernel"], c["conv1.kernel"])
+
+
+def test_should_stop_returns_promptly_with_the_best_weights():
+    small = _digits(300)
+    calls = {"steps": 0}
+
+    def should_stop():
+        calls["steps"] += 1
+        return calls["steps"] > 20  # 7 steps per epoch: stops in the 3rd epoch
+
+    config = train.TrainConfig(model="small_cnn", epochs=50, batch_size=32, augment=NO_FLIP)
+    result = train.fit(config, *small, should_stop=should_stop)
+    assert result.stopped
+    assert len(result.history) == 3 and result.history[-1].get("partial")
+    best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert result.best_epoch == best["epoch"]
+    probs = Predictor(
+        "small_cnn", [str(d) for d in range(10)], "multiclass", result.weights
+    ).predict_arrays(small[1]["image"])
+    np.testing.assert_allclose(probs, result.val_probabilities, atol=1e-5)
+
+
+def test_stop_before_the_first_step_still_gives_weights():
+    small = _digits(100)
+    config = train.TrainConfig(model="small_cnn", epochs=5, batch_size=32)
+    result = train.fit(config, *small, should_stop=lambda: True)
+    assert result.stopped and result.best_epoch == 0 and result.history == []
+    assert result.val_probabilities.shape == (20, 10)
+    assert "head.kernel" in result.weights
+
+
+def test_time_limit_ends_training():
+    small = _digits(200)
+    config = train.TrainConfig(
+        model="small_cnn", epochs=None, time_limit_s=0.5, batch_size=32, augment=NO_FLIP
+    )
+    result = train.fit(config, *small)
+    assert not result.stopped and len(result.history) >= 1
+    assert result.best_epoch >= 1
+
+
+def _two_tag_images(n: int, seed: int):
+    """Left half red and/or right half blue: two independent tags."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, (n, 28, 28, 3)).astype(np.uint8)
+    labels = rng.integers(0, 2, (n, 2)).astype(np.float32)
+    images[labels[:, 0] == 1, :, :14, 0] = 230
+    images[labels[:, 1] == 1, :, 14:, 2] = 230
+    return {"image": images, "label": labels}
+
+
+def test_multilabel_training_gives_sigmoid_probabilities():
+    tr, va = _two_tag_images(192, 0), _two_tag_images(48, 1)
+    config = train.TrainConfig(
+        model="small_cnn", kind="multilabel", epochs=3, batch_size=32, augment=("brightness",)
+    )
+    result = train.fit(config, tr, va)
+    p = result.val_probabilities
+    assert p.shape == (48, 2) and (p >= 0).all() and (p <= 1).all()
+    assert not np.allclose(p.sum(axis=1), 1.0)
+    assert "val_average_precision" in result.history[-1]
+    assert result.history[-1]["val_average_precision"] > 0.9
+    pred = Predictor("small_cnn", ["red", "blue"], "multilabel", result.weights)
+    np.testing.assert_allclose(pred.predict_arrays(va["image"]), p, atol=1e-5)
+
+
+def test_head_on_features_merges_into_the_full_network(trained, digits):
+    result, _ = trained
+    spec = models.get("small_cnn")
+    backbone = train.weights_to_model(spec, 10, result.weights)
+    tr, va = digits
+    seen = []
+    f_tr = train.extract_features(
+        backbone, spec, tr["image"], on_progress=lambda d, t: seen.append(d)
+    )
+    f_va = train.extract_features(backbone, "small_cnn", va["image"])
+    assert f_tr.shape == (len(tr["image"]), 128) and f_tr.dtype == np.float32
+    assert seen[-1] == len(tr["image"])
+    events = []
+    config = train.TrainConfig(model="small_cnn", budget="quick", num_classes=10)
+    head = train.fit_head(
+        config,
+        backbone,
+        {"features": f_tr, "label": tr["label"]},
+        {"features": f_va, "label": va["label"]},
+        on_event=events.append,
+    )
+    assert head.history[-1]["val_accuracy"] > 0.8
+    assert set(head.weights) == set(result.weights)
+    np.testing.assert_array_equal(head.weights["conv1.kernel"], result.weights["conv1.kernel"])
+    # One full-network Predictor reproduces the head's validation probabilities.
+    probs = Predictor("small_cnn", [str(d) for d in range(10)], "multiclass", head.weights)
+    np.testing.assert_allclose(probs.predict_arrays(va["image"]), head.val_probabilities, atol=1e-4)
+    assert any(e.get("event") == "epoch" for e in events)
+
+
+def test_bad_arrays_are_refused_with_reasons(digits):
+    tr, va = digits
+    config = train.TrainConfig(model="small_cnn", epochs=1)
+    with pytest.raises(TrainingError, match="labels"):
+        train.fit(config, {"image": tr["image"], "label": tr["label"][:5]}, va)
+    with pytest.raises(TrainingError, match="uint8"):
+        train.fit(config, {"image": tr["image"].astype(np.float32), "label": tr["label"]}, va)
+    with pytest.raises(TrainingError, match="augment"):
+        train.fit(train.TrainConfig(augment=("rotate",), epochs=1), tr, va)
