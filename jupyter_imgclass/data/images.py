@@ -68,7 +68,8 @@ class DecodedImage:
         image: the RGB image, EXIF orientation applied, fully loaded.
         width: width in pixels after orientation (and reduction).
         height: height in pixels after orientation (and reduction).
-        format: the file format Pillow saw (``"JPEG"``...) or None for arrays / PIL input.
+        format: the file format Pillow saw (``"JPEG"``...); for a PIL image its own
+            ``format`` (None when made in memory); None for arrays.
         original_mode: the mode before conversion (``"CMYK"``, ``"I;16"``...).
         reduced: True when the image was decoded at a smaller size than stored in the file
             (too large for ``max_pixels``, or a ``target_size`` hint allowed it).
@@ -228,6 +229,7 @@ def _open_unchecked(data: bytes) -> ImageFile.ImageFile:
     """
     if not (hasattr(Image, "OPEN") and hasattr(Image, "ID")):  # pragma: no cover
         return Image.open(io.BytesIO(data))  # a Pillow without the plugin registry
+    Image.preinit()  # the common formats first, in the order Image.open tries them
     Image.init()
     fp = io.BytesIO(data)
     prefix = data[:16]
