@@ -37,10 +37,10 @@ import numpy as np
 def make_bundle(folder: Path, model_name: str, num_classes: int) -> Path:
     """A bundle with seeded random weights (load, not accuracy, is measured)."""
     from flax import nnx
-    from jupyter_imgclass.train import model_to_weights
 
     from jupyter_imgclass import models
     from jupyter_imgclass.export import export_bundle
+    from jupyter_imgclass.train import model_to_weights
 
     spec = models.get(model_name)
     module = spec.create(num_classes, rngs=nnx.Rngs(0), pretrained=False)
@@ -102,41 +102,71 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+async def _post(reader, writer, host: str, path: str, body: bytes) -> int:
+    """One HTTP/1.1 keep-alive POST on an open connection; returns the status."""
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
 async def load_phase(
     url: str, images: list[bytes], concurrency: int, seconds: float, max_requests: int
 ) -> dict:
+    """``concurrency`` keep-alive connections posting back to back (a lean asyncio client,
+    so that the load generator costs little CPU next to the server)."""
+    import urllib.parse
+
     import httpx
 
+    parts = urllib.parse.urlsplit(url)
+    host, port, path = parts.hostname, parts.port, parts.path
     latencies: list[float] = []
     statuses: collections.Counter = collections.Counter()
     sent = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-
-        async def worker(wid: int) -> None:
-            nonlocal sent
-            i = wid
+    async def worker(wid: int) -> None:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection(host, port)
+        i = wid
+        try:
             while time.perf_counter() < deadline and sent < max_requests:
                 sent += 1
                 body = images[i % len(images)]
                 i += concurrency
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(
-                        url, content=body, headers={"Content-Type": "application/octet-stream"}
-                    )
-                    statuses[r.status_code] += 1
-                except httpx.HTTPError as exc:
+                    status = await _post(reader, writer, f"{host}:{port}", path, body)
+                except (OSError, asyncio.IncompleteReadError) as exc:
                     statuses[type(exc).__name__] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
                     continue
+                statuses[status] += 1
                 latencies.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - start
     ok = statuses.get(200, 0)
+    health = httpx.get(f"http://{host}:{port}/health", timeout=30).json()
     return {
         "concurrency": concurrency,
         "requests": sum(statuses.values()),
@@ -145,6 +175,8 @@ async def load_phase(
         "p50_ms": round(1000 * percentile(latencies, 50), 2),
         "p99_ms": round(1000 * percentile(latencies, 99), 2),
         "errors": {str(k): v for k, v in statuses.items() if k != 200},
+        "server_batches_so_far": health["batches"],
+        "server_images_so_far": health["images"],
     }
 
 

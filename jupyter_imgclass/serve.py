@@ -236,6 +236,7 @@ def create_app(
     project_name: str | None = None,
     batch_window_s: float = 0.005,
     max_batch: int = 32,
+    warmup: bool = False,
 ) -> FastAPI:
     """Builds the FastAPI prediction app.
 
@@ -254,6 +255,8 @@ def create_app(
         project_name: the ``project`` field of answers; defaults to the model's.
         batch_window_s: how long a request waits for others to share its batch.
         max_batch: the largest batch run on the model.
+        warmup: run the model once per batch size (powers of two up to ``max_batch``)
+            before accepting requests, so no request waits for a compilation.
 
     Returns:
         A ``fastapi.FastAPI`` app; run it with uvicorn or :func:`serve_in_background`.
@@ -268,6 +271,12 @@ def create_app(
 
             loaded = await run_in_threadpool(load_model, Path(model))
         info = _ModelInfo(loaded, published_name, project_name)
+        if warmup:
+            # Compile every batch size the micro-batcher can produce before the first request.
+            sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
+            for n in sizes:
+                blank = np.zeros((n, info.input_size, info.input_size, 3), np.uint8)
+                await run_in_threadpool(info.model.predict_arrays, blank)
         batcher = _MicroBatcher(info.model.predict_arrays, batch_window_s, max_batch)
         batcher.start()
         state["info"], state["batcher"] = info, batcher
@@ -639,6 +648,7 @@ def serve_forever(
 
     from .errors import BundleError
 
+    app_options.setdefault("warmup", True)
     folder = Path(path)
     if (folder / "model.json").is_file():
         from .export import load_model
