@@ -445,3 +445,46 @@ def test_decoding_from_several_threads():
         t.join()
     for k in range(8):
         assert np.array_equal(results[k], imgs.load_rgb(datas[k], 16))
+
+
+def _samples() -> dict[str, bytes]:
+    arr = noise(50, 40, seed=11)
+    out = {}
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "TGA"):
+        im = Image.fromarray(arr)
+        out[fmt] = encode(im.convert("P") if fmt == "GIF" else im, fmt)
+    out["progressive JPEG"] = encode(Image.fromarray(arr), "JPEG", progressive=True)
+    return out
+
+
+def test_damaged_files_give_an_image_or_a_bad_image_error_never_anything_else():
+    """Decoding is total: seeded random cuts and byte flips of every format."""
+    rng = np.random.default_rng(12)
+    outcomes = {"ok": 0, "rejected": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own UserWarnings about damaged TIFF tags
+        for fmt, data in _samples().items():
+            for _ in range(40):
+                damaged = bytearray(data)
+                if rng.random() < 0.5:
+                    damaged = damaged[: int(rng.integers(1, len(damaged)))]
+                else:
+                    for _ in range(int(rng.integers(1, 6))):
+                        damaged[int(rng.integers(0, len(damaged)))] = int(rng.integers(0, 256))
+                try:
+                    d = imgs.decode_image(bytes(damaged), name=fmt)
+                    assert d.image.mode == "RGB" and d.image.size == (d.width, d.height)
+                    outcomes["ok"] += 1
+                except BadImageError as exc:
+                    assert str(exc).startswith(f"{fmt}: ")
+                    outcomes["rejected"] += 1
+    assert outcomes["ok"] > 50 and outcomes["rejected"] > 100
+
+
+@pytest.mark.filterwarnings("ignore:Truncated File Read")  # Pillow's TIFF reader says so too
+@pytest.mark.parametrize("fmt", ["JPEG", "progressive JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"])
+def test_every_cut_that_loses_pixels_is_rejected(fmt):
+    data = _samples()[fmt]
+    for cut in range(1, len(data), max(1, len(data) // 60)):
+        with pytest.raises(BadImageError):
+            imgs.decode_image(data[:cut])
