@@ -30,6 +30,26 @@ __all__ = [
     "ProjectError",
     "TagError",
     "TagRecord",
+    "Studio",
     "TrainingError",
     "__version__",
+    "load_model",
 ]
+
+
+def __getattr__(name: str):
+    # Heavier parts load on first use, so `import jupyter_imgclass` stays quick and free
+    # of JAX, FastAPI and widget imports.
+    if name == "load_model":
+        from .export import load_model
+
+        return load_model
+    if name == "Studio":
+        from .widgets.studio import Studio
+
+        return Studio
+    if name in ("datasets", "models"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'jupyter_imgclass' has no attribute {name!r}")

@@ -46,9 +46,14 @@ class ModelSpec:
     factory: Callable[..., Any] = field(repr=False, compare=False)
     description: str = ""
 
-    def create(self, num_classes: int, *, rngs: Any, pretrained: bool = True) -> Any:
+    def create(
+        self, num_classes: int, *, rngs: Any, pretrained: bool = True, input_size: int | None = None
+    ) -> Any:
         """Builds the network with a fresh ``num_classes``-way head."""
-        return self.factory(num_classes, rngs=rngs, pretrained=pretrained and self.pretrained)
+        kwargs = {} if input_size in (None, self.input_size) else {"input_size": input_size}
+        return self.factory(
+            num_classes, rngs=rngs, pretrained=pretrained and self.pretrained, **kwargs
+        )
 
     def to_json(self) -> dict:
         """The preprocessing, as written into ``model.json`` of iterations and bundles."""
