@@ -217,7 +217,12 @@ def load_imagenet(model: EfficientNetLite0, *, with_head: bool) -> None:
 
 
 def create(
-    num_classes: int, *, rngs: nnx.Rngs, pretrained: bool = True, input_size: Any = None
+    num_classes: int,
+    *,
+    rngs: nnx.Rngs,
+    pretrained: bool = True,
+    dropout: float = 0.2,
+    input_size: Any = None,
 ) -> EfficientNetLite0:
     """EfficientNet-Lite0 with the ImageNet backbone and a fresh ``num_classes`` head.
 
@@ -226,6 +231,7 @@ def create(
             ImageNet classifier is kept as the head.
         rngs: random streams for the fresh head, dropout and (not pretrained) every layer.
         pretrained: load the ImageNet weights (read from disk once per process).
+        dropout: rate before the head.
         input_size: accepted for the registry; the network works at any input size.
 
     Examples:
@@ -235,7 +241,7 @@ def create(
     """
     del input_size
     if not pretrained:
-        return EfficientNetLite0(num_classes, rngs=rngs)
+        return EfficientNetLite0(num_classes, rngs=rngs, dropout=dropout)
     # Building the structure abstractly and filling it from numpy avoids running ~300
     # random initialisers eagerly only to overwrite them (seconds on a busy CPU).
     model = nnx.eval_shape(lambda: EfficientNetLite0(num_classes, rngs=nnx.Rngs(0)))
@@ -243,7 +249,7 @@ def create(
     load_imagenet(model, with_head=keep_head)
     if not keep_head:
         model.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
-    model.dropout = nnx.Dropout(model.dropout.rate, rngs=rngs)
+    model.dropout = nnx.Dropout(dropout, rngs=rngs)
     return model
 
 

@@ -137,6 +137,8 @@ def test_fresh_head_features_and_cached_weights(imagenet_model):
     assert E.imagenet_state_dict.cache_info().hits > hits  # read once per process
     assert E.imagenet_state_dict() is E.imagenet_state_dict()
     assert isinstance(model.head, nnx.Linear) and model.head.kernel.shape == (1280, 5)
+    assert model.dropout.rate == 0.2
+    assert E.create(2, rngs=nnx.Rngs(2), dropout=0.3).dropout.rate == 0.3  # train.py passes it
     np.testing.assert_array_equal(model.bn1.mean[...], imagenet_model.bn1.mean[...])
     model.eval()
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3), np.float32))
