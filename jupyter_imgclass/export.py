@@ -15,15 +15,16 @@ Loading never executes code from the bundle: ``model.json`` is parsed as JSON, t
 network is looked up by name in this package's registry, and the weights are read as
 plain tensors. A missing, truncated or tampered bundle raises :class:`BundleError`.
 
-Examples:
-    >>> from jupyter_imgclass.export import export_bundle, load_model  # doctest: +SKIP
-    >>> path = export_bundle("out/fruit", model_name="small_cnn", tags=tags, kind="multiclass",
-    ...                      weights=weights, preprocessing=spec.to_json(), thresholds=None,
-    ...                      metrics=metrics, published_name="fruit-v1",
-    ...                      project_name="fruit", iteration_number=3)
-    >>> model = load_model(path)
-    >>> model.predict(["apple.jpg"])[0][0]
-    Prediction(tag='apple', probability=0.97)
+Example::
+
+    from jupyter_imgclass.export import export_bundle, load_model
+
+    path = export_bundle("out/fruit", model_name="small_cnn", tags=tags, kind="multiclass",
+                         weights=weights, preprocessing=spec.to_json(), thresholds=None,
+                         metrics=metrics, published_name="fruit-v1",
+                         project_name="fruit", iteration_number=3)
+    model = load_model(path)
+    model.predict(["apple.jpg"])[0][0]   # Prediction('apple', 0.9700)
 """
 
 from __future__ import annotations

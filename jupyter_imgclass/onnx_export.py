@@ -18,10 +18,12 @@ The ONNX model's contract (also written into ``model.json`` under ``onnx``):
 * output ``probabilities``: float32 ``[batch, tags]`` (softmax for multiclass,
   sigmoid for multilabel), columns in tag order.
 
-Examples:
-    >>> import onnxruntime as ort  # doctest: +SKIP
-    >>> session = ort.InferenceSession("bundle/model.onnx")
-    >>> session.run(["probabilities"], {"image": batch_uint8.astype("float32")})[0]
+Example::
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession("bundle/model.onnx")
+    session.run(["probabilities"], {"image": batch_uint8.astype("float32")})[0]
 """
 
 from __future__ import annotations

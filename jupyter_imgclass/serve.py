@@ -24,12 +24,14 @@ Concurrent requests are micro-batched: a request waits at most ``batch_window_s`
 (5 ms) for others, up to ``max_batch`` (32) run as one batch on the model in a single
 worker thread, so the event loop never blocks on JAX.
 
-Examples:
-    >>> from jupyter_imgclass.serve import serve_in_background  # doctest: +SKIP
-    >>> with serve_in_background("out/fruit-model") as server:
-    ...     httpx.post(f"{server.url}/classify/iterations/fruit-v1/image",
-    ...                content=open("apple.jpg", "rb").read(),
-    ...                headers={"Content-Type": "application/octet-stream"}).json()
+Example::
+
+    from jupyter_imgclass.serve import serve_in_background
+
+    with serve_in_background("out/fruit-model") as server:
+        httpx.post(f"{server.url}/classify/iterations/fruit-v1/image",
+                   content=open("apple.jpg", "rb").read(),
+                   headers={"Content-Type": "application/octet-stream"}).json()
 """
 
 from __future__ import annotations
