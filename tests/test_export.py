@@ -31,6 +31,7 @@ METRICS = {
 def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random small_cnn weights, flat as train.fit returns them."""
     from flax import nnx
+
     from jupyter_imgclass.train import model_to_weights
 
     spec = models.get("small_cnn")
@@ -271,9 +272,8 @@ def test_bundle_loads_in_a_fresh_process_without_the_project(bundle, tmp_path, p
 
 @pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
 def test_onnx_matches_the_jax_predictor(tmp_path, weights, kind):
-    from jupyter_imgclass.predict import Predictor
-
     from jupyter_imgclass.onnx_export import onnx_predict
+    from jupyter_imgclass.predict import Predictor
 
     path = export(tmp_path / "onnx", weights, kind=kind, onnx=True)
     meta = read_metadata(path)
@@ -299,3 +299,28 @@ def test_tampered_onnx_is_refused(tmp_path, weights):
         f.write(b"\0")
     with pytest.raises(BundleError, match="model.onnx"):
         load_model(path)
+
+
+@pytest.mark.slow
+def test_onnx_exports_efficientnet_lite0(tmp_path):
+    from flax import nnx
+
+    from jupyter_imgclass.onnx_export import onnx_predict
+    from jupyter_imgclass.predict import Predictor
+    from jupyter_imgclass.train import model_to_weights
+
+    spec = models.get("efficientnet_lite0")
+    module = spec.create(len(TAGS), rngs=nnx.Rngs(1), pretrained=False)
+    effnet_weights = model_to_weights(module)
+    path = export(
+        tmp_path / "effnet",
+        effnet_weights,
+        model_name="efficientnet_lite0",
+        preprocessing=spec.to_json(),
+        onnx=True,
+    )
+    images = held_out_images(2, spec.input_size, seed=3)
+    jax_probs = Predictor(
+        "efficientnet_lite0", [t["name"] for t in TAGS], "multiclass", effnet_weights
+    ).predict_arrays(images)
+    assert np.abs(onnx_predict(path / "model.onnx", images) - jax_probs).max() <= 1e-4
