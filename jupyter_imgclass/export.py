@@ -200,8 +200,9 @@ def _readme(meta: Mapping[str, Any]) -> str:
 
     for tag in meta["tags"]:
         m = per_tag.get(tag["name"], {})
+        shown = tag["name"].replace("|", "\\|")  # a "|" would end the table cell
         lines.append(
-            f"| {tag['id']} | {tag['name']} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))}"
+            f"| {tag['id']} | {shown} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))}"
             f" | {fmt(m.get('average_precision'))} | {fmt(m.get('count'))} |"
         )
     overall = (meta.get("metrics") or {}).get("overall")
