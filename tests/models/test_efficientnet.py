@@ -191,3 +191,22 @@ def test_depthwise_layer_impl_choice():
     np.testing.assert_allclose(out["auto"], out["shifted"], atol=1e-5)
     with pytest.raises(ImgClassError, match="depthwise impl 'fast'"):
         set_depthwise_impl(layer, "fast")
+
+
+def test_create_without_weights_is_seeded_and_concrete():
+    a = E.create(3, rngs=nnx.Rngs(7), pretrained=False)
+    b = E.create(3, rngs=nnx.Rngs(7), pretrained=False)
+    c = E.create(3, rngs=nnx.Rngs(8), pretrained=False)
+    leaves = [v.get_value() for _, v in nnx.to_flat_state(nnx.state(a, nnx.Param))]
+    assert not any(isinstance(v, jax.ShapeDtypeStruct) for v in leaves)
+    np.testing.assert_array_equal(
+        a.blocks[4].depthwise.kernel[...], b.blocks[4].depthwise.kernel[...]
+    )
+    assert not np.array_equal(a.stem.kernel[...], c.stem.kernel[...])
+    fan_in = 1152  # lecun-normal: std 1/sqrt(fan_in) for the last projection
+    std = float(np.std(np.asarray(a.blocks[15].project_conv.kernel[...])))
+    assert std == pytest.approx(1 / np.sqrt(fan_in), rel=0.05)
+    np.testing.assert_array_equal(a.bn1.var[...], np.ones(1280, np.float32))
+    # Inside a trace (train.py builds structures with nnx.eval_shape) it stays abstract.
+    abstract = nnx.eval_shape(lambda: E.create(3, rngs=nnx.Rngs(0), pretrained=False))
+    assert isinstance(abstract.stem.kernel.get_value(), jax.ShapeDtypeStruct)
