@@ -27,6 +27,7 @@ MAX_PIXELS = 1_000_000
 def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random small_cnn weights, flat as train.fit returns them."""
     from flax import nnx
+
     from jupyter_imgclass.train import model_to_weights
 
     spec = models.get("small_cnn")
@@ -306,3 +307,47 @@ def test_handle_stop_closes_the_port(model):
     assert not handle.running
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{handle.url}/health", timeout=5)
+
+
+def test_export_and_serve_a_project_iteration(tmp_path):
+    """``Iteration.export`` / ``Iteration.serve``: project tag ids, prediction log."""
+    from safetensors.numpy import save_file
+
+    from jupyter_imgclass.iteration import Iteration
+    from jupyter_imgclass.project import Project
+
+    with Project.create(tmp_path / "proj") as project:
+        for tag in ("red", "green"):
+            project.create_tag(tag)
+        row = {
+            "number": 1,
+            "name": "Iteration1",
+            "status": "done",
+            "model": "small_cnn",
+            "budget": "quick",
+            "config": {"classes": ["red", "green"], "kind": "multiclass", "threshold": 0.5},
+            "metrics": {},
+        }
+        iteration = Iteration(project, row)
+        iteration.folder.mkdir(parents=True)
+        save_file(small_cnn_weights(2), str(iteration.folder / "weights.safetensors"))
+        ids = {t.name: str(t.id) for t in project.tags}
+
+        bundle = load_model(iteration.export(tmp_path / "bundle"))
+        assert bundle.published_name == "Iteration1"
+        assert bundle.tag_ids == [ids["red"], ids["green"]]
+        data = image_bytes(9)
+        assert bundle.predict([data]) == [iteration.predict(data)]
+
+        with iteration.serve() as srv:
+            r = httpx.post(
+                f"{srv.url}/classify/iterations/Iteration1/image",
+                content=data,
+                headers={"Content-Type": "image/png"},
+                timeout=60,
+            )
+        assert r.status_code == 200
+        assert {p["tagId"] for p in r.json()["predictions"]} == set(ids.values())
+        (logged,) = project.store.prediction_log()  # written before the server stopped
+        assert logged["iteration"] == "Iteration1"
+        assert logged["predictions"] == r.json()["predictions"]
