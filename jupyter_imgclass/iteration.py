@@ -238,12 +238,14 @@ class TrainingRun:
             log.debug("training failed:\n%s", traceback.format_exc())
             self._emit({"phase": "failed", "error": self.error})
         finally:
-            self._emit({"phase": self.status})
-            self._done.set()
-            if self.project._runs and self in self.project._runs:
-                self.project._runs.remove(self)
-            if self.iteration is not None:
-                self.project._emit("iteration_ready", iteration=self.iteration)
+            try:
+                if self in self.project._runs:
+                    self.project._runs.remove(self)
+                self._emit({"phase": self.status})
+                if self.iteration is not None:
+                    self.project._emit("iteration_ready", iteration=self.iteration)
+            finally:
+                self._done.set()
 
 
 # ---------------------------------------------------------------------------- iteration

@@ -247,14 +247,14 @@ class Project:
             if callback in self._listeners.get(event, []):
                 self._listeners[event].remove(callback)
 
-    def _emit(self, event: str, **payload: Any) -> None:
+    def _emit(self, _event_name: str, /, **payload: Any) -> None:
         with self._listeners_lock:
-            callbacks = list(self._listeners.get(event, []))
+            callbacks = list(self._listeners.get(_event_name, []))
         for callback in callbacks:
             try:
                 callback(**payload)
             except Exception:  # a broken view must never break the data path
-                log.exception("listener for %s failed", event)
+                log.exception("listener for %s failed", _event_name)
 
     # ------------------------------------------------------------------ images
     def _record(self, row) -> ImageRecord:

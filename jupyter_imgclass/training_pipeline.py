@@ -32,12 +32,8 @@ BUDGETS = ("quick", "advanced")
 def load_arrays(project, image_ids, size: int, on_progress=None) -> np.ndarray:
     """uint8 ``[N, size, size, 3]`` for the images (from the cache, built when missing)."""
     records = project.images_by_id(image_ids)
-    out = np.empty((len(records), size, size, 3), np.uint8)
-    for k, im in enumerate(records):
-        out[k] = project.cache.array(im.sha256, im.path, size)
-        if on_progress and (k % 50 == 0 or k == len(records) - 1):
-            on_progress(k + 1, len(records))
-    return out
+    pairs = [(im.sha256, im.path) for im in records]
+    return project.cache.arrays(pairs, size, on_progress=on_progress)
 
 
 def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
