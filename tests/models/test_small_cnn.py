@@ -64,3 +64,33 @@ def test_flat_weight_names():
     } <= set(weights)
     assert not any("rngs" in k for k in weights)
     assert all(isinstance(v, np.ndarray) for v in weights.values())
+
+
+def test_matmul_weight_gradient_equals_xla_gradient():
+    from jupyter_imgclass.models.small_cnn import _conv, conv_same_matmul_grad
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 10, 10, 5)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 5, 7)).astype(np.float32)
+    target = rng.normal(size=(4, 10, 10, 7)).astype(np.float32)
+
+    def loss(conv):
+        return lambda x, w: ((conv(x, w) - target) ** 2).sum()
+
+    ref = jax.grad(loss(_conv), argnums=(0, 1))(x, w)
+    got = jax.grad(loss(conv_same_matmul_grad), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(conv_same_matmul_grad(x, w), _conv(x, w), rtol=1e-6)
+
+
+def test_train_and_eval_modes_compute_the_same_forward():
+    model = models.get("small_cnn").factory(3, rngs=nnx.Rngs(0), dropout=0.0)
+    x = np.random.default_rng(1).normal(size=(2, 28, 28, 3)).astype(np.float32)
+    model.eval()
+    assert all(c.deterministic for c in (model.conv1, model.conv4))
+    a = model.features(x)
+    model.train()
+    assert not model.conv1.deterministic
+    model.set_attributes(use_running_average=True)  # same statistics, training conv path
+    np.testing.assert_allclose(model.features(x), a, rtol=1e-5, atol=1e-5)
