@@ -33,6 +33,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--time-limit", type=float, default=None, help="Flax accuracy run, seconds")
     ap.add_argument("--peer-epochs", type=int, default=3, help="PyTorch accuracy run (0: skip)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating throughput rounds")
+    ap.add_argument("--steps", type=int, default=40, help="train steps per throughput round")
     ap.add_argument("--skip", default="", help="comma list: throughput,accuracy,compile,latency")
     return ap.parse_args()
 
@@ -71,7 +72,7 @@ def throughput(args, train_set) -> None:
     import torch_peer
 
     images, labels = train_set
-    steps = 10 if args.quick else 40
+    steps = 10 if args.quick else args.steps
     rng = np.random.default_rng(0)
     peer = torch_peer.Peer() if torch_peer.available() else None
     if peer is None:

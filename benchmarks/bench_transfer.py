@@ -82,8 +82,11 @@ def few_shot(root: Path, per_class: int, advanced_minutes: float, test) -> None:
         probs = it.predictor.predict_arrays(test["arrays"])
         return (probs.argmax(1) == truth).mean()
 
-    print(f"{per_class:>3} images/class | quick {acc(quick):.3f} | advanced ({advanced_minutes} min) "
-          f"{acc(adv):.3f} | logistic regression on frozen features {acc_lr:.3f}")  # fmt: skip
+    print(
+        f"{per_class:>3} images/class | quick {acc(quick):.3f} | "
+        f"advanced ({advanced_minutes} min) {acc(adv):.3f} | "
+        f"logistic regression on frozen features {acc_lr:.3f}"
+    )
     project.close()
 
 

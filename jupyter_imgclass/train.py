@@ -593,9 +593,8 @@ def fit(
     base_key = jax.random.key(config.seed)
 
     def evaluate(p, r) -> tuple[np.ndarray, dict]:
-        logits = _run_batched(
-            logits_fn, {"p": p, "r": r} and nnx.merge_state(p, r), x_val, 256, EVAL_BUCKETS
-        )
+        state = nnx.merge_state(p, r)  # the eval graph takes one state
+        logits = _run_batched(logits_fn, state, x_val, 256, EVAL_BUCKETS)
         probs = _probabilities(logits.reshape(len(x_val), num_classes), kind)
         return probs, _val_metrics(probs, y_val, kind)
 
