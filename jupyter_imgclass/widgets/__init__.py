@@ -1,0 +1,14 @@
+"""Notebook widgets: thin views over a :class:`~jupyter_imgclass.Project`.
+
+They hold no state beyond what the view shows; every change goes through the Project
+(and so to disk) and every widget listens to Project events, so two views of one project
+stay in sync.
+"""
+
+from .evaluation import EvaluationWidget
+from .labeller import LabellerWidget
+from .monitor import TrainingMonitor
+from .studio import Studio
+from .tester import TesterWidget
+
+__all__ = ["EvaluationWidget", "LabellerWidget", "Studio", "TesterWidget", "TrainingMonitor"]

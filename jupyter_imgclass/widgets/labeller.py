@@ -1,0 +1,285 @@
+"""The labelling widget: a paged grid (or one image at a time) with keyboard shortcuts.
+
+Keys (when the widget has focus): ``1``-``9`` tag with the n-th tag (toggle in multilabel
+projects), ``0`` the negative tag, arrows move, ``Enter`` confirms and moves on,
+``Backspace`` / ``Ctrl+Z`` undo, ``S`` skips. Every change goes through
+:meth:`Project.set_tags` (one committed transaction) before the view shows it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..errors import ImgClassError
+from ._common import STATIC, StaticReprMixin, describe_error
+
+THUMB_SIZE = 160
+
+
+class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
+    """Label a project's images with the mouse or the keyboard.
+
+    The widget keeps only view state (the filter, the page, the cursor); labels live in the
+    Project. Thumbnails travel as bytes, one page at a time, so 10,000 images are fine.
+
+    Args:
+        project: the :class:`~jupyter_imgclass.Project` to label.
+        filter: ``"untagged"`` (default), ``"all"``, ``"tagged"`` or a tag name.
+        page_size: thumbnails per page.
+        mode: ``"grid"`` or ``"single"`` (one large image at a time).
+
+    Examples:
+        >>> w = project.labeller(filter="untagged")  # doctest: +SKIP
+        >>> w.label(w.current_id, "cat")             # what pressing 1 does  # doctest: +SKIP
+    """
+
+    _esm = STATIC / "labeller.js"
+    _css = STATIC / "labeller.css"
+
+    items = traitlets.List().tag(sync=True)
+    tags = traitlets.List().tag(sync=True)
+    filter = traitlets.Unicode("untagged").tag(sync=True)
+    filter_options = traitlets.List().tag(sync=True)
+    page = traitlets.Int(0).tag(sync=True)
+    page_size = traitlets.Int(24).tag(sync=True)
+    n_pages = traitlets.Int(1).tag(sync=True)
+    total = traitlets.Int(0).tag(sync=True)
+    cursor = traitlets.Int(0).tag(sync=True)
+    mode = traitlets.Unicode("grid").tag(sync=True)
+    multilabel = traitlets.Bool(False).tag(sync=True)
+    progress = traitlets.Unicode("").tag(sync=True)
+    counts = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    # Requests from the front end: {"action": ..., "seq": n, ...}; see _on_action.
+    action = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self, project, filter: str | None = "untagged", *, page_size: int = 24, mode: str = "grid"
+    ):
+        super().__init__(page_size=max(1, int(page_size)), mode=mode)
+        self.project = project
+        self._ids: list[int] = []
+        self.multilabel = project.kind == "multilabel"
+        self.filter = filter or "all"
+        self._listeners = {
+            "labels_changed": self._on_labels_changed,
+            "tags_changed": self._on_tags_changed,
+            "images_added": self._on_images_changed,
+            "images_removed": self._on_images_changed,
+        }
+        for event, cb in self._listeners.items():
+            project.on(event, cb)
+        self._reload_ids()
+        self._refresh_tags()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def current_id(self) -> int | None:
+        """Id of the image under the cursor (None when the view is empty)."""
+        k = self.page * self.page_size + self.cursor
+        return self._ids[k] if 0 <= k < len(self._ids) else None
+
+    @property
+    def image_ids(self) -> list[int]:
+        """Ids in view order for the current filter (fixed until the filter changes)."""
+        return list(self._ids)
+
+    def label(self, image_id: int, tag: str, *, advance: bool = True) -> None:
+        """Applies ``tag`` to an image as a tag button does.
+
+        Multiclass: the image gets exactly ``tag``. Multilabel: ``tag`` is toggled. The
+        negative tag always stands alone. With ``advance`` the cursor moves on in
+        multiclass projects (multilabel ones wait for Enter).
+        """
+        self._guard(self._label, int(image_id), str(tag), advance)
+
+    def undo(self) -> None:
+        """Undoes the last labelling action and moves the cursor to that image."""
+        self._guard(self._undo)
+
+    def move(self, step: int) -> None:
+        """Moves the cursor by ``step`` images, across pages."""
+        if not self._ids:
+            return
+        k = self.page * self.page_size + self.cursor + int(step)
+        k = min(max(k, 0), len(self._ids) - 1)
+        self._goto(k)
+
+    def skip(self) -> None:
+        """Moves on without labelling."""
+        self.move(1)
+
+    def close(self) -> None:
+        for event, cb in self._listeners.items():
+            self.project.off(event, cb)
+        super().close()
+
+    # ------------------------------------------------------------------ internals
+    def _guard(self, fn, *args: Any) -> None:
+        try:
+            fn(*args)
+            self.error = ""
+        except ImgClassError as exc:
+            self.error = describe_error(exc)
+        except Exception as exc:  # shown in the widget rather than lost in a log
+            self.error = describe_error(exc)
+
+    def _label(self, image_id: int, tag: str, advance: bool) -> None:
+        project = self.project
+        negative = project.negative_tag
+        is_negative = tag == "__negative__" or (negative is not None and tag == negative)
+        if is_negative:
+            tag = negative or project.create_negative_tag().name
+            new = [tag]
+        else:
+            current = list(project.image(image_id).tags)
+            if self.multilabel:
+                if negative in current:
+                    current.remove(negative)
+                new = [t for t in current if t != tag] if tag in current else current + [tag]
+            else:
+                new = [tag]
+        record = project.set_tags(image_id, new)  # committed before the view changes
+        self.status = f"image {image_id}: {', '.join(record.tags) or 'untagged'}"
+        if advance and not self.multilabel and self.current_id == image_id:
+            self.move(1)
+
+    def _undo(self) -> None:
+        undone = self.project.undo()
+        if undone is None:
+            self.status = "nothing to undo"
+            return
+        image_id = undone[0]
+        self.status = f"undone: image {image_id} back to {', '.join(undone[1]) or 'untagged'}"
+        if image_id in self._ids:
+            self._goto(self._ids.index(image_id))
+
+    def _goto(self, k: int) -> None:
+        page, cursor = divmod(k, self.page_size)
+        if page != self.page:
+            self.cursor = cursor
+            self.page = page  # observer loads the page
+        else:
+            self.cursor = cursor
+
+    def _reload_ids(self) -> None:
+        try:
+            self._ids = [im.id for im in self.project.filter_images(self.filter)]
+        except ImgClassError as exc:
+            self.error = describe_error(exc)
+            self._ids = []
+        self.total = len(self._ids)
+        self.n_pages = max(1, math.ceil(len(self._ids) / self.page_size))
+        if self.page >= self.n_pages:
+            self.page = self.n_pages - 1
+        self._load_page()
+
+    def _load_page(self) -> None:
+        start = self.page * self.page_size
+        ids = self._ids[start : start + self.page_size]
+        records = {im.id: im for im in self.project.images_by_id(ids)}
+        items = []
+        for image_id in ids:
+            im = records.get(image_id)
+            if im is None:
+                continue
+            try:
+                thumb = self.project.thumbnail(image_id, size=THUMB_SIZE)
+            except Exception:  # a damaged file shows as a blank card, not a broken page
+                thumb = b""
+            name = str(im.source or im.path.name).rsplit("/", 1)[-1]
+            items.append({"id": im.id, "thumb": thumb, "tags": list(im.tags), "name": name})
+        self.items = items
+        self.cursor = min(self.cursor, max(0, len(items) - 1))
+        self._refresh_counts()
+
+    def _refresh_tags(self) -> None:
+        tags = []
+        regular = [t for t in self.project.tags if not t.is_negative]
+        for k, t in enumerate(regular):
+            tags.append(
+                {
+                    "name": t.name,
+                    "negative": False,
+                    "count": t.count,
+                    "key": str(k + 1) if k < 9 else "",
+                }
+            )
+        for t in self.project.tags:
+            if t.is_negative:
+                tags.append({"name": t.name, "negative": True, "count": t.count, "key": "0"})
+        self.tags = tags
+        self.filter_options = ["untagged", "all", "tagged"] + [t["name"] for t in tags]
+        self._refresh_counts()
+
+    def _refresh_counts(self) -> None:
+        counts = self.project.counts()
+        total = sum(1 for _ in self.project.images) if counts else 0
+        labelled = total - counts.get("untagged", 0)
+        self.counts = counts
+        self.progress = f"{labelled} of {total} labelled"
+
+    # -- project events (may come from other views or from code in another cell)
+    def _on_labels_changed(self, ids=(), **_: Any) -> None:
+        changed = set(ids or [])
+        visible = {it["id"] for it in self.items}
+        if not changed or changed & visible:
+            fresh = {im.id: im for im in self.project.images_by_id(list(visible))}
+            self.items = [
+                {**it, "tags": list(fresh[it["id"]].tags)} if it["id"] in fresh else it
+                for it in self.items
+            ]
+        self._refresh_tags()
+
+    def _on_tags_changed(self, **_: Any) -> None:
+        self._refresh_tags()
+
+    def _on_images_changed(self, **_: Any) -> None:
+        self._reload_ids()
+
+    # -- front-end requests
+    @traitlets.observe("action")
+    def _on_action(self, change) -> None:
+        req = change["new"] or {}
+        kind = req.get("action")
+        if kind == "label":
+            self.label(req["image_id"], req["tag"], advance=bool(req.get("advance", True)))
+        elif kind == "undo":
+            self.undo()
+        elif kind == "new_tag":
+            self._guard(self.project.create_tag, str(req.get("name", "")).strip())
+        elif kind == "move":
+            self.move(int(req.get("step", 1)))
+        elif kind == "confirm":
+            self.move(1)
+        elif kind == "skip":
+            self.skip()
+
+    @traitlets.observe("page")
+    def _on_page(self, change) -> None:
+        if change["old"] != change["new"]:
+            self.page = min(max(0, self.page), self.n_pages - 1)
+            self._load_page()
+
+    @traitlets.observe("filter")
+    def _on_filter(self, change) -> None:
+        if change["old"] != change["new"] and hasattr(self, "_listeners"):
+            self.page = 0
+            self.cursor = 0
+            self._reload_ids()
+
+    @traitlets.observe("page_size")
+    def _on_page_size(self, change) -> None:
+        if hasattr(self, "_listeners"):
+            self._reload_ids()
+
+    def _static_text(self) -> str:
+        counts = getattr(self, "counts", {}) or {}
+        tags = ", ".join(f"{k} ({v})" for k, v in counts.items() if k != "untagged")
+        name = getattr(getattr(self, "project", None), "name", "?")
+        return f"Labeller for {name}: {self.progress}; tags: {tags or 'none yet'}"

@@ -1,0 +1,153 @@
+"""Live view of a training run: phase, progress with ETA, loss/accuracy curves, Stop."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import anywidget
+import ipywidgets as W
+import traitlets
+
+from ._common import STATIC, StaticReprMixin
+
+CURVE_KEYS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy")
+
+
+class CurvesChart(anywidget.AnyWidget):
+    """Loss and accuracy curves (train and validation) drawn as SVG from ``history``."""
+
+    _esm = STATIC / "curves.js"
+    _css = STATIC / "widgets.css"
+    history = traitlets.List().tag(sync=True)
+
+
+class TrainingMonitor(StaticReprMixin, W.VBox):
+    """Phase text, progress bar with ETA, live curves and a Stop button for one run.
+
+    Args:
+        run: the :class:`~jupyter_imgclass.iteration.TrainingRun` to follow.
+
+    Examples:
+        >>> run = project.train(budget="quick", show=False)  # doctest: +SKIP
+        >>> run.monitor()                                    # doctest: +SKIP
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self.phase = W.HTML("starting…", layout=W.Layout(width="auto"))
+        self.phase.add_class("imgclass-monitor-phase")
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.progress.add_class("imgclass-monitor-progress")
+        self.eta = W.Label("")
+        self.eta.add_class("imgclass-monitor-eta")
+        self.chart = CurvesChart()
+        self.stop_button = W.Button(description="Stop", button_style="warning", icon="stop")
+        self.stop_button.add_class("imgclass-monitor-stop")
+        self.stop_button.on_click(self._on_stop)
+        self.summary = W.HTML("")
+        self.summary.add_class("imgclass-monitor-summary")
+        self.error = W.HTML("")
+        self.error.add_class("imgclass-monitor-error")
+        super().__init__(
+            [
+                W.HBox([self.phase, self.stop_button]),
+                W.HBox([self.progress, self.eta]),
+                self.chart,
+                self.summary,
+                self.error,
+            ]
+        )
+        self.add_class("imgclass-monitor")
+        self._seen: set[int] = set()
+        run.on_event(self._on_event)
+        for event in list(run.events):  # events before this view existed
+            self._on_event(event)
+        if not run.running:
+            self._finish()
+
+    def _on_stop(self, _button: Any = None) -> None:
+        self.run.stop()
+        self.stop_button.disabled = True
+        self.stop_button.description = "Stopping…"
+
+    def _on_event(self, event: dict) -> None:
+        if id(event) in self._seen:
+            return
+        self._seen.add(id(event))
+        if event.get("event") == "epoch":
+            epoch, epochs = event.get("epoch"), event.get("epochs")
+            parts = [f"epoch {epoch}" + (f" of {epochs}" if epochs else "")]
+            for key in ("loss", "val_loss", "val_accuracy"):
+                if isinstance(event.get(key), int | float):
+                    parts.append(f"{key} {event[key]:.3f}")
+            self.phase.value = "training: " + " · ".join(parts)
+            if epochs:
+                self.progress.value = min(1.0, float(epoch) / float(epochs))
+            if event.get("eta_s") is not None:
+                self.eta.value = f"ETA {_duration(event['eta_s'])}"
+            point = {k: event[k] for k in CURVE_KEYS if isinstance(event.get(k), int | float)}
+            self.chart.history = [*self.chart.history, point]
+        elif event.get("event") == "step":
+            pass  # epochs carry the curves; steps would only redraw faster
+        elif "phase" in event:
+            phase = event["phase"]
+            if phase == "failed":
+                self.error.value = (
+                    f"<div class='imgclass-error'>Training failed: "
+                    f"{html.escape(str(event.get('error', '')))}</div>"
+                )
+            elif phase in ("done", "stopped"):
+                self._finish()
+            else:
+                text = str(event.get("message") or phase)
+                if event.get("total"):
+                    text = f"{phase} {event.get('done', 0)} of {event['total']}"
+                    self.progress.value = float(event.get("done", 0)) / float(event["total"])
+                self.phase.value = html.escape(text)
+
+    def _finish(self) -> None:
+        run = self.run
+        self.stop_button.disabled = True
+        self.stop_button.description = {"done": "Done", "stopped": "Stopped"}.get(
+            run.status, run.status.capitalize()
+        )
+        self.eta.value = ""
+        if run.status == "failed":
+            self.phase.value = "failed"
+            self.error.value = (
+                f"<div class='imgclass-error'>Training failed: {html.escape(str(run.error))}</div>"
+            )
+            return
+        it = run.iteration
+        self.progress.value = 1.0
+        self.phase.value = f"{run.status}: iteration {run.number}"
+        if it is None:
+            return
+        overall = (it.metrics or {}).get("overall", {})
+        figures = " · ".join(
+            f"{k.replace('_', ' ')} {overall[k]:.3f}"
+            for k in ("accuracy", "precision", "recall", "average_precision")
+            if isinstance(overall.get(k), int | float)
+        )
+        self.summary.value = (
+            f"<div class='imgclass-summary'><b>{html.escape(it.name)}</b> "
+            f"({html.escape(str(it.model))}, {html.escape(run.status)}) — {figures}"
+            f"<br>Next: <code>project.iterations[-1].report()</code></div>"
+        )
+
+    def _static_text(self) -> str:
+        run = getattr(self, "run", None)
+        if run is None:
+            return "TrainingMonitor"
+        last = [e for e in run.events if e.get("event") == "epoch"]
+        tail = ""
+        if last:
+            e = last[-1]
+            tail = f", epoch {e.get('epoch')}, loss {e.get('loss', float('nan')):.3f}"
+        return f"Training run {run.number}: {run.status}{tail}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(float(seconds))))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -1,0 +1,215 @@
+// Labeller front end: paged thumbnail grid / single view, tag buttons, keyboard.
+// All changes are requests to the kernel (the `action` trait); the view redraws from
+// the state the kernel sends back, so nothing shows as done before it is on disk.
+let seq = 0;
+
+function send(model, req) {
+  seq += 1;
+  model.set("action", { ...req, seq: seq, t: Date.now() });
+  model.save_changes();
+}
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "imgclass-labeller";
+  root.tabIndex = 0;
+  // Keep JupyterLab's notebook shortcuts (1-6, arrows, Enter) away while labelling.
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  el.appendChild(root);
+  let urls = [];
+
+  function tagFor(key) {
+    return model.get("tags").find((t) => t.key === key);
+  }
+
+  function current() {
+    const items = model.get("items");
+    return items[model.get("cursor")];
+  }
+
+  function labelWith(tag) {
+    const it = current();
+    if (!it || !tag) return;
+    send(model, { action: "label", image_id: it.id, tag: tag.negative ? "__negative__" : tag.name });
+  }
+
+  function draw() {
+    urls.forEach((u) => URL.revokeObjectURL(u));
+    urls = [];
+    root.innerHTML = "";
+    const items = model.get("items");
+    const cursor = model.get("cursor");
+    const mode = model.get("mode");
+
+    const bar = document.createElement("div");
+    bar.className = "imgclass-labeller-bar";
+    const progress = document.createElement("span");
+    progress.className = "imgclass-labeller-progress";
+    progress.textContent = model.get("progress");
+    bar.appendChild(progress);
+
+    const filter = document.createElement("select");
+    filter.className = "imgclass-labeller-filter";
+    for (const f of model.get("filter_options")) {
+      const o = document.createElement("option");
+      o.value = f;
+      o.textContent = f === "untagged" || f === "all" || f === "tagged" ? f : `tag: ${f}`;
+      if (f === model.get("filter")) o.selected = true;
+      filter.appendChild(o);
+    }
+    filter.onchange = () => { model.set("filter", filter.value); model.save_changes(); };
+    bar.appendChild(filter);
+
+    const modeBtn = document.createElement("button");
+    modeBtn.className = "imgclass-labeller-mode";
+    modeBtn.textContent = mode === "grid" ? "One at a time" : "Grid";
+    modeBtn.onclick = () => { model.set("mode", mode === "grid" ? "single" : "grid"); model.save_changes(); };
+    bar.appendChild(modeBtn);
+
+    const undo = document.createElement("button");
+    undo.className = "imgclass-labeller-undo";
+    undo.textContent = "Undo";
+    undo.onclick = () => send(model, { action: "undo" });
+    bar.appendChild(undo);
+
+    const pager = document.createElement("span");
+    pager.className = "imgclass-labeller-pager";
+    const prev = document.createElement("button");
+    prev.textContent = "‹";
+    prev.disabled = model.get("page") <= 0;
+    prev.onclick = () => { model.set("page", model.get("page") - 1); model.save_changes(); };
+    const next = document.createElement("button");
+    next.textContent = "›";
+    next.disabled = model.get("page") >= model.get("n_pages") - 1;
+    next.onclick = () => { model.set("page", model.get("page") + 1); model.save_changes(); };
+    const pageText = document.createElement("span");
+    pageText.textContent = ` page ${model.get("page") + 1} of ${model.get("n_pages")} (${model.get("total")} images) `;
+    pager.append(prev, pageText, next);
+    bar.appendChild(pager);
+    root.appendChild(bar);
+
+    const tagbar = document.createElement("div");
+    tagbar.className = "imgclass-labeller-tags";
+    const cur = items[cursor];
+    for (const t of model.get("tags")) {
+      const b = document.createElement("button");
+      b.className = "imgclass-tag-button" + (t.negative ? " negative" : "");
+      if (cur && cur.tags.includes(t.name)) b.classList.add("active");
+      b.textContent = `${t.key ? t.key + " " : ""}${t.name} (${t.count})`;
+      b.dataset.tag = t.name;
+      b.onclick = () => labelWith(t);
+      tagbar.appendChild(b);
+    }
+    if (!model.get("tags").some((t) => t.negative)) {
+      const b = document.createElement("button");
+      b.className = "imgclass-tag-button negative";
+      b.textContent = "0 Negative";
+      b.onclick = () => labelWith({ name: "Negative", negative: true });
+      tagbar.appendChild(b);
+    }
+    const input = document.createElement("input");
+    input.className = "imgclass-labeller-newtag";
+    input.placeholder = "new tag…";
+    input.setAttribute("data-lm-suppress-shortcuts", "true");
+    input.onkeydown = (e) => {
+      e.stopPropagation();
+      if (e.key === "Enter" && input.value.trim()) {
+        send(model, { action: "new_tag", name: input.value.trim() });
+        input.value = "";
+      }
+    };
+    const add = document.createElement("button");
+    add.className = "imgclass-labeller-addtag";
+    add.textContent = "+ tag";
+    add.onclick = () => { if (input.value.trim()) { send(model, { action: "new_tag", name: input.value.trim() }); input.value = ""; } };
+    tagbar.append(input, add);
+    root.appendChild(tagbar);
+
+    const err = model.get("error");
+    if (err) {
+      const e = document.createElement("div");
+      e.className = "imgclass-error";
+      e.textContent = err;
+      root.appendChild(e);
+    }
+
+    const grid = document.createElement("div");
+    grid.className = mode === "grid" ? "imgclass-labeller-grid" : "imgclass-labeller-single";
+    if (!items.length) {
+      const empty = document.createElement("div");
+      empty.className = "imgclass-labeller-empty";
+      empty.textContent = "No images match this filter.";
+      grid.appendChild(empty);
+    }
+    const shown = mode === "grid" ? items.map((it, k) => [it, k]) : (cur ? [[cur, cursor]] : []);
+    for (const [it, k] of shown) {
+      const card = document.createElement("div");
+      card.className = "imgclass-card" + (k === cursor ? " current" : "") + (it.tags.length ? " labelled" : "");
+      card.dataset.imageId = String(it.id);
+      const img = document.createElement("img");
+      if (it.thumb && it.thumb.byteLength) {
+        const url = URL.createObjectURL(new Blob([it.thumb], { type: "image/jpeg" }));
+        urls.push(url);
+        img.src = url;
+      }
+      img.alt = it.name;
+      const cap = document.createElement("div");
+      cap.className = "imgclass-card-tags";
+      cap.textContent = it.tags.length ? it.tags.join(", ") : "—";
+      card.append(img, cap);
+      card.onclick = () => { model.set("cursor", k); model.save_changes(); root.focus(); };
+      grid.appendChild(card);
+    }
+    root.appendChild(grid);
+
+    const help = document.createElement("div");
+    help.className = "imgclass-labeller-help";
+    help.textContent = "Keys: 1–9 tag · 0 negative · ←/→ move · Enter confirm · Backspace/Ctrl+Z undo · S skip";
+    const status = document.createElement("div");
+    status.className = "imgclass-labeller-status";
+    status.textContent = model.get("status");
+    root.append(status, help);
+  }
+
+  function onKey(e) {
+    if (e.target && e.target.tagName === "INPUT") return;
+    const k = e.key;
+    let handled = true;
+    if (/^[0-9]$/.test(k) && !e.ctrlKey && !e.metaKey) {
+      if (k === "0") {
+        labelWith(tagFor("0") || { name: "Negative", negative: true });
+      } else {
+        labelWith(tagFor(k));
+      }
+    } else if (k === "ArrowRight" || k === "ArrowDown") {
+      send(model, { action: "move", step: 1 });
+    } else if (k === "ArrowLeft" || k === "ArrowUp") {
+      send(model, { action: "move", step: -1 });
+    } else if (k === "Enter") {
+      send(model, { action: "confirm" });
+    } else if (k === "Backspace" || ((e.ctrlKey || e.metaKey) && (k === "z" || k === "Z"))) {
+      send(model, { action: "undo" });
+    } else if (k === "s" || k === "S") {
+      send(model, { action: "skip" });
+    } else {
+      handled = false;
+    }
+    if (handled) {
+      e.preventDefault();
+      e.stopPropagation();
+    }
+  }
+  root.addEventListener("keydown", onKey);
+
+  const keys = ["items", "tags", "cursor", "mode", "progress", "page", "n_pages", "filter",
+    "filter_options", "error", "status", "total"];
+  for (const key of keys) model.on(`change:${key}`, draw);
+  draw();
+  return () => {
+    for (const key of keys) model.off(`change:${key}`, draw);
+    root.removeEventListener("keydown", onKey);
+    urls.forEach((u) => URL.revokeObjectURL(u));
+  };
+}
+
+export default { render };

@@ -1,0 +1,245 @@
+"""``ic.Studio(project)``: the whole workflow in one tabbed widget (workshops)."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+from typing import Any
+
+import ipywidgets as W
+
+from ._common import StaticReprMixin, describe_error
+from .labeller import LabellerWidget
+from .tester import TesterWidget
+
+TABS = ("Data", "Label", "Train", "Evaluate", "Test", "Publish")
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class Studio(StaticReprMixin, W.Tab):
+    """Tabs Data, Label, Train, Evaluate, Test and Publish over one project.
+
+    Args:
+        project: the :class:`~jupyter_imgclass.Project` to work on.
+
+    Examples:
+        >>> import jupyter_imgclass as ic
+        >>> studio = ic.Studio(project)  # doctest: +SKIP
+    """
+
+    def __init__(self, project):
+        self.project = project
+        # Data
+        self.folder = W.Text(
+            placeholder="path/to/folder (sub-folders become tags)", layout=W.Layout(width="360px")
+        )
+        self.import_button = W.Button(description="Import folder", icon="folder-open")
+        self.import_button.on_click(lambda _b: self.import_folder(self.folder.value))
+        self.upload = W.FileUpload(accept="image/*", multiple=True, description="Upload images")
+        self.upload.observe(self._on_upload, "value")
+        self.data_summary = W.HTML("")
+        self.data_message = W.HTML("")
+        data = W.VBox(
+            [
+                W.HBox([self.folder, self.import_button]),
+                self.upload,
+                self.data_message,
+                self.data_summary,
+            ]
+        )
+        # Label
+        self.labeller = LabellerWidget(project, filter="all")
+        # Train
+        from .. import models
+
+        self.model = W.Dropdown(
+            description="model",
+            options=[("automatic", None)] + [(n, n) for n in models.names()],
+            value=None,
+        )
+        self.budget = W.Dropdown(description="budget", options=["quick", "advanced"], value="quick")
+        self.epochs = W.IntText(
+            description="epochs (0 = auto)", value=0, style={"description_width": "initial"}
+        )
+        self.train_button = W.Button(description="Train", button_style="primary", icon="play")
+        self.train_button.on_click(lambda _b: self.start_training())
+        self.train_message = W.HTML("")
+        self.monitor_box = W.VBox()
+        train = W.VBox(
+            [
+                W.HBox([self.model, self.budget, self.epochs, self.train_button]),
+                self.train_message,
+                self.monitor_box,
+            ]
+        )
+        # Evaluate
+        self.iteration_choice = W.Dropdown(description="iteration", options=[])
+        self.iteration_choice.observe(self._on_iteration_choice, "value")
+        self.report_box = W.VBox()
+        evaluate = W.VBox([self.iteration_choice, self.report_box])
+        # Test
+        self.tester = TesterWidget(project)
+        # Publish
+        publish = self._publish_tab()
+        super().__init__(children=[data, self.labeller, train, evaluate, self.tester, publish])
+        for k, title in enumerate(TABS):
+            self.set_title(k, title)
+        self.add_class("imgclass-studio")
+        self.run = None
+        self._listeners = {
+            "images_added": self._refresh_data,
+            "images_removed": self._refresh_data,
+            "labels_changed": self._refresh_data,
+            "tags_changed": self._refresh_data,
+            "iteration_ready": self._refresh_iterations,
+        }
+        for event, cb in self._listeners.items():
+            project.on(event, cb)
+        self._refresh_data()
+        self._refresh_iterations()
+
+    # ------------------------------------------------------------------ actions
+    def import_folder(self, path: str):
+        """Imports a folder tree (what the Import button does); returns the report."""
+        try:
+            report = self.project.add_folder(path.strip())
+        except Exception as exc:
+            self.data_message.value = (
+                f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
+            )
+            return None
+        self.data_message.value = f"<pre>{html.escape(str(report))}</pre>"
+        return report
+
+    def start_training(self):
+        """Starts a run with the chosen model/budget/epochs and shows its monitor."""
+        try:
+            self.run = self.project.train(
+                budget=self.budget.value,
+                model=self.model.value,
+                epochs=self.epochs.value or None,
+                show=False,
+            )
+        except Exception as exc:
+            self.train_message.value = (
+                f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
+            )
+            return None
+        self.train_message.value = ""
+        self.monitor_box.children = [self.run.monitor()]
+        return self.run
+
+    def close(self) -> None:
+        for event, cb in self._listeners.items():
+            self.project.off(event, cb)
+        self.labeller.close()
+        self.tester.close()
+        super().close()
+
+    # ------------------------------------------------------------------ internals
+    def _publish_tab(self) -> W.Widget:
+        parts: list[W.Widget] = []
+        self.export_folder = W.Text(
+            placeholder="output folder for the bundle", layout=W.Layout(width="360px")
+        )
+        self.export_onnx = W.Checkbox(description="also ONNX", value=False)
+        self.export_button = W.Button(description="Export", icon="download")
+        self.serve_button = W.Button(description="Serve (REST)", icon="server")
+        self.publish_message = W.HTML("")
+        if _module_available("jupyter_imgclass.export"):
+            self.export_button.on_click(lambda _b: self._export())
+            parts.append(W.HBox([self.export_folder, self.export_onnx, self.export_button]))
+        else:
+            parts.append(W.HTML("Export: not available yet in this version."))
+        if _module_available("jupyter_imgclass.serve"):
+            self.serve_button.on_click(lambda _b: self._serve())
+            parts.append(self.serve_button)
+        else:
+            parts.append(W.HTML("REST service: not available yet in this version."))
+        parts.append(self.publish_message)
+        self._server = None
+        return W.VBox(parts)
+
+    def _latest(self):
+        its = self.project.iterations
+        if not its:
+            raise ValueError("no trained iteration yet: train one in the Train tab")
+        chosen = self.iteration_choice.value
+        return next((i for i in its if i.number == chosen), its[-1])
+
+    def _export(self) -> None:
+        try:
+            path = self._latest().export(
+                self.export_folder.value.strip(), onnx=self.export_onnx.value
+            )
+        except Exception as exc:
+            self.publish_message.value = (
+                f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
+            )
+            return
+        self.publish_message.value = f"exported to <code>{html.escape(str(path))}</code>"
+
+    def _serve(self) -> None:
+        try:
+            if self._server is not None:
+                self._server.stop()
+            self._server = self._latest().serve()
+        except Exception as exc:
+            self.publish_message.value = (
+                f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
+            )
+            return
+        self.publish_message.value = f"serving at <code>{html.escape(self._server.url)}</code>"
+
+    def _on_upload(self, change) -> None:
+        files = change["new"] or ()
+        if not files:
+            return
+        try:
+            report = self.project.add_images([bytes(f["content"]) for f in files])
+        except Exception as exc:
+            self.data_message.value = (
+                f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
+            )
+            return
+        self.data_message.value = f"<pre>{html.escape(str(report))}</pre>"
+
+    def _refresh_data(self, **_: Any) -> None:
+        counts = self.project.counts()
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
+        warns = "".join(f"<li>{html.escape(w)}</li>" for w in self.project.warnings())
+        self.data_summary.value = (
+            "<div class='imgclass-metrics'><table><tr><th>tag</th><th>images</th></tr>"
+            f"{rows}</table>"
+            + (f"<ul class='imgclass-warnings'>{warns}</ul>" if warns else "")
+            + "</div>"
+        )
+
+    def _refresh_iterations(self, **_: Any) -> None:
+        its = self.project.iterations
+        self.iteration_choice.options = [(f"{it.name} ({it.model})", it.number) for it in its]
+        if its:
+            self.iteration_choice.value = its[-1].number
+
+    def _on_iteration_choice(self, change) -> None:
+        if change["new"] is None:
+            self.report_box.children = [W.HTML("No iteration yet: train one in the Train tab.")]
+            return
+        try:
+            self.report_box.children = [self.project.iteration(change["new"]).report()]
+        except Exception as exc:
+            self.report_box.children = [
+                W.HTML(f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>")
+            ]
+
+    def _static_text(self) -> str:
+        project = getattr(self, "project", None)
+        if project is None:
+            return "Studio"
+        return f"Studio for {project!r}; tabs: {', '.join(TABS)}"

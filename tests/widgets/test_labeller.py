@@ -1,0 +1,139 @@
+"""LabellerWidget driven as the browser drives it; assertions on the project on disk."""
+
+from __future__ import annotations
+
+import jupyter_imgclass as ic
+from jupyter_imgclass.widgets import LabellerWidget
+
+_seq = iter(range(1, 10**6))
+
+
+def press(w: LabellerWidget, **request) -> None:
+    """What the front end's save_changes() sends for one request."""
+    state = {"action": {**request, "seq": next(_seq)}}
+    w._handle_msg(
+        {
+            "content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
+            "buffers": [],
+        }
+    )
+
+
+def on_disk(project) -> dict[int, tuple[str, ...]]:
+    with ic.Project.open(project.path) as again:
+        return {im.id: im.tags for im in again.images}
+
+
+def test_first_page_sends_thumbnails_as_bytes(untagged_project):
+    w = LabellerWidget(untagged_project, page_size=5)
+    assert len(w.items) == 5 and w.n_pages == 3 and w.total == 12
+    assert all(isinstance(it["thumb"], bytes) and it["thumb"][:2] == b"\xff\xd8" for it in w.items)
+    assert w.progress == "0 of 12 labelled"
+    assert [t["key"] for t in w.tags] == ["1", "2", "3"]
+    state, buffer_paths, buffers = __import__("ipywidgets").widgets.widget._remove_buffers(
+        w.get_state()
+    )
+    assert ["items", 0, "thumb"] in buffer_paths  # bytes travel as binary buffers
+
+
+def test_keys_label_advance_undo_and_skip(untagged_project):
+    p = untagged_project
+    w = LabellerWidget(p, filter="untagged")
+    first, second, third = w.image_ids[:3]
+    names = [t["name"] for t in w.tags]
+    press(w, action="label", image_id=first, tag=names[0])  # key 1
+    assert w.cursor == 1 and on_disk(p)[first] == (names[0],)
+    press(w, action="label", image_id=second, tag=names[1])  # key 2
+    press(w, action="label", image_id=third, tag=names[2])  # key 3
+    assert w.progress == "3 of 12 labelled"
+    assert w.items[2]["tags"] == [names[2]]
+    press(w, action="undo")  # Backspace
+    assert on_disk(p)[third] == () and w.current_id == third
+    assert w.progress == "2 of 12 labelled"
+    press(w, action="skip")  # S
+    assert w.current_id == w.image_ids[3]
+    press(w, action="move", step=-2)  # arrows
+    assert w.current_id == second
+
+
+def test_zero_is_negative_tag_created_on_demand(untagged_project):
+    p = untagged_project
+    w = LabellerWidget(p)
+    target = w.current_id
+    press(w, action="label", image_id=target, tag="__negative__")
+    assert p.negative_tag is not None
+    assert on_disk(p)[target] == (p.negative_tag,)
+    assert w.tags[-1]["key"] == "0" and w.tags[-1]["negative"]
+
+
+def test_multilabel_toggles_and_enter_confirms(tmp_path, make_images):
+    p = ic.Project.create(tmp_path / "ml", kind="multilabel")
+    p.add_images(make_images("red", 3, seed=1))
+    p.create_tag("warm")
+    p.create_tag("bright")
+    w = LabellerWidget(p)
+    target = w.current_id
+    press(w, action="label", image_id=target, tag="warm")
+    press(w, action="label", image_id=target, tag="bright")
+    assert set(on_disk(p)[target]) == {"warm", "bright"} and w.current_id == target
+    press(w, action="label", image_id=target, tag="warm")  # toggled off
+    assert on_disk(p)[target] == ("bright",)
+    press(w, action="confirm")  # Enter
+    assert w.current_id != target
+    p.close()
+
+
+def test_new_tag_filters_and_paging(untagged_project):
+    p = untagged_project
+    w = LabellerWidget(p, filter="all", page_size=5)
+    press(w, action="new_tag", name="purple")
+    assert "purple" in [t.name for t in ic.Project.open(p.path).tags]
+    assert "purple" in w.filter_options
+    w.set_state({"page": 2})
+    assert len(w.items) == 2 and w.items[0]["id"] == w.image_ids[10]
+    press(w, action="move", step=-1)  # crosses back to page 2
+    assert w.page == 1 and w.cursor == 4
+    p.set_tags(w.image_ids[0], ["red"])
+    w.set_state({"filter": "red"})
+    assert w.total == 1 and w.items[0]["id"] == w.image_ids[0]
+    w.set_state({"filter": "untagged"})
+    assert w.total == 11
+
+
+def test_bad_request_shows_error_and_keeps_data(untagged_project):
+    p = untagged_project
+    w = LabellerWidget(p)
+    target = w.current_id
+    press(w, action="new_tag", name="")
+    assert w.error  # the reason from the project, shown in the widget
+    press(w, action="label", image_id=target, tag="red")
+    assert w.error == "" and on_disk(p)[target] == ("red",)
+    w.set_state({"filter": "no-such-tag"})
+    assert "no-such-tag" in w.error and w.items == []
+
+
+def test_two_views_stay_in_sync_and_static_repr(untagged_project):
+    p = untagged_project
+    a, b = LabellerWidget(p, filter="all"), LabellerWidget(p, filter="all")
+    target = a.current_id
+    press(a, action="label", image_id=target, tag="green")
+    assert b.items[0]["tags"] == ["green"] and b.progress == "1 of 12 labelled"
+    bundle = a._repr_mimebundle_()
+    bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "1 of 12 labelled" in bundle["text/plain"]
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    b.close()
+    p.set_tags(target, ["blue"])
+    assert a.items[0]["tags"] == ["blue"]
+
+
+def test_ten_thousand_images_page(tmp_path):
+    import numpy as np
+
+    p = ic.Project.create(tmp_path / "big")
+    rng = np.random.default_rng(0)
+    p.add_images([rng.integers(0, 255, (4, 4, 3), dtype=np.uint8) for _ in range(10_000)])
+    w = LabellerWidget(p, page_size=24)
+    assert w.total == 10_000 and w.n_pages == 417 and len(w.items) == 24
+    assert w.progress == "0 of 10000 labelled"
+    p.close()
