@@ -93,10 +93,15 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         elif "phase" in event:
             phase = event["phase"]
             if phase == "failed":
-                self.error.value = (
-                    f"<div class='imgclass-error'>Training failed: "
-                    f"{html.escape(str(event.get('error', '')))}</div>"
-                )
+                reason = event.get("error") or self.run.error or "no reason given"
+                if event.get("error") or "Training failed" not in self.error.value:
+                    self.error.value = (
+                        f"<div class='imgclass-error'>Training failed: "
+                        f"{html.escape(str(reason))}</div>"
+                    )
+                self.phase.value = "failed"
+                self.stop_button.disabled = True
+                self.stop_button.description = "Failed"
             elif phase in ("done", "stopped"):
                 self._finish()
             else:
@@ -115,8 +120,9 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.eta.value = ""
         if run.status == "failed":
             self.phase.value = "failed"
+            reason = run.error or "no reason given"
             self.error.value = (
-                f"<div class='imgclass-error'>Training failed: {html.escape(str(run.error))}</div>"
+                f"<div class='imgclass-error'>Training failed: {html.escape(str(reason))}</div>"
             )
             return
         it = run.iteration

@@ -108,6 +108,8 @@ class Studio(StaticReprMixin, W.Tab):
     def import_folder(self, path: str):
         """Imports a folder tree (what the Import button does); returns the report."""
         try:
+            if not path.strip():
+                raise ValueError("folder path: empty; type the path of a folder of images")
             report = self.project.add_folder(path.strip())
         except Exception as exc:
             self.data_message.value = (

@@ -1,0 +1,59 @@
+"""TrainingMonitor on real runs: live events, Stop from the button, summary."""
+
+from __future__ import annotations
+
+import jupyter_imgclass as ic
+from jupyter_imgclass.widgets import TrainingMonitor
+
+
+def click(button) -> None:
+    button._handle_button_msg(None, {"event": "click"}, [])  # what a browser click sends
+
+
+def test_stop_button_stops_a_running_training(trained_project):
+    p = trained_project
+    run = p.train(budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False)
+    m = run.monitor()
+    assert isinstance(m, TrainingMonitor)
+    click(m.stop_button)
+    iteration = run.wait(timeout=600)
+    assert run.status == "stopped"
+    assert m.stop_button.disabled and m.stop_button.description == "Stopped"
+    epochs = [e for e in run.events if e.get("event") == "epoch"]
+    assert len(epochs) < 500
+    assert iteration is not None and iteration.number in [
+        it.number for it in ic.Project.open(p.path).iterations
+    ]
+    assert f"iteration {run.number}" in m.phase.value
+
+
+def test_monitor_of_a_finished_run_replays_curves(trained_project):
+    p = trained_project
+    run = p.train(budget="advanced", model="small_cnn", epochs=2, input_size=16, show=False)
+    live = run.monitor()  # attached while running: gets events as they come
+    run.wait(timeout=600)
+    late = run.monitor()  # made afterwards: replays the events
+    for m in (live, late):
+        assert [pt["epoch"] for pt in m.chart.history] == [1, 2]
+        assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(m.chart.history[-1])
+        assert m.progress.value == 1.0
+        assert run.iteration.name in m.summary.value
+    assert "done" in repr(late)
+
+
+def test_failed_run_shows_the_reason(tmp_path, make_images):
+    p = ic.Project.create(tmp_path / "p")
+    p.add_images(make_images("red", 3), tags=["red"])
+    p.add_images(make_images("blue", 3, seed=1), tags=["blue"])
+    run = p.train(
+        budget="advanced", model="small_cnn", epochs=1, input_size=16, batch_size=-5, show=False
+    )
+    m = run.monitor()
+    try:
+        run.wait(timeout=600)
+    except ic.TrainingError:
+        pass
+    assert run.status == "failed"  # the engine refused the batch size: the widget says so
+    assert "Training failed" in m.error.value and m.stop_button.disabled
+    assert "failed" in repr(m)
+    p.close()

@@ -1,0 +1,54 @@
+"""Studio: the tabs work together on one project."""
+
+from __future__ import annotations
+
+import jupyter_imgclass as ic
+
+
+def click(button) -> None:
+    button._handle_button_msg(None, {"event": "click"}, [])
+
+
+def test_studio_import_label_train_evaluate(tmp_path, make_png):
+    folder = tmp_path / "photos"
+    for name in ("red", "blue"):
+        (folder / name).mkdir(parents=True)
+        for k in range(4):
+            (folder / name / f"{k}.png").write_bytes(make_png(name, seed=k))
+    p = ic.Project.create(tmp_path / "p")
+    s = ic.Studio(p)
+    assert [s.get_title(k) for k in range(6)] == [
+        "Data",
+        "Label",
+        "Train",
+        "Evaluate",
+        "Test",
+        "Publish",
+    ]
+    s.folder.value = str(folder)
+    click(s.import_button)
+    assert ic.Project.open(p.path).counts() == {"blue": 4, "red": 4, "untagged": 0}
+    assert "red" in s.data_summary.value and s.labeller.total == 8
+    s.model.value, s.budget.value, s.epochs.value = "small_cnn", "advanced", 1
+    click(s.train_button)
+    s.run.wait(timeout=600)
+    assert s.monitor_box.children and s.run.status == "done"
+    assert s.iteration_choice.value == s.run.number
+    assert s.report_box.children[0].iteration.number == s.run.number
+    assert s.tester.iteration.number == s.run.number
+    assert "Studio for" in repr(s)
+    s.close()
+    p.close()
+
+
+def test_studio_shows_errors_in_place(tmp_path):
+    p = ic.Project.create(tmp_path / "p")
+    s = ic.Studio(p)
+    click(s.import_button)  # empty path
+    assert "folder path: empty" in s.data_message.value
+    click(s.train_button)  # nothing labelled
+    assert "imgclass-error" in s.train_message.value
+    click(s.export_button)
+    assert "no trained iteration" in s.publish_message.value
+    s.close()
+    p.close()
