@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .iteration import TrainingRun
 
 BUDGETS = ("quick", "advanced")
+FEATURE_BATCH = 32
 
 
 def load_arrays(project, image_ids, size: int, on_progress=None) -> np.ndarray:
@@ -42,31 +43,35 @@ def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
 
     project = run.project
     records = project.images_by_id(image_ids)
-    feats: list[np.ndarray | None] = [
-        project.cache.features_get(im.sha256, spec.name, spec.input_size) for im in records
-    ]
-    missing = [k for k, f in enumerate(feats) if f is None]
+    shas = [im.sha256 for im in records]
+    cached, missing = project.cache.features_many(shas, spec.name, spec.input_size)
     total = len(records)
-    if missing:
-        run._emit({"phase": "extracting features", "done": total - len(missing), "total": total})
-        chunk = 64
-        for start in range(0, len(missing), chunk):
-            if run._stop.is_set():
-                raise TrainingError("stopped while extracting features; nothing to keep yet")
-            part = missing[start : start + chunk]
-            arrays = np.stack(
-                [
-                    project.cache.array(records[k].sha256, records[k].path, spec.input_size)
-                    for k in part
-                ]
-            )
-            vecs = train.extract_features(model, spec, arrays)
-            for k, vec in zip(part, vecs, strict=True):
-                project.cache.features_put(records[k].sha256, spec.name, spec.input_size, vec)
-                feats[k] = vec
-            done = total - len(missing) + start + len(part)
-            run._emit({"phase": "extracting features", "done": done, "total": total})
-    return np.stack(feats).astype(np.float32)
+    if not missing:
+        return np.asarray(cached, np.float32)
+    run._emit({"phase": "extracting features", "done": total - len(missing), "total": total})
+    arrays = project.cache.arrays(
+        [(records[k].sha256, records[k].path) for k in missing], spec.input_size
+    )
+    # One batch shape only: padding the last batch costs less than compiling another shape.
+    batch = FEATURE_BATCH
+    pad = (-len(arrays)) % batch
+    if pad:
+        arrays = np.concatenate([arrays, np.repeat(arrays[-1:], pad, 0)])
+
+    def progress(done: int, _total: int) -> None:
+        if run._stop.is_set():
+            raise TrainingError("stopped while extracting features; nothing to keep yet")
+        done = min(done, len(missing))
+        run._emit(
+            {"phase": "extracting features", "done": total - len(missing) + done, "total": total}
+        )
+
+    vecs = train.extract_features(model, spec, arrays, batch_size=batch, on_progress=progress)
+    vecs = vecs[: len(missing)]
+    project.cache.features_put_many([shas[k] for k in missing], spec.name, spec.input_size, vecs)
+    feats = np.zeros((total, vecs.shape[1]), np.float32) if cached is None else np.array(cached)
+    feats[missing] = vecs
+    return feats.astype(np.float32)
 
 
 def run_training(run: TrainingRun) -> Iteration:
