@@ -3,11 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install install-test system-test-deps lint clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's python3 needs python3-venv for `-m venv`; install it when missing.
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q python3-venv && \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
 	touch $@
@@ -22,13 +26,12 @@ install-test: $(VENV)/.installed-test
 
 system-test-deps:
 	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium dataset-fashion-mnist; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium dataset-fashion-mnist; \
 	fi
 
 run: install
-	$(PY) -m jupyter lab notebooks/01-quickstart.ipynb
+	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) notebooks/01-quickstart.ipynb
 
 test: install-test system-test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
