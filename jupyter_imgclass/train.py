@@ -83,6 +83,7 @@ class TrainConfig:
             ``("shift", "brightness")`` (digits and text should not be flipped).
         dropout: rate before the head; the network's default when ``None``.
         pretrained: start from ImageNet weights when the network has them.
+        freeze_batchnorm: keep batch-norm statistics fixed while fine-tuning.
         step_event_interval_s: at most one ``step`` event per this many seconds.
     """
 
@@ -103,6 +104,7 @@ class TrainConfig:
     augment: bool | Sequence[str] = True
     dropout: float | None = None
     pretrained: bool = True
+    freeze_batchnorm: bool = False
     step_event_interval_s: float = 0.5
 
     def augmentations(self) -> tuple[str, ...]:
@@ -569,6 +571,10 @@ def fit(
         graphdef0, state0 = nnx.split(model)
         model = nnx.merge(graphdef0, state0)  # a copy: the caller's network is not trained
     model.train()
+    if config.freeze_batchnorm:
+        # Fine-tuning on a few images: keep the pretrained batch statistics (tiny batches
+        # would replace them with noise) while the weights still train.
+        model.set_attributes(use_running_average=True, raise_if_not_found=False)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
     eval_graphdef, _ = nnx.split(model)
