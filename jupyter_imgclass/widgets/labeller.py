@@ -248,7 +248,11 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         req = change["new"] or {}
         kind = req.get("action")
         if kind == "label":
-            self.label(req["image_id"], req["tag"], advance=bool(req.get("advance", True)))
+            image_id = req.get("image_id", self.current_id)  # keys act on the kernel's cursor
+            if image_id is None:
+                self.error = "no image to label: this filter shows none"
+                return
+            self.label(image_id, req["tag"], advance=bool(req.get("advance", True)))
         elif kind == "undo":
             self.undo()
         elif kind == "new_tag":

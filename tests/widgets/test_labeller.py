@@ -43,8 +43,8 @@ def test_keys_label_advance_undo_and_skip(untagged_project):
     names = [t["name"] for t in w.tags]
     press(w, action="label", image_id=first, tag=names[0])  # key 1
     assert w.cursor == 1 and on_disk(p)[first] == (names[0],)
-    press(w, action="label", image_id=second, tag=names[1])  # key 2
-    press(w, action="label", image_id=third, tag=names[2])  # key 3
+    press(w, action="label", tag=names[1])  # key 2: the image at the kernel's cursor
+    press(w, action="label", tag=names[2])  # key 3
     assert w.progress == "3 of 12 labelled"
     assert w.items[2]["tags"] == [names[2]]
     press(w, action="undo")  # Backspace

@@ -28,9 +28,10 @@ function render({ model, el }) {
   }
 
   function labelWith(tag) {
-    const it = current();
-    if (!it || !tag) return;
-    send(model, { action: "label", image_id: it.id, tag: tag.negative ? "__negative__" : tag.name });
+    if (!current() || !tag) return;
+    // No image id: the kernel labels the image at ITS cursor, so fast typing is applied in
+    // order (label, advance, label, ...) even before this view has caught up.
+    send(model, { action: "label", tag: tag.negative ? "__negative__" : tag.name });
   }
 
   function draw() {

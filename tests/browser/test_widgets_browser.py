@@ -1,0 +1,155 @@
+"""Each widget in a real JupyterLab + Chromium: renders, reacts, reaches the kernel."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import jupyter_imgclass as ic
+
+pytestmark = pytest.mark.browser
+
+OUTPUT = ".jp-OutputArea-output"
+
+
+def test_labeller_keyboard_and_undo(notebook, lab):
+    nb = notebook("labeller.ipynb")
+    page = nb.page
+    widget = page.locator(".imgclass-labeller")
+    widget.wait_for()
+    page.wait_for_selector(".imgclass-card img[src^='blob:']")
+    assert "0 of 24 labelled" in widget.locator(".imgclass-labeller-progress").inner_text()
+    widget.locator(".imgclass-card").first.click()
+    progress = widget.locator(".imgclass-labeller-progress")
+    for key, expected in (("1", "1 of 24"), ("2", "2 of 24"), ("3", "3 of 24")):
+        page.keyboard.press(key)
+        page.wait_for_function(
+            f"() => document.querySelector('.imgclass-labeller-progress').textContent"
+            f".startsWith('{expected}')"
+        )
+    page.keyboard.press("Backspace")
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-labeller-progress').textContent"
+        ".startsWith('2 of 24')"
+    )
+    assert progress.inner_text().startswith("2 of 24 labelled")
+    cards = widget.locator(".imgclass-card")
+    # Keys follow the tag bar: 1 = blue, 2 = green, 3 = red (tags sorted by name).
+    assert cards.nth(0).locator(".imgclass-card-tags").inner_text() == "blue"
+    assert cards.nth(1).locator(".imgclass-card-tags").inner_text() == "green"
+    assert cards.nth(2).locator(".imgclass-card-tags").inner_text() == "—"
+    assert "current" in (cards.nth(2).get_attribute("class") or "")
+    # The notebook itself must not have reacted to the keys (no new cells, no headings).
+    assert page.locator(".jp-NotebookPanel .jp-Cell").count() == 1
+    nb.screenshot(widget, "labeller")
+    with ic.Project.open(lab["root"] / "labeller-project") as p:
+        assert sorted(t for im in p.images for t in im.tags) == ["blue", "green"]
+    assert nb.errors == []
+
+
+def test_monitor_stop_while_training(notebook):
+    nb = notebook("monitor.ipynb")
+    page = nb.page
+    monitor = page.locator(".imgclass-monitor")
+    monitor.wait_for()
+    page.wait_for_function(
+        "() => (document.querySelector('.imgclass-monitor-phase') || {}).textContent"
+        "?.includes('epoch')",
+        timeout=180_000,
+    )
+    page.wait_for_selector(".imgclass-curve.train")
+    monitor.locator("button.imgclass-monitor-stop").click()
+    page.wait_for_function(
+        "() => document.querySelector('button.imgclass-monitor-stop').textContent"
+        ".includes('Stopped')",
+        timeout=120_000,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-monitor-phase').textContent"
+        ".includes('stopped') && document.querySelector('.imgclass-monitor-summary')"
+        ".textContent.includes('Iteration1')"
+    )
+    assert "Iteration1" in monitor.locator(".imgclass-monitor-summary").inner_text()
+    nb.screenshot(monitor, "monitor")
+    assert nb.errors == []
+
+
+def test_evaluation_threshold_and_confusion_cell(notebook):
+    nb = notebook("evaluation.ipynb")
+    page = nb.page
+    report = page.locator(".imgclass-evaluation")
+    report.wait_for(timeout=180_000)
+    overall = report.locator(".imgclass-overall")
+    before = overall.inner_text()
+    table_before = report.locator(".imgclass-metrics-table").inner_text()
+    assert before.startswith("threshold 0.50")
+    handle = report.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(45):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-overall').textContent.startsWith('threshold 0.95')"
+    )
+    after = overall.inner_text()
+    assert re.match(r"threshold 0\.95", after), after
+    assert report.locator(".imgclass-metrics-table").inner_text() != table_before
+    nb.screenshot(report, "evaluation-threshold")
+    cells = report.locator(".imgclass-cm-cell")
+    target = next(k for k in range(cells.count()) if cells.nth(k).inner_text() != "0")
+    expected = int(cells.nth(target).inner_text())
+    cells.nth(target).click()
+    page.wait_for_selector(".imgclass-image-card")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.imgclass-image-card').length === {expected}"
+    )
+    assert "true" in report.inner_text() and "predicted" in report.inner_text()
+    nb.screenshot(report, "evaluation-confusion-cell")
+    assert nb.errors == []
+
+
+def test_tester_upload(notebook, lab):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    nb = notebook("tester.ipynb")
+    page = nb.page
+    tester = page.locator(".imgclass-tester")
+    tester.wait_for(timeout=180_000)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), (30, 200, 40), np.uint8)).save(buf, format="PNG")
+    # ipywidgets' FileUpload opens a file chooser from a detached <input type=file>.
+    with page.expect_file_chooser() as chooser:
+        tester.locator(".imgclass-tester-upload").click()
+    chooser.value.set_files(
+        files=[{"name": "leaf.png", "mimeType": "image/png", "buffer": buf.getvalue()}]
+    )
+    page.wait_for_function("() => document.querySelectorAll('.imgclass-bar-row').length === 3")
+    names = tester.locator(".imgclass-bar-name").all_inner_texts()
+    assert sorted(names) == ["blue", "green", "red"]
+    assert "leaf.png" in tester.locator(".imgclass-tester-message").inner_text()
+    page.wait_for_selector(".imgclass-bars img[src^='blob:']")
+    tester.locator("button.imgclass-tester-add").click()
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-tester-message').textContent.includes('added')"
+    )
+    nb.screenshot(tester, "tester")
+    with ic.Project.open(lab["root"] / "tester-project") as p:
+        assert len(p.images) == 25
+    assert nb.errors == []
+
+
+def test_studio_tabs(notebook):
+    nb = notebook("studio.ipynb")
+    page = nb.page
+    studio = page.locator(".imgclass-studio")
+    studio.wait_for()
+    assert "red" in studio.inner_text()
+    page.get_by_role("tab", name="Label").click()
+    page.wait_for_selector(".imgclass-studio .imgclass-card img[src^='blob:']")
+    nb.screenshot(studio, "studio-label")
+    page.get_by_role("tab", name="Publish").click()
+    page.wait_for_selector(".imgclass-studio >> text=Serve (REST)")
+    assert nb.errors == []
