@@ -112,9 +112,10 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
         self.losses_button.on_click(lambda _b: self.show_top_losses())
         others = [it for it in self.project.iterations if it.number != iteration.number]
         self.compare = W.Dropdown(
-            options=[("compare with…", None)]
+            options=[("compare with…" if others else "no other iteration to compare", 0)]
             + [(f"{it.name} ({it.model})", it.number) for it in others],
-            value=None,
+            value=0,
+            disabled=not others,
         )
         self.compare.observe(self._on_compare, "value")
         self.comparison = W.HTML("")
@@ -217,7 +218,7 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
 
     def _on_compare(self, change) -> None:
         number = change["new"]
-        if number is None:
+        if not number:  # the "compare with…" entry
             self.comparison.value = ""
             return
         try:

@@ -131,13 +131,18 @@ def test_tester_upload(notebook, lab):
     assert sorted(names) == ["blue", "green", "red"]
     assert "leaf.png" in tester.locator(".imgclass-tester-message").inner_text()
     page.wait_for_selector(".imgclass-bars img[src^='blob:']")
+    tag_box = tester.locator("input.widget-input, .widget-combobox input").first
+    tag_box.fill("green")
+    tag_box.press("Tab")
     tester.locator("button.imgclass-tester-add").click()
     page.wait_for_function(
-        "() => document.querySelector('.imgclass-tester-message').textContent.includes('added')"
+        "() => document.querySelector('.imgclass-tester-message').textContent"
+        ".includes('added leaf.png as green')"
     )
     nb.screenshot(tester, "tester")
     with ic.Project.open(lab["root"] / "tester-project") as p:
         assert len(p.images) == 25
+        assert p.images[-1].tags == ("green",)  # the tag chosen in the box, not the guess
     assert nb.errors == []
 
 
