@@ -199,27 +199,32 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         self._refresh_counts()
 
     def _refresh_tags(self) -> None:
-        tags = []
-        regular = [t for t in self.project.tags if not t.is_negative]
-        for k, t in enumerate(regular):
-            tags.append(
-                {
-                    "name": t.name,
-                    "negative": False,
-                    "count": t.count,
-                    "key": str(k + 1) if k < 9 else "",
-                }
-            )
-        for t in self.project.tags:
-            if t.is_negative:
-                tags.append({"name": t.name, "negative": True, "count": t.count, "key": "0"})
+        all_tags = self.project.tags
+        regular = [t for t in all_tags if not t.is_negative]
+        tags = [
+            {
+                "name": t.name,
+                "negative": False,
+                "count": t.count,
+                "key": str(k + 1) if k < 9 else "",
+            }
+            for k, t in enumerate(regular)
+        ]
+        tags += [
+            {"name": t.name, "negative": True, "count": t.count, "key": "0"}
+            for t in all_tags
+            if t.is_negative
+        ]
         self.tags = tags
         self.filter_options = ["untagged", "all", "tagged"] + [t["name"] for t in tags]
         self._refresh_counts()
 
     def _refresh_counts(self) -> None:
         counts = self.project.counts()
-        total = sum(1 for _ in self.project.images) if counts else 0
+        if self.multilabel:
+            total = len(self.project.images)
+        else:  # one tag or "untagged" per image
+            total = sum(counts.values())
         labelled = total - counts.get("untagged", 0)
         self.counts = counts
         self.progress = f"{labelled} of {total} labelled"
