@@ -7,6 +7,7 @@ validation predictions and metrics -> record the iteration.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING
 
@@ -131,7 +132,7 @@ def run_training(run: TrainingRun) -> Iteration:
             batch_size=opts.get("batch_size"),
             learning_rate=opts.get("learning_rate"),
         )
-        if budget == "quick":
+        if budget == "quick" or spec.pretrained:
             run._emit({"phase": "preparing", "message": "loading the pretrained backbone"})
             backbone = train.create_model(tconf, pretrained=True)
             features = backbone_features(run, backbone, spec, data.image_ids)
@@ -145,7 +146,7 @@ def run_training(run: TrainingRun) -> Iteration:
                 on_event=run._emit,
                 should_stop=run._stop.is_set,
             )
-        else:
+        if budget == "advanced":
             run._emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
             arrays = load_arrays(
                 project,
@@ -155,13 +156,38 @@ def run_training(run: TrainingRun) -> Iteration:
                     {"phase": "loading images", "done": d, "total": t}
                 ),
             )
-            result = train.fit(
+            start_model = None
+            if spec.pretrained:
+                # Fine-tune from the quick model: a trained head, frozen batch statistics and
+                # a small learning rate, so a few images cannot wreck the pretrained features.
+                start_model = train.weights_to_model(
+                    spec, len(data.classes), result.weights, input_size=input_size
+                )
+                tconf = dataclasses.replace(
+                    tconf,
+                    freeze_batchnorm=True,
+                    learning_rate=opts.get("learning_rate") or 1e-4,
+                    time_limit_s=tconf.time_limit_s or 120.0,
+                )
+                head_result = result
+            tuned = train.fit(
                 tconf,
                 {"image": arrays[train_idx], "label": data.labels[train_idx]},
                 {"image": arrays[val_idx], "label": data.labels[val_idx]},
                 on_event=run._emit,
                 should_stop=run._stop.is_set,
+                model=start_model,
             )
+            result = tuned
+            if spec.pretrained and not _improves(tuned, head_result, data.kind):
+                # Keep the starting point when fine-tuning did not beat it on held-out images.
+                run._emit({"phase": "training", "message": "fine-tuning did not improve; "
+                           "keeping the transfer-learned head"})  # fmt: skip
+                result = dataclasses.replace(
+                    head_result,
+                    history=head_result.history + tuned.history,
+                    stopped=tuned.stopped,
+                )
     except BaseException:
         project.store.finish_iteration(number, status="failed", metrics=None)
         raise
@@ -187,3 +213,15 @@ def run_training(run: TrainingRun) -> Iteration:
     project.store.update_iteration_config(number, config)
     row = next(r for r in project.store.iterations() if r["number"] == number)
     return Iteration(project, row)
+
+
+def _improves(new, old, kind: str) -> bool:
+    """Whether ``new`` beats ``old`` on the validation set, by the engine's own score."""
+    from .train import _score
+
+    def score(result) -> tuple[float, float]:
+        best = [h for h in result.history if h.get("epoch") == result.best_epoch]
+        record = best[-1] if best else (result.history[-1] if result.history else None)
+        return _score(record, kind) if record else (-np.inf, -np.inf)
+
+    return score(new) > score(old)
