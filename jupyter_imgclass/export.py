@@ -456,8 +456,11 @@ class BundleModel:
         return self.predictor.predict_arrays(images, *args, **kwargs)
 
     def predict(self, items: Any, *args: Any, **kwargs: Any) -> Any:
-        """Sorted ``Prediction`` lists for images (paths, bytes, arrays; see ``Predictor``)."""
-        return self.predictor.predict(items, *args, **kwargs)
+        """Sorted ``Prediction`` lists, as ``Iteration.predict``: one list for one image
+        (path, bytes, PIL image, array), one list per image for a list of them."""
+        single = not isinstance(items, list | tuple)
+        results = self.predictor.predict([items] if single else list(items), *args, **kwargs)
+        return results[0] if single else results
 
     def __getattr__(self, name: str) -> Any:
         # Anything else Predictor offers (batch sizes, preprocessing helpers) passes through.

@@ -66,7 +66,7 @@ def test_cli_export_writes_a_bundle_that_predicts_like_the_iteration(trained_pro
     p = ic.Project.open(trained_project)
     image = _png(COLOURS["red"], 999)
     a = np.array([x.probability for x in p.iteration().predict(image)])
-    b = np.array([x.probability for x in model.predict(image)[0]])
+    b = np.array([x.probability for x in model.predict(image)])
     assert np.abs(a - b).max() <= 1e-6
     p.close()
     bad = _cli("export", trained_project, "--out", tmp_path / "b2", "--iteration", "7")
