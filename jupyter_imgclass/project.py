@@ -355,25 +355,15 @@ class Project:
         if not root.is_dir():
             raise ImgClassError(f"{root}: not a folder")
         report = ImportReport()
-        files = walk_folder(root, report)
-        triples = []
-        for file, tags in files:
-            try:
-                self._check_rule(tags)
-            except TagError as exc:
-                report.rejected.append((str(file), str(exc)))
-                continue
-            triples.append((file, str(file), tags))
-        with self._writer_lock():
-            self._importer().import_items(triples, report)
-        if report.added:
-            self._emit("tags_changed")
-        return report
+        return self._import_files(walk_folder(root, report), report)
 
     def add_csv(self, path: str | os.PathLike) -> ImportReport:
         """Adds the images listed in a CSV manifest of ``path,tag[,tag...]`` rows."""
         report = ImportReport()
-        rows = read_manifest(Path(path).expanduser(), report)
+        return self._import_files(read_manifest(Path(path).expanduser(), report), report)
+
+    def _import_files(self, rows: list[tuple[Path, list[str]]], report: ImportReport):
+        """Imports ``(file, tags)`` rows under the writer lock; rule breaks are rejected."""
         triples = []
         for file, tags in rows:
             try:
