@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.cache import atomic_write
 from .errors import BundleError, ImgClassError
 
 __all__ = [
@@ -86,16 +87,6 @@ def _versions() -> dict[str, str]:
         except _metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -309,7 +300,7 @@ def export_bundle(
     if stale.exists():
         stale.unlink()
     blob = save(tensors, metadata={"format": BUNDLE_FORMAT, "network": model_name})
-    _atomic_write(path / WEIGHTS_FILE, blob)
+    atomic_write(path / WEIGHTS_FILE, blob)
     files = {
         WEIGHTS_FILE: {
             "sha256": hashlib.sha256(blob).hexdigest(),
@@ -349,8 +340,8 @@ def export_bundle(
         meta["onnx"] = info
     elif onnx_path.exists():
         onnx_path.unlink()  # from an earlier export; it would not match these weights
-    _atomic_write(path / README_FILE, _readme(meta).encode("utf-8"))
-    _atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2).encode("utf-8"))
+    atomic_write(path / README_FILE, _readme(meta).encode("utf-8"))
+    atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2).encode("utf-8"))
     return path
 
 

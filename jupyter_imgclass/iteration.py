@@ -428,9 +428,9 @@ def _names(value: Any, classes: Sequence[str]) -> Any:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomic JSON write (tmp + replace)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    tmp.replace(path)
+    from .data.cache import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=_json_default).encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:

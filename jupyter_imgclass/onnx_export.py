@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.cache import atomic_write
 from .errors import BundleError
 
 __all__ = ["OPSET", "export_onnx", "function_to_onnx", "onnx_predict"]
@@ -645,9 +646,7 @@ def export_onnx(
         doc=f"{model_name} {kind} classifier exported by jupyter_imgclass",
     )
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(model.SerializeToString())
-    os.replace(tmp, target)
+    atomic_write(target, model.SerializeToString())
     return {
         "file": target.name,
         "opset": OPSET,

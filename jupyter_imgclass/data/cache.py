@@ -40,7 +40,7 @@ from . import images as imgs
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Writes ``data`` so that ``path`` holds either the old file or all of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
@@ -108,7 +108,7 @@ class DerivativeCache:
             pass
         decoded = imgs.decode_image(src_path, target_size=int(size))
         data = imgs.thumbnail_bytes(decoded.image, int(size))
-        _atomic_write(path, data)
+        atomic_write(path, data)
         return data
 
     # ---------------------------------------------------------------------- arrays
@@ -129,7 +129,7 @@ class DerivativeCache:
         if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
             return arr
         arr = imgs.load_rgb(src_path, size)
-        _atomic_write(path, _npy_bytes(arr))
+        atomic_write(path, _npy_bytes(arr))
         return arr
 
     def arrays(
@@ -193,7 +193,7 @@ class DerivativeCache:
     def features_put(self, sha: str, model: str, size: int, vec: np.ndarray) -> None:
         """Stores a feature vector (as float32)."""
         vec = np.ascontiguousarray(np.asarray(vec, np.float32).reshape(-1))
-        _atomic_write(self._features_path(sha, model, size), _npy_bytes(vec))
+        atomic_write(self._features_path(sha, model, size), _npy_bytes(vec))
 
     def features_many(
         self, shas: Sequence[str], model: str, size: int

@@ -11,7 +11,6 @@ import csv
 import html
 import io
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..errors import BadImageError, ImgClassError, TagError
 from . import images as imgs
+from .cache import atomic_write
 from .store import ImageStore
 
 HIDDEN_PREFIXES = (".", "__MACOSX", "~$")
@@ -147,10 +147,7 @@ class Importer:
         filename = f"{sha}{ext}"
         target = self.stored_path(filename)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-            tmp.write_bytes(data)
-            os.replace(tmp, target)  # the final name only ever holds a complete file
+            atomic_write(target, data)  # the final name only ever holds a complete file
         source = str(Path(item).resolve()) if isinstance(item, str | os.PathLike) else name
         image_id = self.store.insert_image(
             sha256=sha,
