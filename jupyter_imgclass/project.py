@@ -413,10 +413,7 @@ class Project:
     @property
     def negative_tag(self) -> str | None:
         """The name of the negative ("none of these") tag, if the project has one."""
-        for t in self.tags:
-            if t.is_negative:
-                return t.name
-        return None
+        return self._store.negative_tag_name()
 
     def create_tag(self, name: str, *, negative: bool = False) -> TagRecord:
         """Creates a tag; ``negative=True`` makes the special "none of these" tag."""
@@ -510,7 +507,7 @@ class Project:
     def counts(self) -> dict[str, int]:
         """Images per tag, plus ``"untagged"``."""
         out = {t.name: t.count for t in self.tags}
-        out["untagged"] = sum(1 for im in self._store.images() if not im.tags)
+        out["untagged"] = self._store.untagged_count()
         return out
 
     def warnings(self) -> list[str]:

@@ -349,23 +349,43 @@ class ImageStore:
         )
         return [TagRow(r["id"], r["name"], r["kind"] == "negative", int(r["n"])) for r in rows]
 
+    def _tag_rows(self) -> list[sqlite3.Row]:
+        # Names and kinds only: lookups on the import and labelling paths need no counts.
+        return self._query("SELECT id, name, kind FROM tags")
+
     def tag_names(self) -> list[str]:
         """Names of every tag."""
         return [t.name for t in self.tags()]
 
+    def negative_tag_name(self) -> str | None:
+        """The negative tag's name, if the project has one."""
+        rows = self._query("SELECT name FROM tags WHERE kind = 'negative'")
+        return rows[0][0] if rows else None
+
     def tag(self, name: str) -> TagRow | None:
         """The tag called ``name`` (case-insensitive), if any."""
-        for t in self.tags():
-            if t.name.casefold() == str(name).casefold():
-                return t
+        key = str(name).casefold()
+        for r in self._tag_rows():
+            if r["name"].casefold() == key:
+                n = self._query("SELECT count(*) FROM image_tags WHERE tag_id = ?", (r["id"],))
+                return TagRow(r["id"], r["name"], r["kind"] == "negative", int(n[0][0]))
         return None
+
+    def untagged_count(self) -> int:
+        """How many images carry no tag."""
+        return int(
+            self._query(
+                "SELECT count(*) FROM images WHERE NOT EXISTS "
+                "(SELECT 1 FROM image_tags it WHERE it.image_id = images.id)"
+            )[0][0]
+        )
 
     def create_tag(self, name: str, *, negative: bool = False) -> TagRow:
         """Creates a tag; raises :class:`TagError` when it exists or the name is bad."""
         name = validate_tag_name(name)
         if self.tag(name) is not None:
             raise TagError(f"tag {name!r} already exists")
-        if negative and any(t.is_negative for t in self.tags()):
+        if negative and self.negative_tag_name() is not None:
             raise TagError("the project already has a negative tag")
         with self.transaction() as cur:
             cur.execute(
@@ -379,7 +399,7 @@ class ImageStore:
     def ensure_tags(self, names: Iterable[str]) -> list[str]:
         """Creates the missing tags in one transaction; returns the canonical names."""
         wanted = [validate_tag_name(n) for n in names]
-        existing = {t.name.casefold(): t.name for t in self.tags()}
+        existing = {r["name"].casefold(): r["name"] for r in self._tag_rows()}
         missing = []
         for name in wanted:
             if name.casefold() not in existing:
