@@ -416,6 +416,17 @@ def _check_set(name: str, data: Mapping[str, Any], key: str, kind: str) -> tuple
     return x, y
 
 
+def _checked_sets(config: TrainConfig, train: Mapping[str, Any], val: Mapping[str, Any], key: str):
+    """Checked ``(x_train, y_train, x_val, y_val, num_classes)``; ``key`` is ``image`` or
+    ``features``."""
+    x_train, y_train = _check_set("train", train, key, config.kind)
+    x_val, y_val = _check_set("validation", val, key, config.kind)
+    if len(x_train) == 0:
+        noun = "images" if key == "image" else "feature vectors"
+        raise TrainingError(f"train set: no {noun}")
+    return x_train, y_train, x_val, y_val, _num_classes(config, y_train, y_val)
+
+
 def _num_classes(config: TrainConfig, y_train: np.ndarray, y_val: np.ndarray) -> int:
     if config.num_classes is not None:
         return int(config.num_classes)
@@ -537,12 +548,8 @@ def fit(
     enable_compilation_cache()
     emit = _Emitter(on_event)
     kind = config.kind
-    x_train, y_train = _check_set("train", train, "image", kind)
-    x_val, y_val = _check_set("validation", val, "image", kind)
-    if len(x_train) == 0:
-        raise TrainingError("train set: no images")
+    x_train, y_train, x_val, y_val, num_classes = _checked_sets(config, train, val, "image")
     spec = models.get(config.model)
-    num_classes = _num_classes(config, y_train, y_val)
     config = dataclasses.replace(config, num_classes=num_classes)
     size = x_train.shape[1]
     if config.input_size is None:
@@ -779,11 +786,7 @@ def fit_head(
     enable_compilation_cache()
     emit = _Emitter(on_event)
     kind = config.kind
-    x_train, y_train = _check_set("train", train, "features", kind)
-    x_val, y_val = _check_set("validation", val, "features", kind)
-    if len(x_train) == 0:
-        raise TrainingError("train set: no feature vectors")
-    num_classes = _num_classes(config, y_train, y_val)
+    x_train, y_train, x_val, y_val, num_classes = _checked_sets(config, train, val, "features")
     x_train = x_train.astype(np.float32).reshape(len(x_train), -1)
     x_val = x_val.astype(np.float32).reshape(len(x_val), -1)
     dim = x_train.shape[1]
