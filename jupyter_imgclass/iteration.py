@@ -31,6 +31,7 @@ VAL_FRACTION = 0.2
 MIN_PER_TAG = 2
 WARN_PER_TAG = 5
 TRANSFER_MAX_IMAGES = 5000
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "average_precision")
 
 
 # ---------------------------------------------------------------------------- data
@@ -405,13 +406,17 @@ class Iteration:
 
         return TesterWidget(self.project, iteration=self)
 
-    def __repr__(self) -> str:
+    def headline_metrics(self) -> dict[str, float]:
+        """The overall accuracy, precision, recall and average precision that exist."""
         overall = self.metrics.get("overall", {})
-        figures = ", ".join(
-            f"{k}={overall[k]:.3f}"
-            for k in ("accuracy", "precision", "recall", "average_precision")
+        return {
+            k: float(overall[k])
+            for k in HEADLINE_METRICS
             if isinstance(overall.get(k), float | int)
-        )
+        }
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{k}={v:.3f}" for k, v in self.headline_metrics().items())
         return (
             f"Iteration({self.number}, {self.name!r}, model={self.model!r}, "
             f"status={self.status!r}{', ' + figures if figures else ''})"

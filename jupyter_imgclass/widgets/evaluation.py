@@ -226,11 +226,11 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
         except Exception as exc:
             self._fail(exc)
             return
-        a, b = self.iteration.metrics.get("overall", {}), other.metrics.get("overall", {})
+        a, b = self.iteration.headline_metrics(), other.headline_metrics()
         rows = "".join(
-            f"<tr><td>{k.replace('_', ' ')}</td><td>{a[k]:.3f}</td><td>{b[k]:.3f}</td></tr>"
-            for k in ("accuracy", "precision", "recall", "average_precision")
-            if isinstance(a.get(k), int | float) and isinstance(b.get(k), int | float)
+            f"<tr><td>{k.replace('_', ' ')}</td><td>{v:.3f}</td><td>{b[k]:.3f}</td></tr>"
+            for k, v in a.items()
+            if k in b
         )
         self.comparison.value = (
             "<div class='imgclass-metrics'><table><tr><th></th>"

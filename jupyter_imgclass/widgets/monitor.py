@@ -130,11 +130,8 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.phase.value = f"{run.status}: iteration {run.number}"
         if it is None:
             return
-        overall = (it.metrics or {}).get("overall", {})
         figures = " · ".join(
-            f"{k.replace('_', ' ')} {overall[k]:.3f}"
-            for k in ("accuracy", "precision", "recall", "average_precision")
-            if isinstance(overall.get(k), int | float)
+            f"{k.replace('_', ' ')} {v:.3f}" for k, v in it.headline_metrics().items()
         )
         self.summary.value = (
             f"<div class='imgclass-summary'><b>{html.escape(it.name)}</b> "
