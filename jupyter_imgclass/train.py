@@ -274,12 +274,16 @@ def _apply_fn(graphdef: Any, mean: tuple, std: tuple, what: str) -> Callable:
 
 
 def _run_batched(fn, state, images: np.ndarray, batch: int, buckets, on_progress=None):
-    """Applies ``fn`` in fixed-shape batches (the last padded), concatenated on the host."""
+    """Applies ``fn`` in fixed-shape batches (the last padded), concatenated on the host.
+
+    A remainder after full batches is padded to the full batch, whose program is already
+    compiled; only a call smaller than one batch uses the smaller ``buckets``.
+    """
     n = len(images)
     outs = []
     for start in range(0, n, batch):
         part = images[start : start + batch]
-        size = _bucket(len(part), buckets)
+        size = batch if n > batch else _bucket(len(part), buckets)
         if len(part) < size:
             pad = np.zeros((size - len(part), *part.shape[1:]), part.dtype)
             part = np.concatenate([part, pad])

@@ -54,22 +54,17 @@ def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
     arrays = project.cache.arrays(
         [(records[k].sha256, records[k].path) for k in missing], spec.input_size
     )
-    # One batch shape only: padding the last batch costs less than compiling another shape.
-    batch = FEATURE_BATCH
-    pad = (-len(arrays)) % batch
-    if pad:
-        arrays = np.concatenate([arrays, np.repeat(arrays[-1:], pad, 0)])
 
     def progress(done: int, _total: int) -> None:
         if run._stop.is_set():
             raise TrainingError("stopped while extracting features; nothing to keep yet")
-        done = min(done, len(missing))
         run._emit(
             {"phase": "extracting features", "done": total - len(missing) + done, "total": total}
         )
 
-    vecs = train.extract_features(model, spec, arrays, batch_size=batch, on_progress=progress)
-    vecs = vecs[: len(missing)]
+    vecs = train.extract_features(
+        model, spec, arrays, batch_size=FEATURE_BATCH, on_progress=progress
+    )
     project.cache.features_put_many([shas[k] for k in missing], spec.name, spec.input_size, vecs)
     feats = np.zeros((total, vecs.shape[1]), np.float32) if cached is None else np.array(cached)
     feats[missing] = vecs
