@@ -7,6 +7,10 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+from . import _malloc  # noqa: E402
+
+_malloc.tune()  # before JAX starts its threads; see _malloc
+
 from .data.importer import ImportReport  # noqa: E402
 from .errors import (  # noqa: E402
     BadImageError,

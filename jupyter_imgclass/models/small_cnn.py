@@ -43,10 +43,10 @@ def conv_same_matmul_grad(x: jax.Array, w: jax.Array) -> jax.Array:
     """Stride-1 "SAME" convolution whose weight gradient is one big matrix product.
 
     XLA's CPU backend computes the weight gradient of a convolution (a convolution with
-    the batch as its feature dimension) about 10x slower than the forward pass. Written
-    as ``patches^T @ dy`` (the k*k shifted copies of the input side by side) it runs
-    at matrix-multiply speed. The forward pass and the input gradient stay XLA
-    convolutions. Same numbers up to float rounding (tested).
+    the batch as its feature dimension) 3-10x slower than the forward pass here (for the
+    28x28 32->32 layer at batch 128: 644 ms against 34 ms). Written as ``patches^T @ dy``
+    it runs at matrix-multiply speed (70 ms). The forward pass and the input gradient stay
+    XLA convolutions. Same numbers up to float rounding (tested).
     """
     return _conv(x, w)
 
@@ -55,26 +55,40 @@ def _conv_fwd(x, w):
     return _conv(x, w), (x, w)
 
 
-def _conv_bwd(res, dy):
-    x, w = res
-    k, _, cin, cout = w.shape
-    n, h, wd, _ = x.shape
-    dx = _conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+def _weight_grad(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
+    """``dw[i, j, c, o] = sum over n, y, x of xpad[n, y+i, x+j, c] * dy[n, y, x, o]``.
+
+    Both sides are laid out "padded-flat": the zero-padded input as rows of channels, one
+    row per padded pixel, so the k*k shifted windows are k*k contiguous row ranges
+    (offset ``i * padded_width + j``); ``dy`` is padded to the same grid with zeros, which
+    drop the rows that fall outside the image. The shifted ranges side by side are the
+    patches ``[rows, k*k*cin]``; the gradient is their transposed product with ``dy``.
+    Measured against other layouts (a 4-D concatenation with batched products, the
+    transposed patches, one product per shift): this one was fastest for every layer.
+    """
+    n, h, wd, cin = x.shape
+    cout = dy.shape[-1]
     p = k // 2
-    xp = jnp.pad(x, ((0, 0), (p, k - 1 - p), (p, k - 1 - p), (0, 0)))
+    hp, wp = h + k - 1, wd + k - 1
+    rows = n * hp * wp
+    xp = jnp.pad(x, ((0, 0), (p, k - 1 - p), (p, k - 1 - p), (0, 0))).reshape(rows, cin)
+    xp = jnp.pad(xp, ((0, (k - 1) * wp + k - 1), (0, 0)))
     patches = jnp.concatenate(
-        [xp[:, i : i + h, j : j + wd, :] for i in range(k) for j in range(k)], axis=-1
+        [lax.slice_in_dim(xp, i * wp + j, i * wp + j + rows) for i in range(k) for j in range(k)],
+        axis=1,
     )
     # The barrier keeps XLA from fusing the copies into the product (a slow loop nest).
     patches = lax.optimization_barrier(patches)
-    rows = n * h * wd
-    groups = 16 if rows % 16 == 0 else 1  # a batch of products parallelises better
-    dw = jnp.einsum(
-        "gri,gro->io",
-        patches.reshape(groups, rows // groups, k * k * cin),
-        dy.reshape(groups, rows // groups, cout),
-    )
-    return dx, dw.reshape(k, k, cin, cout).astype(w.dtype)
+    dyp = jnp.pad(dy, ((0, 0), (0, k - 1), (0, k - 1), (0, 0))).reshape(rows, cout)
+    dw = lax.dot_general(patches, dyp, (((0,), (0,)), ((), ())))
+    return dw.reshape(k, k, cin, cout)
+
+
+def _conv_bwd(res, dy):
+    x, w = res
+    k = w.shape[0]
+    dx = _conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+    return dx, _weight_grad(x, dy, k).astype(w.dtype)
 
 
 conv_same_matmul_grad.defvjp(_conv_fwd, _conv_bwd)

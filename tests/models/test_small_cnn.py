@@ -66,13 +66,14 @@ def test_flat_weight_names():
     assert all(isinstance(v, np.ndarray) for v in weights.values())
 
 
-def test_matmul_weight_gradient_equals_xla_gradient():
+@pytest.mark.parametrize(("k", "h", "w"), [(3, 10, 10), (3, 6, 9), (1, 5, 4), (5, 7, 8)])
+def test_matmul_weight_gradient_equals_xla_gradient(k, h, w):
     from jupyter_imgclass.models.small_cnn import _conv, conv_same_matmul_grad
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(4, 10, 10, 5)).astype(np.float32)
-    w = rng.normal(size=(3, 3, 5, 7)).astype(np.float32)
-    target = rng.normal(size=(4, 10, 10, 7)).astype(np.float32)
+    x = rng.normal(size=(4, h, w, 5)).astype(np.float32)
+    w = rng.normal(size=(k, k, 5, 7)).astype(np.float32)
+    target = rng.normal(size=(4, h, x.shape[2], 7)).astype(np.float32)
 
     def loss(conv):
         return lambda x, w: ((conv(x, w) - target) ** 2).sum()
