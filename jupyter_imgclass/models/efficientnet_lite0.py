@@ -216,6 +216,18 @@ def load_imagenet(model: EfficientNetLite0, *, with_head: bool) -> None:
         _set(model.head.bias, sd["_fc.bias"], "_fc.bias")
 
 
+@functools.lru_cache(maxsize=4)
+def _abstract(num_classes: int):
+    """``(graphdef, abstract state)`` of the network, traced once per process and width.
+
+    Building the structure abstractly and filling it from the file and numpy avoids
+    running ~250 JAX initialisers eagerly (tens of seconds on a busy 2-core CPU); the
+    abstract trace itself takes about 2 s, which every quick training paid again before
+    this cache.
+    """
+    return nnx.split(nnx.eval_shape(lambda: EfficientNetLite0(num_classes, rngs=nnx.Rngs(0))))
+
+
 def create(
     num_classes: int,
     *,
@@ -240,9 +252,8 @@ def create(
         5
     """
     del input_size
-    # Building the structure abstractly and filling it from the file and numpy avoids
-    # running ~250 JAX initialisers eagerly (tens of seconds on a busy 2-core CPU).
-    model = nnx.eval_shape(lambda: EfficientNetLite0(num_classes, rngs=nnx.Rngs(0)))
+    graphdef, abstract = _abstract(num_classes)
+    model = nnx.merge(graphdef, abstract, copy=True)  # fresh Variables: the cache stays abstract
     model.dropout.rate = dropout
     if pretrained:
         load_imagenet(model, with_head=num_classes == IMAGENET_CLASSES)
