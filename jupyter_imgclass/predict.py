@@ -23,7 +23,8 @@ from .data.images import load_rgb
 from .jax_setup import enable_compilation_cache
 
 # Batches are padded up to one of these sizes so that a handful of programs are compiled.
-BUCKETS = (1, 4, 16, 64)
+# 32 is the REST server's largest micro-batch (serve.py), which would otherwise pad to 64.
+BUCKETS = (1, 4, 16, 32, 64)
 
 
 class Prediction(NamedTuple):
