@@ -218,7 +218,13 @@ def run_training(run: TrainingRun) -> Iteration:
 
 
 def _improves(new, old, kind: str) -> bool:
-    """Whether ``new`` beats ``old`` on the validation set, by the engine's own score."""
+    """Whether ``new`` beats ``old`` on the validation set: a higher main metric (accuracy,
+    or average precision for multilabel) and a validation loss that is no worse.
+
+    Asking for both guards the few-image case: with 40 held-out images one lucky image
+    tipped the choice to fine-tuned weights that then scored 0.72-0.76 on test against
+    the head's 0.80 (Fashion-MNIST, 20 images per tag).
+    """
     from .train import _score
 
     def score(result) -> tuple[float, float]:
@@ -226,4 +232,5 @@ def _improves(new, old, kind: str) -> bool:
         record = best[-1] if best else (result.history[-1] if result.history else None)
         return _score(record, kind) if record else (-np.inf, -np.inf)
 
-    return score(new) > score(old)
+    (new_main, new_neg_loss), (old_main, old_neg_loss) = score(new), score(old)
+    return new_main > old_main and new_neg_loss >= old_neg_loss

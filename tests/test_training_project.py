@@ -211,3 +211,26 @@ def test_cli_train_and_predict_json(tmp_path, colour_folder):
         and "not a jupyter_imgclass project" in out.stderr
         or "no such folder" in out.stderr
     )
+
+
+def _fit(accuracy, loss, epoch=1):
+    from jupyter_imgclass.train import FitResult
+
+    history = [{"epoch": epoch, "val_accuracy": accuracy, "val_loss": loss}]
+    return FitResult(weights={}, history=history, best_epoch=epoch, val_probabilities=None,
+                     stopped=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "expected"),
+    [
+        ((0.90, 0.30), (0.85, 0.40), True),  # better on both
+        ((0.90, 0.45), (0.85, 0.40), False),  # one more image right, but a worse loss
+        ((0.85, 0.20), (0.85, 0.40), False),  # same accuracy: keep the starting point
+        ((0.80, 0.20), (0.85, 0.40), False),
+    ],
+)
+def test_fine_tuning_replaces_the_head_only_on_consistent_evidence(new, old, expected):
+    from jupyter_imgclass.training_pipeline import _improves
+
+    assert _improves(_fit(*new), _fit(*old), "multiclass") is expected
