@@ -35,7 +35,12 @@ def parse() -> argparse.Namespace:
         type=float,
         nargs="+",
         default=[3.0],
-        help="Flax accuracy runs (time budgets); runs of 10 minutes and more augment",
+        help="Flax accuracy runs (time budgets)",
+    )
+    ap.add_argument(
+        "--augment",
+        action="store_true",
+        help="augment in the accuracy runs (10 minutes: 91.15%% with, 93.55%% without)",
     )
     ap.add_argument("--accuracy-batch", type=int, default=64, help="Flax accuracy runs")
     ap.add_argument("--learning-rate", type=float, default=3e-3, help="Flax accuracy runs")
@@ -125,7 +130,7 @@ def accuracy(args, train_set, test_set) -> None:
             )
 
     for minutes in [0.5] if args.quick else args.minutes:
-        augment = minutes >= 10
+        augment = args.augment
         config = train.TrainConfig(
             model="small_cnn",
             time_limit_s=minutes * 60,
@@ -147,7 +152,7 @@ def accuracy(args, train_set, test_set) -> None:
         best = max(h["val_accuracy"] for h in result.history)
         print(
             f"  test accuracy {best:.4f} within {minutes:g} min "
-            f"(target {'0.935 in 10' if augment else '0.92 in 3'} min); "
+            f"(target {'0.935 in 10' if minutes >= 10 else '0.92 in 3'} min); "
             f"{result.images_per_s:.0f} img/s; compile {result.compile_s:.2f} s",
             flush=True,
         )
