@@ -64,7 +64,9 @@ def _weight_grad(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
     drop the rows that fall outside the image. The shifted ranges side by side are the
     patches ``[rows, k*k*cin]``; the gradient is their transposed product with ``dy``.
     Measured against other layouts (a 4-D concatenation with batched products, the
-    transposed patches, one product per shift): this one was fastest for every layer.
+    transposed patches, one product per shift) on one device at batch 128: fastest over
+    the four layers together (149 ms against 184-212 ms); on two devices it ties with the
+    4-D concatenation.
     """
     n, h, wd, cin = x.shape
     cout = dy.shape[-1]
