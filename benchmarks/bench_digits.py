@@ -21,14 +21,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from jupyter_imgclass import datasets, train
+    from jupyter_imgclass import training
+    from jupyter_imgclass.data import datasets
+    from jupyter_imgclass.data.labelled import stratified_split
     from jupyter_imgclass.evaluate import compute_metrics
-    from jupyter_imgclass.iteration import stratified_split
 
     ds = datasets.digits(size=28)
     labels = ds.labels.astype(np.int32)
     tr, va = stratified_split(labels, "multiclass", seed=args.seed)
-    config = train.TrainConfig(
+    config = training.TrainConfig(
         model="small_cnn",
         epochs=args.epochs,
         batch_size=args.batch,
@@ -45,7 +46,7 @@ def main() -> None:
             )
 
     t0 = time.perf_counter()
-    result = train.fit(
+    result = training.fit(
         config,
         {"image": ds.images[tr], "label": labels[tr]},
         {"image": ds.images[va], "label": labels[va]},

@@ -1,4 +1,4 @@
-"""small_cnn on Fashion-MNIST: Flax (jupyter_imgclass.train) against the same net in PyTorch.
+"""small_cnn on Fashion-MNIST: Flax (jupyter_imgclass.training) against the same net in PyTorch.
 
 Prints training images/s of both (alternating A B A B in one run: this machine's speed
 drifts about 2x), their ratio, test accuracy after each epoch, cold and cached compile
@@ -70,15 +70,15 @@ def load():
 
 
 def flax_throughput(images, labels, batch: int, steps: int, augment) -> float:
-    from jupyter_imgclass import train
+    from jupyter_imgclass import training
 
     n = batch * steps
-    config = train.TrainConfig(
+    config = training.TrainConfig(
         model="small_cnn", epochs=1, batch_size=batch, augment=augment, num_classes=10
     )
     sub = {"image": images[:n], "label": labels[:n]}
     val = {"image": images[:8], "label": labels[:8]}
-    return train.fit(config, sub, val).images_per_s
+    return training.fit(config, sub, val).images_per_s
 
 
 def throughput(args, train_set) -> None:
@@ -113,7 +113,7 @@ def throughput(args, train_set) -> None:
 
 
 def accuracy(args, train_set, test_set) -> None:
-    from jupyter_imgclass import train
+    from jupyter_imgclass import training
 
     images, labels = train_set
     timages, tlabels = test_set
@@ -131,7 +131,7 @@ def accuracy(args, train_set, test_set) -> None:
 
     for minutes in [0.5] if args.quick else args.minutes:
         augment = args.augment
-        config = train.TrainConfig(
+        config = training.TrainConfig(
             model="small_cnn",
             time_limit_s=minutes * 60,
             batch_size=args.accuracy_batch,
@@ -143,7 +143,7 @@ def accuracy(args, train_set, test_set) -> None:
             f"FLAX ACCURACY RUN ({minutes:g} min, batch {args.accuracy_batch}, "
             f"lr {args.learning_rate:g}, augmentation {'on' if augment else 'off'}):"
         )
-        result = train.fit(
+        result = training.fit(
             config,
             {"image": images, "label": labels},
             {"image": timages, "label": tlabels},
@@ -176,12 +176,12 @@ def accuracy(args, train_set, test_set) -> None:
 
 COMPILE_CHILD = """
 import sys, numpy as np
-from jupyter_imgclass import train
+from jupyter_imgclass import training
 rng = np.random.default_rng(0)
 x = rng.integers(0, 255, (512, 28, 28, 3), dtype=np.uint8)
 y = rng.integers(0, 10, 512).astype(np.int32)
-config = train.TrainConfig(model="small_cnn", epochs=1, batch_size=int(sys.argv[1]))
-r = train.fit(config, {"image": x, "label": y}, {"image": x[:64], "label": y[:64]})
+config = training.TrainConfig(model="small_cnn", epochs=1, batch_size=int(sys.argv[1]))
+r = training.fit(config, {"image": x, "label": y}, {"image": x[:64], "label": y[:64]})
 print("COMPILE", r.compile_s)
 """
 
@@ -215,8 +215,8 @@ def latency(args, test_set) -> None:
     from flax import nnx
 
     from jupyter_imgclass import models
+    from jupyter_imgclass.models.weights import model_to_weights
     from jupyter_imgclass.predict import Predictor
-    from jupyter_imgclass.train import model_to_weights
 
     weights = model_to_weights(models.get("small_cnn").create(10, rngs=nnx.Rngs(0)))
     pred = Predictor("small_cnn", [str(i) for i in range(10)], "multiclass", weights)
@@ -246,7 +246,7 @@ def main() -> None:
 
     print(
         f"jax {jax.__version__}, devices {jax.devices()}, "
-        f"malloc tuning {'on' if jupyter_imgclass._malloc.applied else 'off'}"
+        f"malloc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}"
     )
     skip = set(filter(None, args.skip.split(",")))
     train_set, test_set = load()

@@ -69,7 +69,7 @@ def few_shot(root: Path, per_class: int, advanced_minutes: float, test) -> None:
     labels = np.array([quick.classes.index(r.tags[0]) for r in records])
     lr = LogisticRegression(max_iter=2000, C=1.0).fit(feats, labels)
 
-    from jupyter_imgclass import train as engine
+    from jupyter_imgclass import training as engine
 
     backbone = engine.create_model(
         engine.TrainConfig(model=spec.name, num_classes=len(quick.classes)), pretrained=True

@@ -1,6 +1,6 @@
 """Bounded load test of the REST prediction service on 127.0.0.1.
 
-Starts ``jupyter_imgclass.serve.serve_forever`` on a bundle in a subprocess (so that the
+Starts ``jupyter_imgclass.publish.serve.serve_forever`` on a bundle in a subprocess (so that the
 clients do not share the server's interpreter), then:
 
 1. single-image latency: one client, sequential requests;
@@ -39,8 +39,8 @@ def make_bundle(folder: Path, model_name: str, num_classes: int) -> Path:
     from flax import nnx
 
     from jupyter_imgclass import models
-    from jupyter_imgclass.export import export_bundle
-    from jupyter_imgclass.train import model_to_weights
+    from jupyter_imgclass.models.weights import model_to_weights
+    from jupyter_imgclass.publish.bundle import export_bundle
 
     spec = models.get(model_name)
     module = spec.create(num_classes, rngs=nnx.Rngs(0), pretrained=False)
@@ -72,7 +72,7 @@ def free_port() -> int:
 
 def start_server(bundle: Path, port: int) -> subprocess.Popen:
     code = (
-        "import sys; from jupyter_imgclass.serve import serve_forever; "
+        "import sys; from jupyter_imgclass.publish.serve import serve_forever; "
         "serve_forever(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]))"
     )
     return subprocess.Popen(

@@ -1,27 +1,24 @@
-"""jupyter_imgclass: the whole custom image-classifier workflow inside Jupyter."""
+"""jupyter_imgclass: the whole custom image-classifier workflow inside Jupyter.
 
-from importlib.metadata import PackageNotFoundError, version
+Importing the package loads no JAX, no FastAPI and no widget, and changes nothing in the
+process (the malloc tuning waits until the engine builds its first network; see
+:mod:`jupyter_imgclass.models.runtime`).
+"""
 
-try:
-    __version__ = version("jupyter_imgclass")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
-
-from . import _malloc  # noqa: E402
-
-_malloc.tune()  # before JAX starts its threads; see _malloc
-
-from .data.importer import ImportReport  # noqa: E402
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .data.importer import ImportReport
+from .errors import (
     BadImageError,
     BundleError,
     DatasetError,
     ImgClassError,
+    OptionError,
     ProjectError,
     TagError,
     TrainingError,
 )
-from .project import ImageRecord, Project, TagRecord  # noqa: E402
+from .project import ImageRecord, Iteration, Project, TagRecord, TrainingRun
+from .project import views as _views
 
 __all__ = [
     "BadImageError",
@@ -30,22 +27,36 @@ __all__ = [
     "ImageRecord",
     "ImgClassError",
     "ImportReport",
+    "Iteration",
+    "OptionError",
     "Project",
     "ProjectError",
+    "Studio",
     "TagError",
     "TagRecord",
-    "Studio",
     "TrainingError",
+    "TrainingRun",
     "__version__",
+    "datasets",
     "load_model",
+    "models",
 ]
+
+
+def _load_views() -> None:
+    # The package root sits above every layer: it may load the widgets for the project
+    # layer's view methods (project.labeller(), iteration.report(), run.monitor()).
+    from . import widgets  # noqa: F401  (its import registers the views)
+
+
+_views.set_loader(_load_views)
 
 
 def __getattr__(name: str):
     # Heavier parts load on first use, so `import jupyter_imgclass` stays quick and free
     # of JAX, FastAPI and widget imports.
     if name == "load_model":
-        from .export import load_model
+        from .publish.bundle import load_model
 
         return load_model
     if name == "Studio":
@@ -55,5 +66,7 @@ def __getattr__(name: str):
     if name in ("datasets", "models"):
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        # `from . import x` here would ask this very __getattr__ again.
+        where = {"datasets": ".data.datasets", "models": ".models"}[name]
+        return importlib.import_module(where, __name__)
     raise AttributeError(f"module 'jupyter_imgclass' has no attribute {name!r}")

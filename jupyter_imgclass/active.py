@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .vocabulary import check_kind
+
 __all__ = [
     "METHODS",
     "closeness_to_half",
@@ -61,7 +63,7 @@ def entropy(probabilities: Any, kind: str = "multiclass") -> np.ndarray:
     if kind == "multilabel":
         h = -(_xlogx(p) + _xlogx(1.0 - p)).sum(axis=1)
     else:
-        _check_kind(kind)
+        check_kind(kind)
         h = -_xlogx(p).sum(axis=1)
     return np.maximum(h, 0.0)  # no -0.0 for certain rows
 
@@ -111,11 +113,6 @@ def closeness_to_half(probabilities: Any) -> np.ndarray:
     return 1.0 - 2.0 * np.abs(p - 0.5).min(axis=1)
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in ("multiclass", "multilabel"):
-        raise ValueError(f"kind must be 'multiclass' or 'multilabel', got {kind!r}")
-
-
 def informativeness(
     probabilities: Any, method: str = "margin", kind: str = "multiclass"
 ) -> np.ndarray:
@@ -129,7 +126,7 @@ def informativeness(
     Raises:
         ValueError: for an unknown method or kind.
     """
-    _check_kind(kind)
+    check_kind(kind)
     if method not in METHODS:
         raise ValueError(f"unknown acquisition method {method!r}; choose one of {METHODS}")
     if method == "entropy":

@@ -1,13 +1,7 @@
-"""``jupyter-imgclass``: the same engine without a notebook.
+"""The ``jupyter-imgclass`` command: the same engine without a notebook.
 
 Progress goes to stderr, results to stdout (one JSON object, or one JSON line per image
-with ``--json``).
-
-Examples:
-    jupyter-imgclass train photos/ --project projects/fruit --json
-    jupyter-imgclass predict projects/fruit new/*.jpg --json
-    jupyter-imgclass export projects/fruit --out bundle/ --onnx
-    jupyter-imgclass serve bundle/ --port 8000
+with ``--json``). ``--help`` shows :data:`DESCRIPTION` and :data:`EXAMPLES`, plain text.
 """
 
 from __future__ import annotations
@@ -18,6 +12,17 @@ import sys
 from pathlib import Path
 
 from .errors import ImgClassError
+from .vocabulary import BUDGETS, KINDS
+
+DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
+EXAMPLES = """examples:
+  jupyter-imgclass train photos/ --project projects/fruit --json
+  jupyter-imgclass predict projects/fruit new/ --json
+  jupyter-imgclass export projects/fruit --out bundle/ --onnx
+  jupyter-imgclass serve bundle/ --port 8000 --key SECRET
+  jupyter-imgclass demo
+
+Progress goes to stderr, results to stdout."""
 
 
 def _progress(args) -> callable:
@@ -148,14 +153,30 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import serve_forever
+    from .errors import BundleError
+    from .project import Project
+    from .publish.serve import serve_forever
 
-    serve_forever(args.path, host=args.host, port=args.port, key=args.key, iteration=args.iteration)
+    folder = Path(args.path)
+    if (folder / "model.json").is_file():
+        serve_forever(folder, host=args.host, port=args.port, key=args.key)
+        return 0
+    if not (folder / "project.sqlite").is_file():
+        raise BundleError(f"{folder}: neither a model bundle (model.json) nor a project folder")
+    with Project.open(folder) as project:
+        iteration = project.iteration(args.iteration)
+        serve_forever(
+            iteration,
+            host=args.host,
+            port=args.port,
+            key=args.key,
+            log_callback=project.prediction_logger(iteration.name),
+        )
     return 0
 
 
 def cmd_demo(args) -> int:
-    from . import datasets
+    from .data import datasets
     from .project import Project
 
     project_dir = Path(args.project)
@@ -176,16 +197,21 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jupyter-imgclass", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="jupyter-imgclass",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="import a folder (sub-folders are tags) and train")
     t.add_argument("data_dir")
     t.add_argument("--project", required=True, help="project folder (created if missing)")
-    t.add_argument("--kind", default="multiclass", choices=["multiclass", "multilabel"])
+    t.add_argument("--kind", default="multiclass", choices=KINDS)
     t.add_argument("--model", default=None)
-    t.add_argument("--budget", default="quick", choices=["quick", "advanced"])
+    t.add_argument("--budget", default="quick", choices=BUDGETS)
     t.add_argument("--minutes", type=float, default=None)
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
@@ -218,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train on scikit-learn's digits in a new project")
     d.add_argument("--project", default="projects/digits-demo")
     d.add_argument("--per-class", type=int, default=30)
-    d.add_argument("--budget", default="quick", choices=["quick", "advanced"])
+    d.add_argument("--budget", default="quick", choices=BUDGETS)
     d.add_argument("--model", default=None)
     d.set_defaults(func=cmd_demo)
     return parser

@@ -17,6 +17,10 @@ class ProjectError(ImgClassError):
     """A project folder is missing, already exists, or is not a jupyter_imgclass project."""
 
 
+class OptionError(ImgClassError, ValueError):
+    """An option's value is not one of its choices (a kind, a budget, a strategy...)."""
+
+
 class TagError(ImgClassError, ValueError):
     """A tag name or tag assignment breaks the project's rules."""
 

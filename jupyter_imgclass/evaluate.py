@@ -37,20 +37,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .vocabulary import check_kind
+
 __all__ = [
     "Loss",
     "average_precision",
-    "class_balance_warnings",
+    "validation_metrics",
     "compute_metrics",
     "metrics_dataframe",
     "top_losses",
 ]
 
-KINDS = ("multiclass", "multilabel")
-MIN_IMAGES_PER_TAG = 5
-"""Below this many images a tag gets a warning (the hosted services' hard minimum)."""
-MAX_IMBALANCE = 2.0
-"""Largest tag / smallest tag above this ratio gets a warning (guidance: keep it 1:2 or better)."""
 _EPS = 1e-7
 
 
@@ -70,11 +67,6 @@ class Loss(NamedTuple):
     loss: float
     true: int | tuple[int, ...]
     predicted: int | tuple[int, ...]
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be 'multiclass' or 'multilabel', got {kind!r}")
 
 
 def _as_probabilities(probabilities: Any, n_tags: int | None = None) -> np.ndarray:
@@ -209,7 +201,7 @@ def compute_metrics(
         >>> m["per_tag"]["b"]["recall"], m["overall"]["subset_accuracy"]
         (0.5, 0.6666666666666666)
     """
-    _check_kind(kind)
+    check_kind(kind)
     tags = [str(t) for t in tags]
     if len(set(tags)) != len(tags):
         raise ValueError(f"tags must be unique, got {tags}")
@@ -322,7 +314,7 @@ def top_losses(y_true: Any, probabilities: Any, kind: str, n: int = 10) -> list[
         >>> top_losses([0, 1], np.array([[0.9, 0.1], [0.8, 0.2]]), "multiclass", n=1)
         [Loss(index=1, loss=1.6094379124341003, true=1, predicted=0)]
     """
-    _check_kind(kind)
+    check_kind(kind)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     p = _as_probabilities(probabilities)
@@ -346,40 +338,37 @@ def top_losses(y_true: Any, probabilities: Any, kind: str, n: int = 10) -> list[
     return out
 
 
-def class_balance_warnings(counts: Mapping[str, int]) -> list[str]:
-    """Warnings about tags with too few images or a lopsided dataset.
-
-    Follows the hosted services' guidance: at least 5 images per tag (50 or more is
-    better), and the smallest tag at least half the size of the largest (1:2).
+def validation_metrics(labels: Any, probabilities: Any, kind: str) -> dict[str, float]:
+    """The figures a training loop reports per epoch and keeps its best checkpoint by.
 
     Args:
-        counts: ``{tag: number of labelled images}``.
+        labels: ``[N]`` class indices (multiclass) or ``[N, T]`` 0/1 targets (multilabel).
+        probabilities: ``[N, T]`` predicted probabilities.
+        kind: ``"multiclass"`` or ``"multilabel"``.
 
     Returns:
-        Human-readable warnings, empty when the dataset looks balanced.
+        ``val_loss`` (mean cross-entropy, unsmoothed) and ``val_accuracy``; multilabel adds
+        ``val_average_precision`` (the mean over tags with a true image) and its accuracy
+        is per tag decision at 0.5.
 
     Examples:
-        >>> class_balance_warnings({"cat": 40, "dog": 3})
-        ["tag 'dog' has 3 images; at least 5 are needed (50 or more recommended)", \
-"tags are imbalanced: 'cat' has 40 images, 'dog' has 3 (13.3:1); aim for 2:1 or better"]
+        >>> validation_metrics([0, 1], [[0.8, 0.2], [0.4, 0.6]], "multiclass")["val_accuracy"]
+        1.0
     """
-    warnings = []
-    for tag, count in counts.items():
-        if count < MIN_IMAGES_PER_TAG:
-            noun = "image" if count == 1 else "images"
-            warnings.append(
-                f"tag {tag!r} has {count} {noun}; at least {MIN_IMAGES_PER_TAG} are needed "
-                "(50 or more recommended)"
-            )
-    present = {tag: int(c) for tag, c in counts.items() if c > 0}
-    if len(present) >= 2:
-        largest = max(present, key=lambda k: present[k])
-        smallest = min(present, key=lambda k: present[k])
-        ratio = present[largest] / present[smallest]
-        if ratio > MAX_IMBALANCE:
-            warnings.append(
-                f"tags are imbalanced: {largest!r} has {present[largest]} images, "
-                f"{smallest!r} has {present[smallest]} ({ratio:.1f}:1); "
-                f"aim for {MAX_IMBALANCE:.0f}:1 or better"
-            )
-    return warnings
+    check_kind(kind)
+    probs = np.asarray(probabilities, np.float64)
+    p = np.clip(probs, _EPS, 1 - _EPS)
+    if kind == "multilabel":
+        y = np.asarray(labels, np.float64)
+        loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else 0.0
+        aps = [average_precision(y[:, t], probs[:, t]) for t in range(y.shape[1]) if y[:, t].any()]
+        acc = float(((probs >= 0.5) == (y >= 0.5)).mean()) if len(y) else 0.0
+        return {
+            "val_loss": loss,
+            "val_average_precision": float(np.mean(aps)) if aps else 0.0,
+            "val_accuracy": acc,
+        }
+    idx = np.asarray(labels).astype(np.int64)
+    loss = float(-np.log(p[np.arange(len(idx)), idx]).mean()) if len(idx) else 0.0
+    acc = float((probs.argmax(axis=-1) == idx).mean()) if len(idx) else 0.0
+    return {"val_loss": loss, "val_accuracy": acc}

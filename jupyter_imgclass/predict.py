@@ -12,19 +12,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from PIL import Image
 
 from . import models
 from .data.images import load_rgb
-from .jax_setup import enable_compilation_cache
+from .models.apply import apply_fn, eval_split, run_batched
+from .models.weights import weights_to_model
 
-# Batches are padded up to one of these sizes so that a handful of programs are compiled.
-# 32 is the REST server's largest micro-batch (serve.py), which would otherwise pad to 64.
-BUCKETS = (1, 4, 16, 32, 64)
+PREDICT_BATCH = 64
+"""Largest batch run at once; smaller calls pad to ``models.apply.BUCKETS`` (the REST
+server's micro-batches of up to 32 pad to 32, not 64)."""
 
 
 class Prediction(NamedTuple):
@@ -58,9 +56,6 @@ class Predictor:
         thresholds: dict[str, float] | None = None,
         input_size: int | None = None,
     ):
-        from .train import weights_to_model
-
-        enable_compilation_cache()
         self.spec = models.get(model_name)
         self.model_name = model_name
         self.tags = list(tags)
@@ -68,18 +63,10 @@ class Predictor:
         self.thresholds = dict(thresholds or {})
         self.input_size = int(input_size or self.spec.input_size)
         model = weights_to_model(self.spec, len(self.tags), weights, input_size=self.input_size)
-        model.eval()
-        graphdef, self._state = nnx.split(model)
-        mean = jnp.asarray(self.spec.mean, jnp.float32)
-        std = jnp.asarray(self.spec.std, jnp.float32)
-        multiclass = kind == "multiclass"
-
-        @jax.jit
-        def forward(state, x):
-            logits = nnx.merge(graphdef, state)((x.astype(jnp.float32) / 255.0 - mean) / std)
-            return jax.nn.softmax(logits, -1) if multiclass else jax.nn.sigmoid(logits)
-
-        self._forward = forward
+        graphdef, self._state = eval_split(model)
+        self._forward = apply_fn(
+            graphdef, tuple(self.spec.mean), tuple(self.spec.std), "probabilities", kind
+        )
         self._lock = threading.Lock()
 
     def prepare(self, item: Any) -> np.ndarray:
@@ -108,21 +95,11 @@ class Predictor:
                     for im in images
                 ]
             )
-        images = images.astype(np.uint8)
-        out = []
-        biggest = BUCKETS[-1]
-        for start in range(0, len(images), biggest):
-            chunk = images[start : start + biggest]
-            size = next(b for b in BUCKETS if b >= len(chunk))
-            pad = size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
-            with self._lock:
-                probs = np.asarray(self._forward(self._state, chunk))
-            out.append(probs[: size - pad])
-        if not out:
+        if not len(images):
             return np.zeros((0, len(self.tags)), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        with self._lock:
+            probs = run_batched(self._forward, self._state, images.astype(np.uint8), PREDICT_BATCH)
+        return probs.astype(np.float32)
 
     def predict(self, items: Any) -> list[list[Prediction]]:
         """Sorted predictions for one item or a list of items (one list per item)."""

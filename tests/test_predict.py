@@ -10,8 +10,8 @@ from flax import nnx
 from PIL import Image
 
 from jupyter_imgclass import models
+from jupyter_imgclass.models.weights import model_to_weights
 from jupyter_imgclass.predict import Prediction, Predictor
-from jupyter_imgclass.train import model_to_weights
 
 TAGS = ["cat", "dog", "fox"]
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProjectError, TagError
+from ..vocabulary import check_kind
 
 SCHEMA_VERSION = 1
-KINDS = ("multiclass", "multilabel")
 MAX_TAG_LENGTH = 100
 
 # Each entry upgrades the schema from version i to i + 1. Version 0 is an empty file.
@@ -139,8 +139,7 @@ class ImageStore:
     @classmethod
     def create(cls, path: Path, *, kind: str, name: str) -> ImageStore:
         """Creates a new database file at ``path`` (which must not exist)."""
-        if kind not in KINDS:
-            raise ProjectError(f"kind {kind!r}: choose 'multiclass' or 'multilabel'")
+        check_kind(kind, error=ProjectError)
         path = Path(path)
         if path.exists():
             raise ProjectError(f"{path}: a project database already exists here")
@@ -545,12 +544,21 @@ class ImageStore:
                 (status, time.time(), json.dumps(metrics) if metrics is not None else None, number),
             )
 
-    def update_iteration_config(self, number: int, config: dict) -> None:
-        """Replaces an iteration's config JSON."""
+    def complete_iteration(
+        self, number: int, *, status: str, metrics: dict | None, config: dict
+    ) -> None:
+        """Records a finished iteration's status, metrics and config in one transaction."""
         with self.transaction() as cur:
             cur.execute(
-                "UPDATE iterations SET config_json = ? WHERE number = ?",
-                (json.dumps(config), number),
+                "UPDATE iterations SET status = ?, finished_at = ?, metrics_json = ?, "
+                "config_json = ? WHERE number = ?",
+                (
+                    status,
+                    time.time(),
+                    json.dumps(metrics) if metrics is not None else None,
+                    json.dumps(config),
+                    number,
+                ),
             )
 
     def iterations(self) -> list[dict]:

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..errors import ImgClassError
 
-__all__ = ["ModelSpec", "get", "names", "preprocess", "register"]
+__all__ = ["ModelSpec", "get", "names", "register"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,8 @@ class ModelSpec:
         std: per-channel standard deviation dividing ``x / 255 - mean``.
         pretrained: whether ImageNet weights exist for the backbone.
         feature_dim: width of ``model.features(x)``.
-        factory: ``factory(num_classes, rngs=..., pretrained=...) -> nnx.Module``.
+        factory: ``factory(num_classes, rngs=..., pretrained=...) -> nnx.Module``; call
+            :meth:`create`, not the factory.
         grayscale: whether the network was designed for single-channel content (it still
             takes RGB input; informative only).
     """
@@ -47,12 +46,33 @@ class ModelSpec:
     description: str = ""
 
     def create(
-        self, num_classes: int, *, rngs: Any, pretrained: bool = True, input_size: int | None = None
+        self,
+        num_classes: int,
+        *,
+        rngs: Any,
+        pretrained: bool = True,
+        input_size: int | None = None,
+        **options: Any,
     ) -> Any:
-        """Builds the network with a fresh ``num_classes``-way head."""
-        kwargs = {} if input_size in (None, self.input_size) else {"input_size": input_size}
+        """Builds the network with a fresh ``num_classes``-way head.
+
+        Every network of the engine is built here, so this is where JAX is prepared
+        (see :func:`.runtime.start`: malloc tuning, compilation cache).
+
+        Args:
+            num_classes: width of the head.
+            rngs: the network's random streams.
+            pretrained: load ImageNet weights when the network has them.
+            input_size: another square input side than the spec's.
+            **options: network options such as ``dropout``.
+        """
+        from . import runtime
+
+        runtime.start()
+        if input_size not in (None, self.input_size):
+            options["input_size"] = input_size
         return self.factory(
-            num_classes, rngs=rngs, pretrained=pretrained and self.pretrained, **kwargs
+            num_classes, rngs=rngs, pretrained=pretrained and self.pretrained, **options
         )
 
     def to_json(self) -> dict:
@@ -98,11 +118,3 @@ def get(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         raise ImgClassError(f"unknown model {name!r}; choose one of {', '.join(names())}")
     return _REGISTRY[name]
-
-
-def preprocess(spec: ModelSpec, images: np.ndarray) -> np.ndarray:
-    """Normalises a uint8 ``[N, H, W, 3]`` batch the way ``spec`` expects (float32)."""
-    x = np.asarray(images, dtype=np.float32) / 255.0
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return (x - mean) / std

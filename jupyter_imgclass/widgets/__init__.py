@@ -5,6 +5,7 @@ They hold no state beyond what the view shows; every change goes through the Pro
 stay in sync.
 """
 
+from ..project import views as _views
 from .evaluation import EvaluationWidget
 from .labeller import LabellerWidget
 from .monitor import TrainingMonitor
@@ -12,3 +13,10 @@ from .studio import Studio
 from .tester import TesterWidget
 
 __all__ = ["EvaluationWidget", "LabellerWidget", "Studio", "TesterWidget", "TrainingMonitor"]
+
+# The project layer's view methods (project.labeller(), iteration.report(), ...) reach
+# these classes through project.views, never by importing this layer.
+_views.provide("evaluation", EvaluationWidget)
+_views.provide("labeller", LabellerWidget)
+_views.provide("monitor", TrainingMonitor)
+_views.provide("tester", TesterWidget)

@@ -1,4 +1,4 @@
-"""Evaluation report of an :class:`~jupyter_imgclass.iteration.Iteration`.
+"""Evaluation report of an :class:`~jupyter_imgclass.project.Iteration`.
 
 Per-tag precision / recall / average precision and overall figures, a threshold slider
 (recomputed by :meth:`Iteration.evaluate`), a confusion-matrix heatmap whose cells open

@@ -66,14 +66,12 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         self._ids: list[int] = []
         self.multilabel = project.kind == "multilabel"
         self.filter = filter or "all"
-        self._listeners = {
-            "labels_changed": self._on_labels_changed,
-            "tags_changed": self._on_tags_changed,
-            "images_added": self._on_images_changed,
-            "images_removed": self._on_images_changed,
-        }
-        for event, cb in self._listeners.items():
-            project.on(event, cb)
+        self._subscriptions = [
+            project.on("labels_changed", self._on_labels_changed),
+            project.on("tags_changed", self._on_tags_changed),
+            project.on("images_added", self._on_images_changed),
+            project.on("images_removed", self._on_images_changed),
+        ]
         self._reload_ids()
         self._refresh_tags()
 
@@ -115,8 +113,9 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         self.move(1)
 
     def close(self) -> None:
-        for event, cb in self._listeners.items():
-            self.project.off(event, cb)
+        """Stops listening to the project and closes the view."""
+        for sub in self._subscriptions:
+            sub.cancel()
         super().close()
 
     # ------------------------------------------------------------------ internals
@@ -277,14 +276,14 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
 
     @traitlets.observe("filter")
     def _on_filter(self, change) -> None:
-        if change["old"] != change["new"] and hasattr(self, "_listeners"):
+        if change["old"] != change["new"] and hasattr(self, "_subscriptions"):
             self.page = 0
             self.cursor = 0
             self._reload_ids()
 
     @traitlets.observe("page_size")
     def _on_page_size(self, change) -> None:
-        if hasattr(self, "_listeners"):
+        if hasattr(self, "_subscriptions"):
             self._reload_ids()
 
     def _static_text(self) -> str:

@@ -26,7 +26,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
     """Phase text, progress bar with ETA, live curves and a Stop button for one run.
 
     Args:
-        run: the :class:`~jupyter_imgclass.iteration.TrainingRun` to follow.
+        run: the :class:`~jupyter_imgclass.project.TrainingRun` to follow.
 
     Examples:
         >>> run = project.train(budget="quick", show=False)  # doctest: +SKIP
@@ -60,11 +60,16 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         )
         self.add_class("imgclass-monitor")
         self._seen: set[int] = set()
-        run.on_event(self._on_event)
+        self._subscription = run.on_event(self._on_event)
         for event in list(run.events):  # events before this view existed
             self._on_event(event)
         if not run.running:
             self._finish()
+
+    def close(self) -> None:
+        """Stops listening to the run and closes the view."""
+        self._subscription.cancel()
+        super().close()
 
     def _on_stop(self, _button: Any = None) -> None:
         self.run.stop()

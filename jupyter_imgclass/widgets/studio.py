@@ -92,15 +92,13 @@ class Studio(StaticReprMixin, W.Tab):
             self.set_title(k, title)
         self.add_class("imgclass-studio")
         self.run = None
-        self._listeners = {
-            "images_added": self._refresh_data,
-            "images_removed": self._refresh_data,
-            "labels_changed": self._refresh_data,
-            "tags_changed": self._refresh_data,
-            "iteration_ready": self._refresh_iterations,
-        }
-        for event, cb in self._listeners.items():
-            project.on(event, cb)
+        self._subscriptions = [
+            project.on("images_added", self._refresh_data),
+            project.on("images_removed", self._refresh_data),
+            project.on("labels_changed", self._refresh_data),
+            project.on("tags_changed", self._refresh_data),
+            project.on("iteration_ready", self._refresh_iterations),
+        ]
         self._refresh_data()
         self._refresh_iterations()
 
@@ -134,14 +132,20 @@ class Studio(StaticReprMixin, W.Tab):
             )
             return None
         self.train_message.value = ""
+        for old in self.monitor_box.children:
+            old.close()
         self.monitor_box.children = [self.run.monitor()]
         return self.run
 
     def close(self) -> None:
-        for event, cb in self._listeners.items():
-            self.project.off(event, cb)
-        self.labeller.close()
-        self.tester.close()
+        """Stops listening, closes the views inside and stops a server it started."""
+        for sub in self._subscriptions:
+            sub.cancel()
+        for view in (self.labeller, self.tester, *self.monitor_box.children):
+            view.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         super().close()
 
     # ------------------------------------------------------------------ internals
@@ -154,12 +158,12 @@ class Studio(StaticReprMixin, W.Tab):
         self.export_button = W.Button(description="Export", icon="download")
         self.serve_button = W.Button(description="Serve (REST)", icon="server")
         self.publish_message = W.HTML("")
-        if _module_available("jupyter_imgclass.export"):
+        if _module_available("jupyter_imgclass.publish.bundle"):
             self.export_button.on_click(lambda _b: self._export())
             parts.append(W.HBox([self.export_folder, self.export_onnx, self.export_button]))
         else:
             parts.append(W.HTML("Export: not available yet in this version."))
-        if _module_available("jupyter_imgclass.serve"):
+        if _module_available("jupyter_imgclass.publish.serve"):
             self.serve_button.on_click(lambda _b: self._serve())
             parts.append(self.serve_button)
         else:

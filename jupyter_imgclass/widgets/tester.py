@@ -70,8 +70,10 @@ class TesterWidget(StaticReprMixin, W.VBox):
         )
         self.add_class("imgclass-tester")
         self._refresh_choices()
-        project.on("iteration_ready", self._on_iteration_ready)
-        project.on("tags_changed", self._on_tags_changed)
+        self._subscriptions = [
+            project.on("iteration_ready", self._on_iteration_ready),
+            project.on("tags_changed", self._on_tags_changed),
+        ]
         self._on_tags_changed()
 
     # ------------------------------------------------------------------ public
@@ -126,8 +128,9 @@ class TesterWidget(StaticReprMixin, W.VBox):
         return report
 
     def close(self) -> None:
-        self.project.off("iteration_ready", self._on_iteration_ready)
-        self.project.off("tags_changed", self._on_tags_changed)
+        """Stops listening to the project and closes the view."""
+        for sub in self._subscriptions:
+            sub.cancel()
         super().close()
 
     # ------------------------------------------------------------------ internals

@@ -14,6 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from jupyter_imgclass import models
+from jupyter_imgclass.models.apply import normalise
 from jupyter_imgclass.errors import ImgClassError
 from jupyter_imgclass.models import efficientnet_lite0 as E
 from jupyter_imgclass.models.layers import (
@@ -116,7 +117,7 @@ def test_weights_map_from_pytorch_layout(imagenet_model):
 def test_imagenet_predictions_on_real_photos(imagenet_model):
     spec = models.get("efficientnet_lite0")
     batch = np.stack([eval_transform(skdata.chelsea()), eval_transform(skdata.coffee())])
-    logits = nnx.jit(lambda m, x: m(x))(imagenet_model, jnp.asarray(models.preprocess(spec, batch)))
+    logits = nnx.jit(lambda m, x: m(x))(imagenet_model, normalise(batch, spec.mean, spec.std))
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     assert probs.shape == (2, 1000)
     top5 = np.argsort(-probs, axis=1)[:, :5]

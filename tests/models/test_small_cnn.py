@@ -9,7 +9,7 @@ from flax import nnx
 
 from jupyter_imgclass import models
 from jupyter_imgclass.errors import ImgClassError
-from jupyter_imgclass.train import model_to_weights, weights_to_model
+from jupyter_imgclass.models.weights import model_to_weights, weights_to_model
 
 
 def _param_count(module) -> int:

@@ -17,12 +17,11 @@ Examples:
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import html
 import logging
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from .data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
-from .data.store import KINDS, ImageStore
-from .errors import ImgClassError, ProjectError, TagError
+from ..data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
+from ..data.labelled import check_trainable, data_warnings, labelled_set
+from ..data.store import ImageStore
+from ..errors import ImgClassError, ProjectError, TagError
+from ..vocabulary import check_kind
+from .events import Events, Subscription
+from .iteration import Iteration
+from .runs import RunOptions, TrainingRun, recover_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +51,6 @@ EVENTS = (
     "training_event",
     "iteration_ready",
 )
-MIN_IMAGES_PER_TAG = 5
-MAX_IMBALANCE = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,11 @@ class Project:
     def __init__(self, root: Path, store: ImageStore):
         self.root = Path(root)
         self._store = store
-        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
-        self._listeners_lock = threading.Lock()
-        self._runs: list[Any] = []
+        self._events = Events(EVENTS)
+        self._runs: list[TrainingRun] = []
+        self._runs_lock = threading.Lock()
         self._cache = None
-        self._iterations_cache: dict[int, Any] = {}
+        self._iterations_cache: dict[int, Iteration] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -119,8 +122,7 @@ class Project:
         Raises:
             ProjectError: when a project (or other files) already exist at ``path``.
         """
-        if kind not in KINDS:
-            raise ProjectError(f"kind {kind!r}: choose 'multiclass' or 'multilabel'")
+        check_kind(kind, error=ProjectError)
         root = Path(path).expanduser()
         if (root / DB_NAME).exists():
             raise ProjectError(f"{root}: a project already exists here; use Project.open()")
@@ -154,11 +156,12 @@ class Project:
             (root / sub).mkdir(exist_ok=True)
         project = cls(root, store)
         project._tidy_after_crash()
+        recover_interrupted(project)
         return project
 
     def close(self) -> None:
         """Stops running trainings and closes the database."""
-        for run in list(self._runs):
+        for run in self.runs:
             run.stop()
             run.wait(timeout=60)
         self._store.close()
@@ -171,18 +174,18 @@ class Project:
 
     @contextmanager
     def _writer_lock(self, blocking: bool = True):
-        """An OS lock held while importing; a killed process releases it."""
-        with open(self.root / ".import.lock", "a+") as fh:
-            flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-            try:
-                fcntl.flock(fh, flags)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """An OS lock held while importing (every OS, via filelock); a killed process
+        releases it. Yields whether it was taken (always, when ``blocking``)."""
+        lock = FileLock(self.root / ".import.lock", timeout=-1 if blocking else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def _tidy_after_crash(self) -> None:
         """Removes files a killed import left without a database row.
@@ -223,38 +226,31 @@ class Project:
     def cache(self):
         """Derived thumbnails, arrays and features (rebuilt when missing)."""
         if self._cache is None:
-            from .data.cache import DerivativeCache
+            from ..data.cache import DerivativeCache
 
             self._cache = DerivativeCache(self.root / "cache")
         return self._cache
 
     # ------------------------------------------------------------------ events
-    def on(self, event: str, callback: Callable[..., Any]) -> None:
+    def on(self, event: str, callback: Callable[..., Any]) -> Subscription:
         """Calls ``callback(**payload)`` whenever ``event`` happens.
 
         Events: ``images_added`` (ids), ``images_removed`` (ids), ``tags_changed`` (),
         ``labels_changed`` (ids), ``training_event`` (run, event), ``iteration_ready``
         (iteration).
+
+        Returns:
+            A :class:`~jupyter_imgclass.project.events.Subscription`: ``.cancel()`` it (a
+            widget does when it closes) to stop listening.
         """
-        if event not in EVENTS:
-            raise ImgClassError(f"unknown event {event!r}; choose one of {', '.join(EVENTS)}")
-        with self._listeners_lock:
-            self._listeners[event].append(callback)
+        return self._events.subscribe(event, callback)
 
     def off(self, event: str, callback: Callable[..., Any]) -> None:
         """Stops calling ``callback`` for ``event``."""
-        with self._listeners_lock:
-            if callback in self._listeners.get(event, []):
-                self._listeners[event].remove(callback)
+        self._events.unsubscribe(event, callback)
 
     def _emit(self, _event_name: str, /, **payload: Any) -> None:
-        with self._listeners_lock:
-            callbacks = list(self._listeners.get(_event_name, []))
-        for callback in callbacks:
-            try:
-                callback(**payload)
-            except Exception:  # a broken view must never break the data path
-                log.exception("listener for %s failed", _event_name)
+        self._events.emit(_event_name, **payload)
 
     # ------------------------------------------------------------------ images
     def _record(self, row) -> ImageRecord:
@@ -511,28 +507,14 @@ class Project:
         return out
 
     def warnings(self) -> list[str]:
-        """Data problems worth fixing before training (few images, imbalance)."""
+        """Data problems worth fixing before training (few tags, thin tags, imbalance)."""
         regular = {t.name: t.count for t in self.tags if not t.is_negative}
         out = []
         if len(regular) < 2:
             out.append(
                 f"only {len(regular)} tag(s): a classifier needs at least 2 tags to tell apart"
             )
-        for name, n in regular.items():
-            if n < MIN_IMAGES_PER_TAG:
-                out.append(
-                    f"tag {name!r} has {n} image(s); add at least {MIN_IMAGES_PER_TAG} "
-                    "(15 or more works better)"
-                )
-        positive = [n for n in regular.values() if n > 0]
-        if len(positive) >= 2 and max(positive) > MAX_IMBALANCE * min(positive):
-            big = max(regular, key=regular.get)
-            small = min((k for k in regular if regular[k] > 0), key=regular.get)
-            out.append(
-                f"imbalanced tags: {big!r} has {regular[big]} images, {small!r} only "
-                f"{regular[small]} (more than 1:{MAX_IMBALANCE:g}); results favour the larger tag"
-            )
-        return out
+        return out + data_warnings(regular)
 
     # ------------------------------------------------------------------ training
     def train(
@@ -544,9 +526,11 @@ class Project:
         minutes: float | None = None,
         seed: int = 0,
         name: str | None = None,
+        input_size: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
         show: bool = True,
-        **options: Any,
-    ):
+    ) -> TrainingRun:
         """Starts training a new iteration in the background and returns at once.
 
         Args:
@@ -559,36 +543,39 @@ class Project:
             minutes: time budget for ``advanced``.
             seed: makes the split and the run reproducible.
             name: published name (default ``Iteration<n>``).
+            input_size: another square input side than the network's.
+            batch_size: images per training step (``advanced``).
+            learning_rate: peak learning rate (``advanced``).
             show: display the live training monitor when running in a notebook.
 
         Returns:
-            A :class:`~jupyter_imgclass.iteration.TrainingRun`; ``run.wait()`` blocks.
+            A :class:`~jupyter_imgclass.project.runs.TrainingRun`; ``run.wait()`` blocks.
+
+        Raises:
+            TrainingError: bad options or too few labelled images, at once (not in the
+                background thread).
 
         Examples:
             >>> run = project.train(budget="quick")  # doctest: +SKIP
             >>> iteration = run.wait()               # doctest: +SKIP
         """
-        from .iteration import TrainingRun, check_trainable, labelled_set
-
-        if budget not in ("quick", "advanced"):
-            raise ImgClassError(f"budget {budget!r}: choose 'quick' or 'advanced'")
-        if model is not None:
-            from . import models
-
-            models.get(model)  # unknown names fail here, in the caller's cell
-        check_trainable(labelled_set(self))  # refuse at once, not in the thread
-        opts = dict(
-            options,
+        options = RunOptions(
             budget=budget,
             model=model,
             epochs=epochs,
             minutes=minutes,
             seed=seed,
             name=name,
+            input_size=input_size,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
         )
-        number = self._store.next_iteration_number() + len(self._runs)
-        run = TrainingRun(self, number, opts)
-        self._runs.append(run)
+        check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
+        with self._runs_lock:
+            number = self._store.next_iteration_number() + len(self._runs)
+            run = TrainingRun(self, number, options)
+            self._runs.append(run)
+        run.on_event(lambda event: self._on_run_event(run, event))
         run.start()
         if show and _in_notebook():
             from IPython.display import display
@@ -596,16 +583,26 @@ class Project:
             display(run.monitor())
         return run
 
+    def _on_run_event(self, run: TrainingRun, event: dict) -> None:
+        """Forwards a run's events; a finished run leaves :attr:`runs` first."""
+        phase = event.get("phase")
+        if phase in ("done", "stopped", "failed"):
+            with self._runs_lock:
+                if run in self._runs:
+                    self._runs.remove(run)
+        self._emit("training_event", run=run, event=event)
+        if phase in ("done", "stopped") and run.iteration is not None:
+            self._emit("iteration_ready", iteration=run.iteration)
+
     @property
-    def runs(self) -> list:
+    def runs(self) -> list[TrainingRun]:
         """Training runs of this kernel that are still going."""
-        return list(self._runs)
+        with self._runs_lock:
+            return list(self._runs)
 
     @property
-    def iterations(self) -> list:
+    def iterations(self) -> list[Iteration]:
         """Every saved iteration, oldest first (reloaded from disk)."""
-        from .iteration import Iteration
-
         out = []
         for row in self._store.iterations():
             if row["status"] not in ("done", "stopped"):
@@ -637,7 +634,7 @@ class Project:
         Uses the latest iteration's predictions; without one, returns untagged images in
         import order.
         """
-        from .active import rank
+        from ..active import rank
 
         untagged = [im for im in self.images if not im.tags]
         if not untagged or n <= 0:
@@ -652,18 +649,36 @@ class Project:
         order = rank(probs, method=method, n=n, kind=it.kind)
         return [untagged[int(i)] for i in order]
 
+    def prediction_logger(self, iteration_name: str) -> Callable[[bytes, dict], None]:
+        """A callback for the REST service that logs each answered prediction here.
+
+        Each call appends the image's sha256 and the probabilities to the project's
+        prediction log (``predictions_log``) for the improvement loop.
+        """
+        store = self._store
+
+        def log_prediction(body: bytes, result: dict) -> None:
+            store.log_prediction(
+                iteration=iteration_name,
+                image_sha256=hashlib.sha256(body).hexdigest(),
+                image_path=None,
+                predictions=result["predictions"],
+            )
+
+        return log_prediction
+
     # ------------------------------------------------------------------ widgets
     def labeller(self, filter: str | None = "untagged", **kwargs: Any):
         """The labelling widget (keys 1-9, 0 negative, arrows, Backspace undo, S skip)."""
-        from .widgets.labeller import LabellerWidget
+        from . import views
 
-        return LabellerWidget(self, filter=filter, **kwargs)
+        return views.make("labeller", self, filter=filter, **kwargs)
 
     def tester(self, iteration=None):
         """The tester widget: drop or upload images and see the probabilities."""
-        from .widgets.tester import TesterWidget
+        from . import views
 
-        return TesterWidget(self, iteration=iteration)
+        return views.make("tester", self, iteration=iteration)
 
     # ------------------------------------------------------------------ reprs
     def __repr__(self) -> str:

@@ -26,7 +26,7 @@ worker thread, so the event loop never blocks on JAX.
 
 Example::
 
-    from jupyter_imgclass.serve import serve_in_background
+    from jupyter_imgclass.publish.serve import serve_in_background
 
     with serve_in_background("out/fruit-model") as server:
         httpx.post(f"{server.url}/classify/iterations/fruit-v1/image",
@@ -49,7 +49,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -60,16 +60,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .errors import BadImageError, ImgClassError
+from ..errors import BadImageError, ImgClassError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "Servable",
     "ServerHandle",
     "create_app",
     "serve_forever",
     "serve_in_background",
-    "serve_iteration",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,31 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 6_000_000
 DEFAULT_MAX_PIXELS = 50_000_000
 """About an 8660 x 5770 photo; larger images are refused before they are decoded."""
+
+
+@runtime_checkable
+class Servable(Protocol):
+    """What the service needs of a model: a loaded bundle and an Iteration are both one.
+
+    Attributes:
+        tags: tag names in output order.
+        tag_ids: the matching ids the answers carry (``tagId``).
+        kind: ``"multiclass"`` or ``"multilabel"``.
+        input_size: the square side images are resized to.
+        published_name: the iteration name the route answers to.
+        project_name: the ``project`` field of answers.
+    """
+
+    tags: Any
+    tag_ids: Any
+    kind: str
+    input_size: int
+    published_name: str | None
+    project_name: str | None
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, T]`` for a uint8 ``[N, S, S, 3]`` batch."""
+        ...
 
 
 class _RequestError(Exception):
@@ -100,7 +125,7 @@ def _image_to_array(body: bytes, input_size: int, max_pixels: int) -> np.ndarray
     """
     from PIL import Image
 
-    from .data import images
+    from ..data import images
 
     try:
         with Image.open(io.BytesIO(body)) as im:
@@ -206,8 +231,6 @@ class _ModelInfo:
     """What the routes need to know about a model, read once."""
 
     def __init__(self, model: Any, published_name: str | None, project_name: str | None):
-        from . import models
-
         self.model = model
         self.tags: list[str] = [str(t) for t in model.tags]
         self.tag_ids: list[str] = [
@@ -215,10 +238,7 @@ class _ModelInfo:
         ]
         self.kind = getattr(model, "kind", "multiclass")
         self.model_name = getattr(model, "model_name", None)
-        size = getattr(model, "input_size", None)
-        if size is None:
-            size = models.get(self.model_name).input_size
-        self.input_size = int(size)
+        self.input_size = int(model.input_size)
         self.published_name = published_name or getattr(model, "published_name", None) or "default"
         self.project_name = project_name or getattr(model, "project_name", None) or ""
 
@@ -243,8 +263,7 @@ def create_app(
     """Builds the FastAPI prediction app.
 
     Args:
-        model: a :class:`~jupyter_imgclass.export.BundleModel`, a ``Predictor``-like object
-            (``tags``, ``predict_arrays``, ``model_name`` or ``input_size``), or the path
+        model: a :class:`Servable` (a loaded bundle, a project's Iteration), or the path
             of a bundle, loaded in the app's lifespan.
         key: when set, every prediction needs header ``Prediction-Key: <key>``.
         max_body_bytes: largest accepted request body.
@@ -269,7 +288,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = model
         if isinstance(model, (str, os.PathLike)):
-            from .export import load_model
+            from .bundle import load_model
 
             loaded = await run_in_threadpool(load_model, Path(model))
         info = _ModelInfo(loaded, published_name, project_name)
@@ -451,7 +470,7 @@ def _call_logger(callback: Callable[[bytes, dict], Any], body: bytes, result: di
 
 
 def _package_version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -509,7 +528,7 @@ def serve_in_background(
     """Starts the prediction service in a thread and returns once it accepts requests.
 
     Args:
-        model: a ``BundleModel``, a ``Predictor``-like object, or a bundle path (loaded
+        model: a :class:`Servable`, or a bundle path (loaded
             here, so a bad bundle raises ``BundleError`` at once).
         host: interface to bind; loopback by default.
         port: TCP port; 0 picks a free one (see ``ServerHandle.port``).
@@ -525,7 +544,7 @@ def serve_in_background(
     import uvicorn
 
     if isinstance(model, (str, os.PathLike)):
-        from .export import load_model
+        from .bundle import load_model
 
         model = load_model(model)
     app = create_app(model, key=key, **app_options)
@@ -573,97 +592,25 @@ def serve_in_background(
     return ServerHandle(server, thread, host, bound_port, app)
 
 
-class _IterationModel:
-    """A project iteration seen as a servable model (predictor + tag ids + names)."""
-
-    def __init__(self, iteration: Any):
-        predictor = iteration.predictor
-        ids = {t.name: t.id for t in iteration.project.tags}
-        self.predict_arrays = predictor.predict_arrays
-        self.tags = list(iteration.classes)
-        self.tag_ids = [str(ids.get(name, i)) for i, name in enumerate(self.tags)]
-        self.kind = iteration.kind
-        self.model_name = iteration.model
-        self.input_size = getattr(predictor, "input_size", None)
-        self.published_name = iteration.name
-        self.project_name = iteration.project.name
-
-
-def _project_logger(iteration: Any) -> Callable[[bytes, dict], None]:
-    """Logs each served prediction into the project's ``predictions_log`` table."""
-    import hashlib
-
-    store = iteration.project.store
-    name = iteration.name
-
-    def log_to_project(body: bytes, result: dict) -> None:
-        store.log_prediction(
-            iteration=name,
-            image_sha256=hashlib.sha256(body).hexdigest(),
-            image_path=None,
-            predictions=result["predictions"],
-        )
-
-    return log_to_project
-
-
-def serve_iteration(
-    iteration: Any,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    key: str | None = None,
-    *,
-    log_predictions: bool = True,
-    **app_options: Any,
-) -> ServerHandle:
-    """Serves a project's iteration in the background (what ``iteration.serve()`` calls).
-
-    The route name is the iteration's published name (``Iteration<n>``); with
-    ``log_predictions`` every answered prediction is appended to the project's
-    prediction log (image sha256 and probabilities) for the improvement loop.
-    """
-    if log_predictions and "log_callback" not in app_options:
-        app_options["log_callback"] = _project_logger(iteration)
-    return serve_in_background(
-        _IterationModel(iteration), host=host, port=port, key=key, **app_options
-    )
-
-
 def serve_forever(
-    path: str | os.PathLike[str],
+    model: Any,
     host: str = "127.0.0.1",
     port: int = 8000,
     key: str | None = None,
-    *,
-    iteration: int | None = None,
     **app_options: Any,
 ) -> None:
-    """Serves a bundle or a project's iteration until interrupted (Ctrl-C).
+    """Serves a :class:`Servable` or a bundle folder until interrupted (Ctrl-C).
 
-    What ``jupyter-imgclass serve PATH`` runs. ``path`` is an exported bundle (a folder
-    with ``model.json``) or a project folder (then ``iteration`` picks the iteration,
-    the latest by default, and predictions are logged into the project). The model is
-    loaded and verified before the port opens, so a bad bundle fails at once with
-    ``BundleError``.
+    What ``jupyter-imgclass serve PATH`` runs. A bundle path is loaded and verified
+    before the port opens, so a bad bundle fails at once with ``BundleError``. Every
+    batch size is compiled before the first request (``warmup``) unless told otherwise.
     """
     import uvicorn
 
-    from .errors import BundleError
-
     app_options.setdefault("warmup", True)
-    folder = Path(path)
-    if (folder / "model.json").is_file():
-        from .export import load_model
+    if isinstance(model, (str, os.PathLike)):
+        from .bundle import load_model
 
-        app = create_app(load_model(folder), key=key, **app_options)
-        uvicorn.run(app, host=host, port=port, log_level="info")
-        return
-    if not (folder / "project.sqlite").is_file():
-        raise BundleError(f"{folder}: neither a model bundle (model.json) nor a project folder")
-    from .project import Project
-
-    with Project.open(folder) as project:
-        it = project.iteration(iteration)
-        app_options.setdefault("log_callback", _project_logger(it))
-        app = create_app(_IterationModel(it), key=key, **app_options)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        model = load_model(model)
+    app = create_app(model, key=key, **app_options)
+    uvicorn.run(app, host=host, port=port, log_level="info")

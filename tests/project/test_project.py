@@ -159,7 +159,7 @@ def test_counts_and_warnings(project, make_png):
     project.add_images([make_png((3, 3, 3))])
     assert project.counts() == {"few": 3, "many": 12, "untagged": 1}
     warnings = project.warnings()
-    assert any("'few' has 3 image(s)" in w for w in warnings)
+    assert any("'few' has 3 images" in w for w in warnings)
     assert any("imbalanced" in w and "'many' has 12" in w for w in warnings)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jupyter_imgclass import models, train
+from jupyter_imgclass import models, training
 from jupyter_imgclass.errors import TrainingError
 from jupyter_imgclass.predict import Predictor
 
@@ -47,8 +47,8 @@ def digits():
 def trained(digits):
     """One short real training shared by several tests."""
     events = []
-    config = train.TrainConfig(model="small_cnn", epochs=2, batch_size=64, augment=NO_FLIP)
-    result = train.fit(config, *digits, on_event=events.append)
+    config = training.TrainConfig(model="small_cnn", epochs=2, batch_size=64, augment=NO_FLIP)
+    result = training.fit(config, *digits, on_event=events.append)
     return result, events
 
 
@@ -90,10 +90,12 @@ def test_weights_round_trip_give_identical_predictions(trained, digits, tmp_path
 
 def test_same_seed_same_weights_other_seed_other_weights():
     small = _digits(200)
-    config = train.TrainConfig(model="small_cnn", epochs=1, batch_size=32, augment=NO_FLIP, seed=7)
-    a = train.fit(config, *small).weights
-    b = train.fit(config, *small).weights
-    c = train.fit(train.TrainConfig(**{**config.__dict__, "seed": 8}), *small).weights
+    config = training.TrainConfig(
+        model="small_cnn", epochs=1, batch_size=32, augment=NO_FLIP, seed=7
+    )
+    a = training.fit(config, *small).weights
+    b = training.fit(config, *small).weights
+    c = training.fit(training.TrainConfig(**{**config.__dict__, "seed": 8}), *small).weights
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["conv1.kernel"], c["conv1.kernel"])
 
@@ -106,8 +108,8 @@ def test_should_stop_returns_promptly_with_the_best_weights():
         calls["steps"] += 1
         return calls["steps"] > 20  # 7 steps per epoch: stops in the 3rd epoch
 
-    config = train.TrainConfig(model="small_cnn", epochs=50, batch_size=32, augment=NO_FLIP)
-    result = train.fit(config, *small, should_stop=should_stop)
+    config = training.TrainConfig(model="small_cnn", epochs=50, batch_size=32, augment=NO_FLIP)
+    result = training.fit(config, *small, should_stop=should_stop)
     assert result.stopped
     assert len(result.history) == 3 and result.history[-1].get("partial")
     best = max(result.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
@@ -120,8 +122,8 @@ def test_should_stop_returns_promptly_with_the_best_weights():
 
 def test_stop_before_the_first_step_still_gives_weights():
     small = _digits(100)
-    config = train.TrainConfig(model="small_cnn", epochs=5, batch_size=32)
-    result = train.fit(config, *small, should_stop=lambda: True)
+    config = training.TrainConfig(model="small_cnn", epochs=5, batch_size=32)
+    result = training.fit(config, *small, should_stop=lambda: True)
     assert result.stopped and result.best_epoch == 0 and result.history == []
     assert result.val_probabilities.shape == (20, 10)
     assert "head.kernel" in result.weights
@@ -129,10 +131,10 @@ def test_stop_before_the_first_step_still_gives_weights():
 
 def test_time_limit_ends_training():
     small = _digits(200)
-    config = train.TrainConfig(
+    config = training.TrainConfig(
         model="small_cnn", epochs=None, time_limit_s=0.5, batch_size=32, augment=NO_FLIP
     )
-    result = train.fit(config, *small)
+    result = training.fit(config, *small)
     assert not result.stopped and len(result.history) >= 1
     assert result.best_epoch >= 1
 
@@ -149,10 +151,10 @@ def _two_tag_images(n: int, seed: int):
 
 def test_multilabel_training_gives_sigmoid_probabilities():
     tr, va = _two_tag_images(192, 0), _two_tag_images(48, 1)
-    config = train.TrainConfig(
+    config = training.TrainConfig(
         model="small_cnn", kind="multilabel", epochs=3, batch_size=32, augment=("brightness",)
     )
-    result = train.fit(config, tr, va)
+    result = training.fit(config, tr, va)
     p = result.val_probabilities
     assert p.shape == (48, 2) and (p >= 0).all() and (p <= 1).all()
     assert not np.allclose(p.sum(axis=1), 1.0)
@@ -165,18 +167,18 @@ def test_multilabel_training_gives_sigmoid_probabilities():
 def test_head_on_features_merges_into_the_full_network(trained, digits):
     result, _ = trained
     spec = models.get("small_cnn")
-    backbone = train.weights_to_model(spec, 10, result.weights)
+    backbone = training.weights_to_model(spec, 10, result.weights)
     tr, va = digits
     seen = []
-    f_tr = train.extract_features(
+    f_tr = training.extract_features(
         backbone, spec, tr["image"], on_progress=lambda d, t: seen.append(d)
     )
-    f_va = train.extract_features(backbone, "small_cnn", va["image"])
+    f_va = training.extract_features(backbone, "small_cnn", va["image"])
     assert f_tr.shape == (len(tr["image"]), 128) and f_tr.dtype == np.float32
     assert seen[-1] == len(tr["image"])
     events = []
-    config = train.TrainConfig(model="small_cnn", budget="quick", num_classes=10)
-    head = train.fit_head(
+    config = training.TrainConfig(model="small_cnn", budget="quick", num_classes=10)
+    head = training.fit_head(
         config,
         backbone,
         {"features": f_tr, "label": tr["label"]},
@@ -194,10 +196,10 @@ def test_head_on_features_merges_into_the_full_network(trained, digits):
 
 def test_bad_arrays_are_refused_with_reasons(digits):
     tr, va = digits
-    config = train.TrainConfig(model="small_cnn", epochs=1)
+    config = training.TrainConfig(model="small_cnn", epochs=1)
     with pytest.raises(TrainingError, match="labels"):
-        train.fit(config, {"image": tr["image"], "label": tr["label"][:5]}, va)
+        training.fit(config, {"image": tr["image"], "label": tr["label"][:5]}, va)
     with pytest.raises(TrainingError, match="uint8"):
-        train.fit(config, {"image": tr["image"].astype(np.float32), "label": tr["label"]}, va)
+        training.fit(config, {"image": tr["image"].astype(np.float32), "label": tr["label"]}, va)
     with pytest.raises(TrainingError, match="augment"):
-        train.fit(train.TrainConfig(augment=("rotate",), epochs=1), tr, va)
+        training.fit(training.TrainConfig(augment=("rotate",), epochs=1), tr, va)

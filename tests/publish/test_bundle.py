@@ -15,7 +15,7 @@ import pytest
 
 from jupyter_imgclass import models
 from jupyter_imgclass.errors import BundleError
-from jupyter_imgclass.export import export_bundle, load_model, read_metadata
+from jupyter_imgclass.publish.bundle import export_bundle, load_model, read_metadata
 
 TAGS = [
     {"id": "7", "name": "circle"},
@@ -29,10 +29,10 @@ METRICS = {
 
 
 def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random small_cnn weights, flat as train.fit returns them."""
+    """Seeded random small_cnn weights, flat as training.fit returns them."""
     from flax import nnx
 
-    from jupyter_imgclass.train import model_to_weights
+    from jupyter_imgclass.models.weights import model_to_weights
 
     spec = models.get("small_cnn")
     module = spec.create(num_classes, rngs=nnx.Rngs(seed), pretrained=False)
@@ -247,7 +247,7 @@ def test_bundle_loads_in_a_fresh_process_without_the_project(bundle, tmp_path, p
     code = (
         "import json, sys, numpy as np\n"
         "import jupyter_imgclass as ic\n"
-        "from jupyter_imgclass.export import load_model\n"
+        "from jupyter_imgclass.publish.bundle import load_model\n"
         "m = load_model(sys.argv[1])\n"
         "p = m.predict_arrays(np.load(sys.argv[2]))\n"
         "print(json.dumps({'tags': m.tags, 'probs': p.tolist()}))\n"
@@ -272,8 +272,8 @@ def test_bundle_loads_in_a_fresh_process_without_the_project(bundle, tmp_path, p
 
 @pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
 def test_onnx_matches_the_jax_predictor(tmp_path, weights, kind):
-    from jupyter_imgclass.onnx_export import onnx_predict
     from jupyter_imgclass.predict import Predictor
+    from jupyter_imgclass.publish.onnx import onnx_predict
 
     path = export(tmp_path / "onnx", weights, kind=kind, onnx=True)
     meta = read_metadata(path)
@@ -305,9 +305,9 @@ def test_tampered_onnx_is_refused(tmp_path, weights):
 def test_onnx_exports_efficientnet_lite0(tmp_path):
     from flax import nnx
 
-    from jupyter_imgclass.onnx_export import onnx_predict
+    from jupyter_imgclass.models.weights import model_to_weights
     from jupyter_imgclass.predict import Predictor
-    from jupyter_imgclass.train import model_to_weights
+    from jupyter_imgclass.publish.onnx import onnx_predict
 
     spec = models.get("efficientnet_lite0")
     module = spec.create(len(TAGS), rngs=nnx.Rngs(1), pretrained=False)

@@ -14,8 +14,8 @@ from PIL import Image
 
 from jupyter_imgclass import models
 from jupyter_imgclass.errors import BundleError
-from jupyter_imgclass.export import export_bundle, load_model
-from jupyter_imgclass.serve import create_app, serve_in_background
+from jupyter_imgclass.publish.bundle import export_bundle, load_model
+from jupyter_imgclass.publish.serve import create_app, serve_in_background
 
 TAGS = [{"id": "11", "name": "cat"}, {"id": "12", "name": "dog"}, {"id": "13", "name": "fox"}]
 KEY = "s3cret-key"
@@ -25,10 +25,10 @@ MAX_PIXELS = 1_000_000
 
 
 def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random small_cnn weights, flat as train.fit returns them."""
+    """Seeded random small_cnn weights, flat as training.fit returns them."""
     from flax import nnx
 
-    from jupyter_imgclass.train import model_to_weights
+    from jupyter_imgclass.models.weights import model_to_weights
 
     spec = models.get("small_cnn")
     module = spec.create(num_classes, rngs=nnx.Rngs(seed), pretrained=False)
@@ -313,8 +313,7 @@ def test_export_and_serve_a_project_iteration(tmp_path):
     """``Iteration.export`` / ``Iteration.serve``: project tag ids, prediction log."""
     from safetensors.numpy import save_file
 
-    from jupyter_imgclass.iteration import Iteration
-    from jupyter_imgclass.project import Project
+    from jupyter_imgclass.project import Iteration, Project
 
     with Project.create(tmp_path / "proj") as project:
         for tag in ("red", "green"):

@@ -9,7 +9,7 @@ A bundle is a folder that anyone can load with :func:`load_model` (or
   package and library versions, the published name, and the sha256 of every payload
   file, checked on load;
 * ``README.md`` -- a model card for people;
-* ``model.onnx`` -- optional, see :mod:`jupyter_imgclass.onnx_export`.
+* ``model.onnx`` -- optional, see :mod:`jupyter_imgclass.publish.onnx`.
 
 Loading never executes code from the bundle: ``model.json`` is parsed as JSON, the
 network is looked up by name in this package's registry, and the weights are read as
@@ -17,7 +17,7 @@ plain tensors. A missing, truncated or tampered bundle raises :class:`BundleErro
 
 Example::
 
-    from jupyter_imgclass.export import export_bundle, load_model
+    from jupyter_imgclass.publish.bundle import export_bundle, load_model
 
     path = export_bundle("out/fruit", model_name="small_cnn", tags=tags, kind="multiclass",
                          weights=weights, preprocessing=spec.to_json(), thresholds=None,
@@ -43,15 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from .data.cache import atomic_write
-from .errors import BundleError, ImgClassError
+from ..data.cache import atomic_write
+from ..errors import BundleError, ImgClassError
+from ..vocabulary import KINDS, check_kind
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
     "BundleModel",
     "export_bundle",
-    "export_iteration",
     "load_model",
     "read_metadata",
 ]
@@ -63,7 +63,6 @@ METADATA_FILE = "model.json"
 README_FILE = "README.md"
 ONNX_FILE = "model.onnx"
 MAX_METADATA_BYTES = 32 * 1024 * 1024
-KINDS = ("multiclass", "multilabel")
 _REQUIRED_KEYS = ("format", "format_version", "network", "kind", "tags", "preprocessing", "files")
 _LIBRARIES = ("jupyter_imgclass", "jax", "flax", "numpy", "safetensors", "onnx", "onnxruntime")
 
@@ -119,43 +118,6 @@ def _normalise_tags(tags: Sequence[Any]) -> list[dict[str, str]]:
     if not names or len(set(names)) != len(names):
         raise BundleError(f"tags must be a non-empty list of unique names, got {names}")
     return out
-
-
-def export_iteration(
-    iteration: Any, directory: str | os.PathLike[str], *, onnx: bool = False
-) -> Path:
-    """Exports a project's :class:`~jupyter_imgclass.iteration.Iteration` as a bundle.
-
-    Tag ids are the project's tag ids; the published name is the iteration's name.
-    What ``iteration.export(folder)`` calls.
-    """
-    from safetensors.numpy import load_file
-
-    from . import models
-
-    weights_path = Path(iteration.folder) / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise BundleError(f"{weights_path}: iteration {iteration.number} has no saved weights")
-    ids = {t.name: t.id for t in iteration.project.tags}
-    tags = [{"id": str(ids.get(name, i)), "name": name} for i, name in enumerate(iteration.classes)]
-    preprocessing = models.get(iteration.model).to_json()
-    size = iteration.config.get("input_size")
-    if size:
-        preprocessing["input_size"] = int(size)
-    return export_bundle(
-        directory,
-        model_name=iteration.model,
-        tags=tags,
-        kind=iteration.kind,
-        weights=load_file(str(weights_path)),
-        preprocessing=preprocessing,
-        thresholds=iteration.threshold,
-        metrics=iteration.metrics,
-        published_name=iteration.name,
-        project_name=iteration.project.name,
-        iteration_number=iteration.number,
-        onnx=onnx,
-    )
 
 
 def _readme(meta: Mapping[str, Any]) -> str:
@@ -259,7 +221,7 @@ def export_bundle(
             (``/classify/iterations/<published_name>/image``).
         project_name: the project the model came from (informative).
         iteration_number: the iteration the model came from (informative).
-        onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.onnx_export`).
+        onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.publish.onnx`).
 
     Returns:
         The bundle folder.
@@ -271,8 +233,7 @@ def export_bundle(
     from safetensors.numpy import save
 
     path = Path(directory)
-    if kind not in KINDS:
-        raise BundleError(f"{path}: kind must be 'multiclass' or 'multilabel', got {kind!r}")
+    check_kind(kind, error=BundleError)
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not (path / METADATA_FILE).exists():
@@ -326,7 +287,7 @@ def export_bundle(
     }
     onnx_path = path / ONNX_FILE
     if onnx:
-        from .onnx_export import export_onnx
+        from .onnx import export_onnx
 
         info = export_onnx(
             onnx_path,
@@ -381,7 +342,7 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
         )
     if meta["kind"] not in KINDS:
         raise BundleError(f"{meta_path}: unknown kind {meta['kind']!r}")
-    from . import models
+    from .. import models
 
     if not isinstance(meta["network"], str) or meta["network"] not in models.names():
         raise BundleError(
@@ -486,7 +447,7 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
-    from . import models
+    from .. import models
 
     path = Path(directory)
     meta = read_metadata(path)
@@ -515,7 +476,7 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
     input_size = pre.get("input_size", spec.input_size)
     if not isinstance(input_size, int) or not 8 <= input_size <= 4096:
         raise BundleError(f"{path / METADATA_FILE}: bad preprocessing input_size {input_size!r}")
-    from .predict import Predictor
+    from ..predict import Predictor
 
     tags = [t["name"] for t in meta["tags"]]
     thresholds = meta.get("thresholds")

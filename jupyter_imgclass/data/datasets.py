@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_TAGS = [
@@ -125,7 +125,7 @@ class Dataset:
             >>> sorted(p.name for p in root.iterdir())[:3]
             ['0', '1', '2']
         """
-        from .data.images import encode_png
+        from .images import encode_png
 
         root = Path(path)
         folders = _folder_names(self.tags)
@@ -314,7 +314,7 @@ def from_folder(path: str | os.PathLike) -> Dataset:
     Raises:
         DatasetError: when ``path`` is not a folder or has no tag sub-folder with images.
     """
-    from .data.images import sniff_is_image_name
+    from .images import sniff_is_image_name
 
     root = Path(path)
     if not root.is_dir():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jupyter_imgclass as ic
-from jupyter_imgclass.iteration import stratified_split
+from jupyter_imgclass.data.labelled import stratified_split
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
@@ -68,7 +68,7 @@ def test_quick_training_saves_an_iteration_that_predicts_and_reloads(colour_proj
     assert run.status == "done" and it is not None and it.number == 1
     assert it.classes == ["blue", "green", "red"]
     assert (it.folder / "weights.safetensors").is_file()
-    assert (it.folder / "model.json").is_file()
+    assert (it.folder / "iteration.json").is_file()
     overall = it.metrics["overall"]
     assert overall["accuracy"] >= 0.8  # colours are easy even with a frozen backbone
     assert set(it.metrics["per_tag"]) == {"blue", "green", "red"}
@@ -214,7 +214,7 @@ def test_cli_train_and_predict_json(tmp_path, colour_folder):
 
 
 def _fit(accuracy, loss, epoch=1):
-    from jupyter_imgclass.train import FitResult
+    from jupyter_imgclass.training import FitResult
 
     history = [{"epoch": epoch, "val_accuracy": accuracy, "val_loss": loss}]
     return FitResult(weights={}, history=history, best_epoch=epoch, val_probabilities=None,
@@ -231,6 +231,6 @@ def _fit(accuracy, loss, epoch=1):
     ],
 )
 def test_fine_tuning_replaces_the_head_only_on_consistent_evidence(new, old, expected):
-    from jupyter_imgclass.training_pipeline import _improves
+    from jupyter_imgclass.project.runs import improves as _improves
 
     assert _improves(_fit(*new), _fit(*old), "multiclass") is expected

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.cache import atomic_write
-from .errors import BundleError
+from ..data.cache import atomic_write
+from ..errors import BundleError
 
 __all__ = ["OPSET", "export_onnx", "function_to_onnx", "onnx_predict"]
 
@@ -585,12 +585,11 @@ def _inference_function(
     input_size: int | None = None,
 ) -> tuple[Callable[[Any], Any], int]:
     """``f(float32 [N,S,S,3] in 0..255) -> probabilities`` for the trained network."""
-    import jax
-    import jax.numpy as jnp
     from flax import nnx
 
-    from . import models
-    from .train import weights_to_model
+    from .. import models
+    from ..models.apply import normalise, probabilities
+    from ..models.weights import weights_to_model
 
     spec = models.get(model_name)
     module = weights_to_model(spec, num_classes, dict(weights), input_size=input_size)
@@ -601,14 +600,10 @@ def _inference_function(
         if isinstance(node, nnx.Module) and getattr(node, "impl", None) in ("auto", "shifted"):
             node.impl = "grouped"
     graphdef, state = nnx.split(module)
-    mean = jnp.asarray(spec.mean, dtype=jnp.float32)
-    std = jnp.asarray(spec.std, dtype=jnp.float32)
 
     def forward(x: Any) -> Any:
-        logits = nnx.merge(graphdef, state)((x / 255.0 - mean) / std)
-        if kind == "multilabel":
-            return jax.nn.sigmoid(logits)
-        return jax.nn.softmax(logits, axis=-1)
+        logits = nnx.merge(graphdef, state)(normalise(x, spec.mean, spec.std))
+        return probabilities(logits, kind)
 
     return forward, int(input_size or getattr(module, "input_size", None) or spec.input_size)
 

@@ -1,0 +1,302 @@
+"""The iterations a project's training runs leave behind.
+
+Each run becomes an :class:`Iteration` saved under ``iterations/<n>/``
+(``weights.safetensors``, ``iteration.json``, the validation labels and probabilities)
+and recorded in the database, so it survives a kernel restart. An Iteration is a
+:class:`~jupyter_imgclass.publish.serve.Servable`: the service serves it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BundleError, ImgClassError
+
+if TYPE_CHECKING:
+    from .project import Project
+
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "average_precision")
+WEIGHTS_FILE = "weights.safetensors"
+RECORD_FILE = "iteration.json"
+"""The iteration's own record (config, history, metrics); a bundle's ``model.json`` differs."""
+
+
+class Iteration:
+    """A trained model of a project, saved under ``iterations/<n>/``.
+
+    Attributes:
+        number: 1, 2, ... in training order.
+        name: the published name (``Iteration<n>`` by default).
+        status: ``"done"``, ``"stopped"`` (kept best-so-far) or ``"failed"``.
+        model: network name.
+        classes: output order of the classifier (tag names).
+        kind: ``"multiclass"`` or ``"multilabel"``.
+    """
+
+    def __init__(self, project: Project, row: dict):
+        self.project = project
+        self.number = int(row["number"])
+        self.name = row["name"]
+        self.status = row["status"]
+        self.model = row["model"]
+        self.budget = row["budget"]
+        self.config = row.get("config") or {}
+        self._metrics = row.get("metrics")
+        self._predictor = None
+        self._val_probabilities: np.ndarray | None = None
+
+    @property
+    def folder(self) -> Path:
+        """Where the weights and ``model.json`` live."""
+        return self.project.root / "iterations" / str(self.number)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.get("classes", []))
+
+    @property
+    def kind(self) -> str:
+        return self.config.get("kind", self.project.kind)
+
+    @property
+    def val_image_ids(self) -> list[int]:
+        """Ids of the held-out images the metrics were computed on."""
+        return list(self.config.get("val_image_ids", []))
+
+    @property
+    def history(self) -> list[dict]:
+        """Per-epoch metrics of the training."""
+        return list(self.config.get("history", []))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    @property
+    def metrics(self) -> dict:
+        """Held-out metrics at the default threshold (see :meth:`evaluate`)."""
+        return self._metrics or {}
+
+    def _val_truth_and_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._val_probabilities is None:
+            self._val_probabilities = np.load(self.folder / "val_probabilities.npy")
+        truth = np.load(self.folder / "val_labels.npy")
+        return truth, self._val_probabilities
+
+    def evaluate(self, threshold: float = 0.5) -> dict:
+        """Metrics on the held-out images at another probability threshold."""
+        from ..evaluate import compute_metrics
+
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ImgClassError(f"threshold {threshold!r}: must be between 0 and 1")
+        truth, probs = self._val_truth_and_probs()
+        return compute_metrics(truth, probs, self.classes, self.kind, threshold=float(threshold))
+
+    def to_dataframe(self, threshold: float | None = None):
+        """Per-tag and overall metrics as a pandas DataFrame."""
+        from ..evaluate import metrics_dataframe
+
+        metrics = self.metrics if threshold is None else self.evaluate(threshold)
+        return metrics_dataframe(metrics)
+
+    def top_losses(self, n: int = 10) -> list[dict]:
+        """The held-out images the model got most wrong (likely mislabelled first).
+
+        Returns:
+            dicts with ``image_id``, ``loss``, ``true`` and ``predicted`` tag names.
+        """
+        from ..evaluate import top_losses
+
+        truth, probs = self._val_truth_and_probs()
+        ids = self.val_image_ids
+        out = []
+        for index, loss, true, predicted in top_losses(truth, probs, self.kind, n):
+            out.append(
+                {
+                    "image_id": ids[index],
+                    "loss": float(loss),
+                    "true": _names(true, self.classes),
+                    "predicted": _names(predicted, self.classes),
+                }
+            )
+        return out
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The flat weights, read from ``weights.safetensors``."""
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.folder / WEIGHTS_FILE))
+
+    @property
+    def predictor(self):
+        """The loaded :class:`~jupyter_imgclass.predict.Predictor` (loaded once)."""
+        if self._predictor is None:
+            from ..predict import Predictor
+
+            weights = self.weights()
+            self._predictor = Predictor(
+                self.model,
+                self.classes,
+                self.kind,
+                weights,
+                thresholds=None,
+                input_size=self.config.get("input_size"),
+            )
+        return self._predictor
+
+    def predict(self, items: Any, *, top: int | None = None):
+        """Predicts tags for one image (path, bytes, PIL, array) or a list of them.
+
+        Returns:
+            For one image, a list of ``Prediction(tag, probability)`` sorted by probability;
+            for a list, one such list per image.
+        """
+        single = not isinstance(items, list | tuple)
+        results = self.predictor.predict([items] if single else list(items))
+        if top is not None:
+            results = [r[:top] for r in results]
+        return results[0] if single else results
+
+    # -- the Servable protocol (what the REST service needs)
+    @property
+    def tags(self) -> list[str]:
+        """Tag names in output order (the classes)."""
+        return self.classes
+
+    @property
+    def tag_ids(self) -> list[str]:
+        """The project's ids of :attr:`tags` (their index for a tag deleted since)."""
+        ids = {t.name: t.id for t in self.project.tags}
+        return [str(ids.get(name, i)) for i, name in enumerate(self.classes)]
+
+    @property
+    def input_size(self) -> int:
+        """The square side images are resized to."""
+        return self.predictor.input_size
+
+    @property
+    def published_name(self) -> str:
+        """The name the REST route answers to (``Iteration<n>`` by default)."""
+        return self.name
+
+    @property
+    def project_name(self) -> str:
+        return self.project.name
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, T]`` for uint8 ``[N, H, W, 3]`` images (see ``Predictor``)."""
+        return self.predictor.predict_arrays(images)
+
+    # -- publishing
+    def export(self, folder: str | Path, *, onnx: bool = False) -> Path:
+        """Writes a portable bundle (safetensors + model.json [+ ONNX]); see ``ic.load_model``.
+
+        Tag ids are the project's tag ids; the published name is the iteration's name.
+        """
+        from .. import models
+        from ..publish.bundle import export_bundle
+
+        if not (self.folder / WEIGHTS_FILE).is_file():
+            raise BundleError(
+                f"{self.folder / WEIGHTS_FILE}: iteration {self.number} has no saved weights"
+            )
+        preprocessing = models.get(self.model).to_json()
+        if self.config.get("input_size"):
+            preprocessing["input_size"] = int(self.config["input_size"])
+        return export_bundle(
+            folder,
+            model_name=self.model,
+            tags=[{"id": i, "name": n} for i, n in zip(self.tag_ids, self.tags, strict=True)],
+            kind=self.kind,
+            weights=self.weights(),
+            preprocessing=preprocessing,
+            thresholds=self.threshold,
+            metrics=self.metrics,
+            published_name=self.name,
+            project_name=self.project.name,
+            iteration_number=self.number,
+            onnx=onnx,
+        )
+
+    def serve(
+        self,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        key: str | None = None,
+        log_predictions: bool = True,
+        **app_options: Any,
+    ):
+        """Starts the REST prediction service in the background; returns a handle with ``.url``.
+
+        Args:
+            port: TCP port; 0 picks a free one.
+            host: interface to bind; loopback by default.
+            key: when set, requests need ``Prediction-Key: <key>``.
+            log_predictions: append every answered prediction (image sha256 and
+                probabilities) to the project's prediction log.
+            **app_options: see :func:`jupyter_imgclass.publish.serve.create_app`.
+        """
+        from ..publish.serve import serve_in_background
+
+        if log_predictions:
+            app_options.setdefault("log_callback", self.project.prediction_logger(self.name))
+        return serve_in_background(self, host=host, port=port, key=key, **app_options)
+
+    def report(self):
+        """The evaluation widget: per-tag table, threshold slider, confusion matrix."""
+        from . import views
+
+        return views.make("evaluation", self)
+
+    def tester(self):
+        """The tester widget for this iteration."""
+        from . import views
+
+        return views.make("tester", self.project, iteration=self)
+
+    def headline_metrics(self) -> dict[str, float]:
+        """The overall accuracy, precision, recall and average precision that exist."""
+        overall = self.metrics.get("overall", {})
+        return {
+            k: float(overall[k])
+            for k in HEADLINE_METRICS
+            if isinstance(overall.get(k), float | int)
+        }
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{k}={v:.3f}" for k, v in self.headline_metrics().items())
+        return (
+            f"Iteration({self.number}, {self.name!r}, model={self.model!r}, "
+            f"status={self.status!r}{', ' + figures if figures else ''})"
+        )
+
+
+def _names(value: Any, classes: Sequence[str]) -> Any:
+    if isinstance(value, int | np.integer):
+        return classes[int(value)]
+    if isinstance(value, list | tuple | np.ndarray):
+        return [classes[int(i)] for i in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic JSON write (tmp + replace); numpy numbers and arrays become plain JSON."""
+    from ..data.cache import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=_json_default).encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,61 @@
+"""Where the engine starts JAX (models.runtime): nothing at import, malloc before threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the tuning is for glibc on Linux"
+)
+
+# What a notebook does before training: import the package, open a project, look at the
+# networks; then build one. The thread count shows whether JAX's runtime had started.
+CHILD = """
+import os, sys, tempfile
+import jupyter_imgclass as ic
+from jupyter_imgclass.models import runtime
+def threads(): return len(os.listdir('/proc/self/task'))
+project = ic.Project.create(tempfile.mkdtemp() + '/p')
+ic.models.names()
+print('jax' in sys.modules, runtime.applied)
+from flax import nnx
+before = threads()
+ic.models.get('small_cnn').create(2, rngs=nnx.Rngs(0))
+print(runtime.applied, before < threads())
+"""
+
+
+def _run(env_value: str | None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IMGCLASS_MALLOC_TUNING"}
+    if env_value is not None:
+        env["IMGCLASS_MALLOC_TUNING"] = env_value
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+@linux_only
+def test_import_changes_nothing_and_the_first_network_tunes_malloc_before_jax_threads():
+    jax_loaded, applied_at_import, applied, threads_started_after = _run(None)
+    assert (jax_loaded, applied_at_import) == ("False", "None")
+    assert applied == "True"
+    assert threads_started_after == "True"  # JAX's threads came after the tuning
+
+
+@linux_only
+def test_tuning_can_be_switched_off():
+    assert _run("0")[2] == "False"
+
+
+def test_import_leaves_jax_fastapi_and_widgets_unloaded():
+    code = (
+        "import jupyter_imgclass, sys; "
+        "print(sorted(m for m in ('jax', 'fastapi', 'ipywidgets', 'anywidget') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
