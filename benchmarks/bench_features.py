@@ -1,12 +1,16 @@
-"""Feature-extraction speed of efficientnet_lite0: shifted multiply-add vs grouped depthwise.
+"""Feature-extraction speed: depthwise formulations, or the EfficientNet-Lite variants.
 
-Runs both formulations of the depthwise convolution side by side (A B A B ...) in the same
-process, at 224 and 160 px, batch 32, jitted, after a warm-up, and prints a numpy matmul
-reference so the machine's current state is visible (these CPUs switch between states
-about 2x apart; compare only figures from the same run).
+Default: efficientnet_lite0 with both formulations of the depthwise convolution side by
+side (A B A B ...) in the same process, at 224 and 160 px, batch 32, jitted, after a
+warm-up. With ``--variants``: the named networks (default depthwise formulation), each at
+its native input size, alternating (A B C A B C ...) in the same process. Both print a
+numpy matmul reference so the machine's current state is visible (these CPUs switch
+between states about 2x apart; compare only figures from the same run).
 
 Usage:
     .venv/bin/python benchmarks/bench_features.py [--sizes 224 160] [--rounds 3]
+    .venv/bin/python benchmarks/bench_features.py --variants \
+        efficientnet_lite0 efficientnet_lite1 efficientnet_lite2
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jupyter_imgclass.models import efficientnet_lite0
+from jupyter_imgclass import models
 from jupyter_imgclass.models.layers import set_depthwise_impl
 
 
@@ -57,25 +61,50 @@ def images_per_second(fn, x, repeats: int) -> float:
     return x.shape[0] / best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 160])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="A B alternations per size")
-    parser.add_argument("--repeats", type=int, default=2, help="timed batches per round")
-    args = parser.parse_args()
+def random_batch(batch: int, size: int) -> jax.Array:
+    """A seeded float32 ``[batch, size, size, 3]`` normal batch."""
+    return jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3), np.float32))
 
-    print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
+
+def pretrained(name: str) -> nnx.Module:
+    """``name`` with its ImageNet weights, in eval mode (prints how long that took)."""
     t = time.perf_counter()
-    model = efficientnet_lite0.create(1000, rngs=nnx.Rngs(0), pretrained=True)
+    model = models.get(name).create(1000, rngs=nnx.Rngs(0), pretrained=True)
     model.eval()
-    print(f"model created with ImageNet weights in {time.perf_counter() - t:.2f} s")
-    print(f"numpy matmul reference: {matmul_gflops():.0f} GFLOP/s (before)")
-    impls = ("shifted", "grouped")
-    for size in args.sizes:
-        x = jnp.asarray(
-            np.random.default_rng(0).standard_normal((args.batch, size, size, 3), np.float32)
+    print(f"{name} created with ImageNet weights in {time.perf_counter() - t:.2f} s")
+    return model
+
+
+def compare_variants(names: list[str], batch: int, rounds: int, repeats: int) -> None:
+    """Images/s of ``features`` for each network at its native size, alternating."""
+    fns, inputs = {}, {}
+    for name in names:
+        size = models.get(name).input_size
+        inputs[name] = random_batch(batch, size)
+        fns[name] = make_feature_fn(pretrained(name), "auto")
+        t = time.perf_counter()
+        fns[name](inputs[name]).block_until_ready()  # compile + warm-up
+        print(f"{name} {size}px compile+first batch {time.perf_counter() - t:.1f} s")
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            results[name].append(images_per_second(fns[name], inputs[name], repeats))
+    base = max(results[names[0]])
+    for name, v in results.items():
+        size = models.get(name).input_size
+        print(
+            f"{name} {size}px batch {batch}: {max(v):6.1f} img/s "
+            f"(rounds: {', '.join(f'{r:.1f}' for r in v)}; {base / max(v):.2f}x the time of "
+            f"{names[0]})"
         )
+
+
+def compare_impls(sizes: list[int], batch: int, rounds: int, repeats: int) -> None:
+    """Images/s of efficientnet_lite0's features with each depthwise formulation, alternating."""
+    model = pretrained("efficientnet_lite0")
+    impls = ("shifted", "grouped")
+    for size in sizes:
+        x = random_batch(batch, size)
         fns = {}
         for impl in impls:
             fns[impl] = make_feature_fn(model, impl)
@@ -84,16 +113,35 @@ def main() -> None:
             print(f"{size}px {impl:8s} compile+first batch {time.perf_counter() - t:.1f} s")
         diff = float(jnp.max(jnp.abs(fns["shifted"](x) - fns["grouped"](x))))
         results: dict[str, list[float]] = {impl: [] for impl in impls}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for impl in impls:
-                results[impl].append(images_per_second(fns[impl], x, args.repeats))
+                results[impl].append(images_per_second(fns[impl], x, repeats))
         line = "  ".join(
             f"{impl} {max(v):6.1f} img/s (rounds: {', '.join(f'{r:.1f}' for r in v)})"
             for impl, v in results.items()
         )
         ratio = max(results["shifted"]) / max(results["grouped"])
-        print(f"{size}px batch {args.batch} features {out.shape}: {line}  ratio {ratio:.2f}x")
+        print(f"{size}px batch {batch} features {out.shape}: {line}  ratio {ratio:.2f}x")
         print(f"{size}px max |shifted - grouped| = {diff:.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 160])
+    parser.add_argument(
+        "--variants", nargs="+", metavar="MODEL", help="compare these networks instead"
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="alternations (per size)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed batches per round")
+    args = parser.parse_args()
+
+    print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
+    print(f"numpy matmul reference: {matmul_gflops():.0f} GFLOP/s (before)")
+    if args.variants:
+        compare_variants(args.variants, args.batch, args.rounds, args.repeats)
+    else:
+        compare_impls(args.sizes, args.batch, args.rounds, args.repeats)
     print(f"numpy matmul reference: {matmul_gflops():.0f} GFLOP/s (after)")
 
 

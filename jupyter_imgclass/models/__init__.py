@@ -92,7 +92,9 @@ _REGISTRY: dict[str, ModelSpec] = {}
 # Modules imported lazily on first lookup so that importing the package loads no network.
 _BUILTIN_MODULES = {
     "small_cnn": "jupyter_imgclass.models.small_cnn",
-    "efficientnet_lite0": "jupyter_imgclass.models.efficientnet_lite0",
+    "efficientnet_lite0": "jupyter_imgclass.models.efficientnet_lite",
+    "efficientnet_lite1": "jupyter_imgclass.models.efficientnet_lite",
+    "efficientnet_lite2": "jupyter_imgclass.models.efficientnet_lite",
 }
 
 

