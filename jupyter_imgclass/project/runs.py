@@ -222,21 +222,20 @@ def load_arrays(project: Project, image_ids, size: int, on_progress=None) -> np.
     return project.cache.arrays(pairs, size, on_progress=on_progress)
 
 
-def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
-    """Backbone features per image, computed once and cached by content hash + model + size."""
+def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np.ndarray:
+    """Backbone features per image at ``size`` pixels, computed once and cached by content
+    hash + model + size."""
     from ..models.apply import extract_features
 
     project = run.project
     records = project.images_by_id(image_ids)
     shas = [im.sha256 for im in records]
-    cached, missing = project.cache.features_many(shas, spec.name, spec.input_size)
+    cached, missing = project.cache.features_many(shas, spec.name, size)
     total = len(records)
     if not missing:
         return np.asarray(cached, np.float32)
     run.emit({"phase": "extracting features", "done": total - len(missing), "total": total})
-    arrays = project.cache.arrays(
-        [(records[k].sha256, records[k].path) for k in missing], spec.input_size
-    )
+    arrays = project.cache.arrays([(records[k].sha256, records[k].path) for k in missing], size)
 
     def progress(done: int, _total: int) -> None:
         if run.stopping:
@@ -246,7 +245,7 @@ def backbone_features(run: TrainingRun, model, spec, image_ids) -> np.ndarray:
         )
 
     vecs = extract_features(model, spec, arrays, batch_size=FEATURE_BATCH, on_progress=progress)
-    project.cache.features_put_many([shas[k] for k in missing], spec.name, spec.input_size, vecs)
+    project.cache.features_put_many([shas[k] for k in missing], spec.name, size, vecs)
     feats = np.zeros((total, vecs.shape[1]), np.float32) if cached is None else np.array(cached)
     feats[missing] = vecs
     return feats.astype(np.float32)
@@ -322,7 +321,7 @@ def _train(run: TrainingRun, data, spec, input_size: int, train_idx, val_idx):
     if opts.budget == "quick" or spec.pretrained:
         run.emit({"phase": "preparing", "message": "loading the pretrained backbone"})
         backbone = training.create_model(tconf, pretrained=True)
-        features = backbone_features(run, backbone, spec, data.image_ids)
+        features = backbone_features(run, backbone, spec, data.image_ids, input_size)
         # Measured on Fashion-MNIST with 10 and 20 images per tag: strong weight decay
         # and no label smoothing bring the head within 1-2 points of a logistic
         # regression on the same features (5-7 points below it with the defaults).

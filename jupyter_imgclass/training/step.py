@@ -78,8 +78,12 @@ def decay_mask(params: Any) -> Any:
 
 
 def adamw(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-    """AdamW with the learning rate as an injected hyper-parameter and masked weight decay."""
-    return optax.inject_hyperparams(optax.adamw)(
+    """AdamW with the learning rate as an injected hyper-parameter and masked weight decay.
+
+    ``mask`` is static: ``inject_hyperparams`` would otherwise call the mask function as
+    if it were a schedule and decay nothing at all.
+    """
+    return optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
         learning_rate=learning_rate, weight_decay=weight_decay, mask=decay_mask
     )
 

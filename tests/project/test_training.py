@@ -234,3 +234,60 @@ def test_fine_tuning_replaces_the_head_only_on_consistent_evidence(new, old, exp
     from jupyter_imgclass.project.runs import improves as _improves
 
     assert _improves(_fit(*new), _fit(*old), "multiclass") is expected
+
+
+KILLED_TRAINER = """
+import sys, threading
+import numpy as np
+import jupyter_imgclass as ic
+project = ic.Project.open(sys.argv[1])
+epoch = threading.Event()
+run = project.train(budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False)
+run.on_event(lambda e: epoch.set() if e.get("event") == "epoch" else None)
+epoch.wait(300)
+print("training", flush=True)
+run.wait()
+"""
+
+
+def test_kernel_killed_during_training_leaves_a_failed_iteration_and_the_project_usable(
+    colour_project,
+):
+    """``kill -9`` mid-training: reopening marks the row failed; nothing half-saved shows."""
+    root = colour_project.root
+    colour_project.close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_TRAINER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "training"
+        # While the trainer lives, another process's open leaves its row alone.
+        with ic.Project.open(root) as other:
+            assert [r["status"] for r in other.store.iterations()] == ["training"]
+        child.kill()  # SIGKILL: no finally blocks, no cleanup
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    with ic.Project.open(root) as project:
+        assert [(r["number"], r["status"]) for r in project.store.iterations()] == [(1, "failed")]
+        assert project.iterations == []
+        assert not list((root / "iterations").glob(".tmp-*"))
+        it = project.train(budget="quick", model="small_cnn", input_size=16, show=False).wait()
+        assert it.number == 2 and it.status == "done"
+        assert (it.folder / "iteration.json").is_file() and (
+            it.folder / "weights.safetensors"
+        ).is_file()
+
+
+def test_a_save_that_fails_leaves_no_folder_and_a_failed_row(colour_project):
+    # A plain file where the iteration's folder must go: the rename into place fails.
+    blocker = colour_project.root / "iterations" / "1"
+    blocker.write_text("not a folder")
+    run = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    with pytest.raises(ic.TrainingError, match="iterations/1"):
+        run.wait()
+    assert [r["status"] for r in colour_project.store.iterations()] == ["failed"]
+    assert sorted(p.name for p in blocker.parent.iterdir()) == [".1.lock", "1"]
+    assert blocker.read_text() == "not a folder"
+    assert colour_project.iterations == []

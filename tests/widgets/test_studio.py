@@ -37,7 +37,16 @@ def test_studio_import_label_train_evaluate(tmp_path, make_png):
     assert s.report_box.children[0].iteration.number == s.run.number
     assert s.tester.iteration.number == s.run.number
     assert "Studio for" in repr(s)
+    click(s.serve_button)
+    server = s._server
+    assert server.running and server.url in s.publish_message.value
+    events = ("images_added", "labels_changed", "tags_changed", "iteration_ready")
+    assert all(p._events.listeners(e) > 0 for e in events)
     s.close()
+    # A closed Studio stops its server and every view inside it stops listening.
+    assert not server.running
+    assert [p._events.listeners(e) for e in events] == [0, 0, 0, 0]
+    assert s.run._hub.listeners("event") == 1  # the project's own forwarding only
     p.close()
 
 
