@@ -164,12 +164,6 @@ def fit_head(
     if weights.get("head.kernel") is None or weights["head.kernel"].shape[0] != dim:
         raise TrainingError(f"{config.model}: the backbone's head does not take {dim}-d features")
     weights["head.kernel"], weights["head.bias"] = kernel, bias
-    return FitResult(
-        weights=weights,
-        history=history,
-        best_epoch=best.epoch,
-        val_probabilities=best.probabilities,
-        stopped=stopped,
-        seconds=round(time.perf_counter() - started, 3),
-        extra={"num_classes": num_classes},
+    return best.result(
+        weights, history, stopped=stopped, started=started, extra={"num_classes": num_classes}
     )

@@ -99,6 +99,28 @@ class KeepBest:
         self.score, self.epoch, self.state, self.probabilities = score, epoch, state, probs
         return True
 
+    def result(
+        self, weights: dict, history: list[dict], *, stopped: bool, started: float, **fields: Any
+    ) -> FitResult:
+        """The :class:`FitResult` of a loop that kept this checkpoint (``weights`` are its).
+
+        Args:
+            weights: the kept state's flat weights.
+            history: one record per epoch.
+            stopped: whether ``should_stop`` ended the loop.
+            started: ``time.perf_counter()`` when the loop began.
+            **fields: further ``FitResult`` fields (``compile_s``, ``extra``...).
+        """
+        return FitResult(
+            weights=weights,
+            history=history,
+            best_epoch=self.epoch,
+            val_probabilities=self.probabilities,
+            stopped=stopped,
+            seconds=round(time.perf_counter() - started, 3),
+            **fields,
+        )
+
     def keep_if_empty(self, state: Any, probs: Any) -> None:
         """Keeps ``state`` as epoch 0 when no epoch finished (stopped during the first)."""
         if self.state is None:
@@ -313,15 +335,11 @@ def fit(
         best.keep_if_empty((params, rest), evaluate(params, rest)[0])
     p, r = best.state
     final = nnx.merge(graphdef, p, r)
-    weights = model_to_weights(final)
-    seconds = time.perf_counter() - started
-    return FitResult(
-        weights=weights,
-        history=history,
-        best_epoch=best.epoch,
-        val_probabilities=best.probabilities,
+    return best.result(
+        model_to_weights(final),
+        history,
         stopped=stopped,
-        seconds=round(seconds, 3),
+        started=started,
         compile_s=round(compile_s, 3),
         images_per_s=round(images_seen / train_time, 1) if train_time > 0 else 0.0,
         extra={"batch_size": batch, "devices": ndev, "steps": step},

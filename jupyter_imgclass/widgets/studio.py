@@ -8,6 +8,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..vocabulary import BUDGETS
 from ._common import StaticReprMixin, describe_error
 from .labeller import LabellerWidget
 from .tester import TesterWidget
@@ -63,7 +64,7 @@ class Studio(StaticReprMixin, W.Tab):
             options=[("automatic", None)] + [(n, n) for n in models.names()],
             value=None,
         )
-        self.budget = W.Dropdown(description="budget", options=["quick", "advanced"], value="quick")
+        self.budget = W.Dropdown(description="budget", options=list(BUDGETS), value="quick")
         self.epochs = W.IntText(
             description="epochs (0 = auto)", value=0, style={"description_width": "initial"}
         )
