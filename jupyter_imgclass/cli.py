@@ -88,6 +88,8 @@ def cmd_train(args) -> int:
                         "status": iteration.status,
                         "model": iteration.model,
                         "metrics": iteration.metrics,
+                        "evaluation": iteration.evaluation,
+                        "warnings": run.warnings,
                         "import": report.to_json(),
                     }
                 )

@@ -45,6 +45,8 @@ class Predictor:
         weights: flat ``{name: array}`` dict (as saved in ``weights.safetensors``).
         thresholds: optional per-tag thresholds (informative; predictions list every tag).
         input_size: square input side the network was trained at.
+        head_input: what the network's head sees (``"raw"``, or ``"l2"`` for the quick
+            budget's logistic-regression head).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Predictor:
         weights: dict[str, np.ndarray],
         thresholds: dict[str, float] | None = None,
         input_size: int | None = None,
+        head_input: str = "raw",
     ):
         self.spec = models.get(model_name)
         self.model_name = model_name
@@ -62,7 +65,10 @@ class Predictor:
         self.kind = kind
         self.thresholds = dict(thresholds or {})
         self.input_size = int(input_size or self.spec.input_size)
-        model = weights_to_model(self.spec, len(self.tags), weights, input_size=self.input_size)
+        model = weights_to_model(
+            self.spec, len(self.tags), weights, input_size=self.input_size, head_input=head_input
+        )
+        self.head_input = head_input
         graphdef, self._state = eval_split(model)
         self._forward = apply_fn(
             graphdef, tuple(self.spec.mean), tuple(self.spec.std), "probabilities", kind

@@ -27,6 +27,7 @@ __all__ = [
     "class_counts",
     "data_warnings",
     "labelled_set",
+    "cross_validation_folds",
     "stratified_split",
 ]
 
@@ -37,6 +38,9 @@ MIN_IMAGES_PER_TAG = 5
 MAX_IMBALANCE = 2.0
 """Largest tag / smallest tag above this ratio gets a warning (guidance: keep it 1:2 or better)."""
 VAL_FRACTION = 0.2
+MAX_FOLDS = 5
+LEAVE_ONE_OUT_BELOW = 12
+"""Sets with fewer labelled images than this are cross-validated leave-one-out."""
 
 
 @dataclass
@@ -158,13 +162,7 @@ def stratified_split(
     Multilabel examples are stratified by their rarest positive tag ("none" when untagged).
     """
     rng = np.random.default_rng(seed)
-    if kind == "multiclass":
-        strata = labels.astype(np.int64)
-    else:
-        freq = labels.sum(axis=0)
-        strata = np.array(
-            [int(np.argmin(np.where(row > 0, freq, np.inf))) if row.any() else -1 for row in labels]
-        )
+    strata = _strata(labels, kind)
     train_idx, val_idx = [], []
     for s in np.unique(strata):
         members = np.flatnonzero(strata == s)
@@ -177,3 +175,51 @@ def stratified_split(
         val_idx += members[:n_val].tolist()
         train_idx += members[n_val:].tolist()
     return np.array(sorted(train_idx), np.int64), np.array(sorted(val_idx), np.int64)
+
+
+def _strata(labels: np.ndarray, kind: str) -> np.ndarray:
+    """One stratum per example: its class, or (multilabel) its rarest positive tag."""
+    if kind == "multiclass":
+        return np.asarray(labels).astype(np.int64)
+    y = np.asarray(labels)
+    freq = y.sum(axis=0)
+    return np.array(
+        [int(np.argmin(np.where(row > 0, freq, np.inf))) if row.any() else -1 for row in y]
+    )
+
+
+def stratified_folds(labels: np.ndarray, kind: str, k: int, seed: int = 0) -> list[np.ndarray]:
+    """``k`` disjoint held-out index sets covering every example, each class dealt out
+    evenly (multilabel: by its rarest positive tag), seeded."""
+    rng = np.random.default_rng(seed)
+    strata = _strata(labels, kind)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for s in np.unique(strata):
+        members = np.flatnonzero(strata == s)
+        rng.shuffle(members)
+        for j, index in enumerate(members):
+            folds[(offset + j) % k].append(int(index))
+        offset += len(members)
+    return [np.array(sorted(f), np.int64) for f in folds if f]
+
+
+def cross_validation_folds(
+    labels: np.ndarray, kind: str, *, seed: int = 0, max_folds: int = MAX_FOLDS
+) -> list[np.ndarray]:
+    """The held-out sets of a project's cross-validation (the metrics' one rule).
+
+    ``max_folds`` (5) stratified folds; fewer when a tag has fewer images (never under 2);
+    leave-one-out for sets of fewer than :data:`LEAVE_ONE_OUT_BELOW` images.
+
+    Examples:
+        >>> [len(f) for f in cross_validation_folds(np.repeat([0, 1], 10), "multiclass")]
+        [4, 4, 4, 4, 4]
+        >>> len(cross_validation_folds(np.array([0, 0, 1, 1, 1]), "multiclass"))
+        5
+    """
+    n = len(labels)
+    if n < LEAVE_ONE_OUT_BELOW:
+        return [np.array([i], np.int64) for i in range(n)]
+    smallest = int(np.unique(_strata(labels, kind), return_counts=True)[1].min())
+    return stratified_folds(labels, kind, max(2, min(max_folds, smallest)), seed)

@@ -52,6 +52,7 @@ class ModelSpec:
         rngs: Any,
         pretrained: bool = True,
         input_size: int | None = None,
+        head_input: str = "raw",
         **options: Any,
     ) -> Any:
         """Builds the network with a fresh ``num_classes``-way head.
@@ -64,16 +65,26 @@ class ModelSpec:
             rngs: the network's random streams.
             pretrained: load ImageNet weights when the network has them.
             input_size: another square input side than the spec's.
+            head_input: ``"raw"`` (the head sees the pooled features) or ``"l2"`` (scaled
+                to unit length first: the quick budget's logistic-regression head).
             **options: network options such as ``dropout``.
+
+        Raises:
+            ImgClassError: for an unknown ``head_input``.
         """
         from . import runtime
+        from .layers import HEAD_INPUTS
 
+        if head_input not in HEAD_INPUTS:
+            raise ImgClassError(f"head_input {head_input!r}: choose one of {HEAD_INPUTS}")
         runtime.start()
         if input_size not in (None, self.input_size):
             options["input_size"] = input_size
-        return self.factory(
+        model = self.factory(
             num_classes, rngs=rngs, pretrained=pretrained and self.pretrained, **options
         )
+        model.head_input = head_input
+        return model
 
     def to_json(self) -> dict:
         """The preprocessing, as written into ``model.json`` of iterations and bundles."""

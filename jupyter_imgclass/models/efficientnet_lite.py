@@ -60,7 +60,7 @@ from flax import nnx
 
 from ..errors import ImgClassError
 from . import ModelSpec, register
-from .layers import DepthwiseConv, materialise, relu6
+from .layers import DepthwiseConv, head_input, materialise, relu6
 
 __all__ = [
     "BASE_STAGES",
@@ -288,6 +288,7 @@ class EfficientNetLite(nnx.Module):
         self.bn1 = _bn(FEATURES, rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
+        self.head_input = "raw"  # or "l2" (see layers.head_input); set by ModelSpec.create
 
     def features(self, x: jax.Array) -> jax.Array:
         """Globally average-pooled ``[N, 1280]`` features (before dropout and the head)."""
@@ -299,7 +300,7 @@ class EfficientNetLite(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits ``[N, num_classes]``."""
-        return self.head(self.dropout(self.features(x)))
+        return self.head(self.dropout(head_input(self.features(x), self.head_input)))
 
 
 def weights_file(variant: str) -> str:

@@ -191,6 +191,21 @@ def materialise(model: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
     return model
 
 
+HEAD_INPUTS = ("raw", "l2")
+"""What a network's head sees: its pooled features as they are, or scaled to unit length."""
+
+
+def l2_normalise(x: jax.Array) -> jax.Array:
+    """Rows of ``[N, D]`` scaled to unit length (a zero row stays zero); numpy in, JAX out."""
+    x = jnp.asarray(x, jnp.float32)
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+
+
+def head_input(features: jax.Array, mode: str) -> jax.Array:
+    """The head's input: ``features`` (``"raw"``) or :func:`l2_normalise` of them (``"l2"``)."""
+    return l2_normalise(features) if mode == "l2" else features
+
+
 def relu6(x: jax.Array) -> jax.Array:
     """``min(max(x, 0), 6)``, the activation of the mobile networks."""
     return jnp.clip(x, 0.0, 6.0)

@@ -25,6 +25,7 @@ from jax import lax
 
 from ..errors import ImgClassError
 from . import ModelSpec, register
+from .layers import head_input
 
 FEATURES = 128
 # PyTorch's BatchNorm momentum 0.1: short trainings on small data need fresh statistics.
@@ -154,6 +155,7 @@ class SmallCNN(nnx.Module):
         self.dense1 = nnx.Linear(side * side * 64, FEATURES, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
+        self.head_input = "raw"  # or "l2" (see layers.head_input); set by ModelSpec.create
 
     def features(self, x: jax.Array) -> jax.Array:
         """``[N, S, S, 3]`` normalised images -> ``[N, 128]`` features."""
@@ -167,7 +169,7 @@ class SmallCNN(nnx.Module):
         return nnx.relu(self.dense1(x))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.head(self.dropout(self.features(x)))
+        return self.head(self.dropout(head_input(self.features(x), self.head_input)))
 
 
 def small_cnn(

@@ -53,6 +53,7 @@ def weights_to_model(
     weights: Mapping[str, Any],
     *,
     input_size: int | None = None,
+    head_input: str = "raw",
 ) -> nnx.Module:
     """Rebuilds a network from flat weights (no random initialisation is spent).
 
@@ -61,6 +62,7 @@ def weights_to_model(
         num_classes: outputs of its head.
         weights: as returned by :func:`model_to_weights` / ``FitResult.weights``.
         input_size: for ``small_cnn``, read from the weights when ``None``.
+        head_input: what the head sees (``"raw"`` or ``"l2"``; see ``ModelSpec.create``).
 
     Returns:
         The network in eval mode.
@@ -72,7 +74,13 @@ def weights_to_model(
     if input_size is None and spec.name == "small_cnn":
         input_size = _small_cnn_input_size(weights)
     abstract = nnx.eval_shape(
-        lambda: spec.create(num_classes, rngs=nnx.Rngs(0), pretrained=False, input_size=input_size)
+        lambda: spec.create(
+            num_classes,
+            rngs=nnx.Rngs(0),
+            pretrained=False,
+            input_size=input_size,
+            head_input=head_input,
+        )
     )
     graphdef, state = nnx.split(abstract)
     flat = []

@@ -65,8 +65,32 @@ class Iteration:
 
     @property
     def val_image_ids(self) -> list[int]:
-        """Ids of the held-out images the metrics were computed on."""
+        """Ids of the images the metrics were computed on, each scored by a model that did
+        not train on it (every labelled image when cross-validated)."""
         return list(self.config.get("val_image_ids", []))
+
+    @property
+    def evaluation(self) -> dict:
+        """How the metrics were obtained: ``{"method": "cross-validation", "folds", "images"}``
+        or ``{"method": "holdout", "images"}``."""
+        ev = self.config.get("evaluation")
+        return dict(ev) if ev else {"method": "holdout", "images": len(self.val_image_ids)}
+
+    def evaluation_text(self) -> str:
+        """What the metrics rest on, in words (the report's subtitle).
+
+        Examples:
+            ``"cross-validated over 30 images (5 folds)"``, ``"on 12 held-out images"``.
+        """
+        ev = self.evaluation
+        n = ev.get("images", len(self.val_image_ids))
+        noun = "image" if n == 1 else "images"
+        if ev.get("method") == "cross-validation":
+            folds = ev.get("folds")
+            how = "leave-one-out" if folds == n else f"{folds} folds"
+            return f"cross-validated over {n} {noun} ({how})"
+        note = f"; {ev['note']}" if ev.get("note") else ""
+        return f"on {n} held-out {noun}{note}"
 
     @property
     def history(self) -> list[dict]:
@@ -146,6 +170,7 @@ class Iteration:
                 weights,
                 thresholds=None,
                 input_size=self.config.get("input_size"),
+                head_input=self.config.get("head_input", "raw"),
             )
         return self._predictor
 
@@ -220,6 +245,7 @@ class Iteration:
             published_name=self.name,
             project_name=self.project.name,
             iteration_number=self.number,
+            head_input=self.config.get("head_input", "raw"),
             onnx=onnx,
         )
 

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from ..data.labelled import (
     check_trainable,
     class_counts,
+    cross_validation_folds,
     labelled_set,
     stratified_split,
 )
@@ -48,9 +49,11 @@ log = logging.getLogger(__name__)
 
 TRANSFER_MAX_IMAGES = 5000
 FEATURE_BATCH = 32
-HEAD_WEIGHT_DECAY = 0.1
 FINE_TUNE_LR = 1e-4
 FINE_TUNE_DEFAULT_S = 120.0
+MIN_FINE_TUNE_S = 20.0
+TRIAL_SHARE = 0.6
+SAVE_MARGIN_S = 3.0
 RUN_EVENTS = ("event",)
 
 
@@ -257,6 +260,7 @@ def run_training(run: TrainingRun) -> Iteration:
 
     project = run.project
     opts = run.options
+    started = time.time()
     data = labelled_set(project.store)
     run.warnings = check_trainable(data)
     for w in run.warnings:
@@ -264,9 +268,6 @@ def run_training(run: TrainingRun) -> Iteration:
     model_name = opts.model or default_model(len(data.image_ids))
     spec = models.get(model_name)
     input_size = int(opts.input_size or spec.input_size)
-    train_idx, val_idx = stratified_split(data.labels, data.kind, seed=opts.seed)
-    if len(val_idx) == 0:
-        raise TrainingError("too few images to hold any out for validation; add more")
     name = opts.name or f"Iteration{run.number}"
     config = {
         "model": model_name,
@@ -277,8 +278,6 @@ def run_training(run: TrainingRun) -> Iteration:
         "seed": opts.seed,
         "epochs": opts.epochs,
         "time_limit_s": opts.time_limit_s,
-        "train_image_ids": data.image_ids[train_idx].tolist(),
-        "val_image_ids": data.image_ids[val_idx].tolist(),
         "class_counts": class_counts(data),
         "threshold": 0.5,
         "preprocessing": {**spec.to_json(), "input_size": input_size},
@@ -291,20 +290,37 @@ def run_training(run: TrainingRun) -> Iteration:
         budget=opts.budget,
         config=config,
     )
-    started = time.time()
     try:
-        result = _train(run, data, spec, input_size, train_idx, val_idx)
-        return _save(run, data, val_idx, name, config, result, started)
+        trained = _train(run, data, spec, input_size, started)
+        return _save(run, data, name, config, trained, started)
     except BaseException:
         project.store.finish_iteration(run.number, status="failed", metrics=None)
         raise
 
 
-def _train(run: TrainingRun, data, spec, input_size: int, train_idx, val_idx):
-    """The budget's training: a head on cached features, then (advanced) fine-tuning."""
+@dataclass
+class _Trained:
+    """What the budget's training leaves: the model, and the images its metrics rest on."""
+
+    result: Any  # training.FitResult; val_probabilities are those of `scored`
+    scored: np.ndarray  # indices into the labelled set that the probabilities belong to
+    train: np.ndarray  # indices the final model trained on
+    evaluation: dict
+
+
+def _train(run: TrainingRun, data, spec, input_size: int, started: float) -> _Trained:
+    """The budget's training.
+
+    Pretrained networks: the cross-validated logistic-regression head on cached features
+    (every label in the final head; out-of-fold probabilities for the metrics); with
+    ``advanced``, fine-tuning is tried on the first fold's split and replaces the head
+    only when it wins there, then is refitted on every image. From-scratch networks keep
+    a seeded, stratified held-out split.
+    """
     from .. import training
 
     opts = run.options
+    deadline = started + opts.time_limit_s if opts.time_limit_s else None
     tconf = training.TrainConfig(
         model=spec.name,
         budget=opts.budget,
@@ -317,25 +333,42 @@ def _train(run: TrainingRun, data, spec, input_size: int, train_idx, val_idx):
         batch_size=opts.batch_size,
         learning_rate=opts.learning_rate,
     )
-    result = head_result = None
-    if opts.budget == "quick" or spec.pretrained:
-        run.emit({"phase": "preparing", "message": "loading the pretrained backbone"})
-        backbone = training.create_model(tconf, pretrained=True)
-        features = backbone_features(run, backbone, spec, data.image_ids, input_size)
-        # Measured on Fashion-MNIST with 10 and 20 images per tag: strong weight decay
-        # and no label smoothing bring the head within 1-2 points of a logistic
-        # regression on the same features (5-7 points below it with the defaults).
-        head_conf = dataclasses.replace(tconf, weight_decay=HEAD_WEIGHT_DECAY, label_smoothing=0.0)
-        result = head_result = training.fit_head(
-            head_conf,
-            backbone,
-            {"features": features[train_idx], "label": data.labels[train_idx]},
-            {"features": features[val_idx], "label": data.labels[val_idx]},
-            on_event=run.emit,
-            should_stop=lambda: run.stopping,
-        )
-    if opts.budget != "advanced":
-        return result
+    everything = np.arange(len(data.image_ids))
+    if not spec.pretrained and opts.budget == "advanced":
+        return _train_from_scratch(run, data, tconf, input_size)
+    run.emit({"phase": "preparing", "message": "loading the pretrained backbone"})
+    backbone = training.create_model(tconf, pretrained=True)
+    features = backbone_features(run, backbone, spec, data.image_ids, input_size)
+    folds = cross_validation_folds(data.labels, data.kind, seed=opts.seed)
+    head = training.fit_head(
+        dataclasses.replace(tconf, label_smoothing=0.0),
+        backbone,
+        {"features": features, "label": data.labels},
+        folds=folds,
+        on_event=run.emit,
+        should_stop=lambda: run.stopping,
+    )
+    quick = _Trained(
+        head,
+        everything,
+        everything,
+        {"method": "cross-validation", "folds": len(folds), "images": len(everything)},
+    )
+    if opts.budget != "advanced" or run.stopping:
+        return quick
+    return _fine_tune(run, data, spec, tconf, input_size, quick, folds, deadline)
+
+
+def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadline):
+    """Fine-tunes from the head; keeps it only when it beats the head on held-out images."""
+    from .. import training
+
+    if deadline is None:
+        deadline = time.time() + 2 * FINE_TUNE_DEFAULT_S
+    if deadline - time.time() < MIN_FINE_TUNE_S:
+        return _keep(run, quick, "no time left to fine-tune; kept the transfer-learned head")
+    held = folds[0]
+    train_idx = np.setdiff1d(quick.train, held)
     run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
     arrays = load_arrays(
         run.project,
@@ -343,58 +376,153 @@ def _train(run: TrainingRun, data, spec, input_size: int, train_idx, val_idx):
         input_size,
         on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
     )
-    start_model = None
-    if spec.pretrained:
-        # Fine-tune from the quick model: a trained head, frozen batch statistics and a
-        # small learning rate, so a few images cannot wreck the pretrained features.
-        start_model = training.weights_to_model(
-            spec, len(data.classes), head_result.weights, input_size=input_size
+    fold_head = quick.result.extra["fold_heads"][0]
+    start = training.weights_to_model(
+        spec,
+        len(data.classes),
+        {**quick.result.weights, "head.kernel": fold_head[0], "head.bias": fold_head[1]},
+        input_size=input_size,
+        head_input=quick.result.head_input,
+    )
+    # Part of the time to find out whether fine-tuning helps, the rest to refit on every
+    # image; both deadlines include compilation.
+    share = (deadline - time.time()) * TRIAL_SHARE
+    tune = dataclasses.replace(
+        tconf,
+        freeze_batchnorm=True,
+        learning_rate=tconf.learning_rate or FINE_TUNE_LR,
+        time_limit_s=share,
+        deadline=time.time() + share,
+    )
+    try:
+        trial = training.fit(
+            tune,
+            {"image": arrays[train_idx], "label": data.labels[train_idx]},
+            {"image": arrays[held], "label": data.labels[held]},
+            on_event=run.emit,
+            should_stop=lambda: run.stopping,
+            model=start,
         )
-        tconf = dataclasses.replace(
-            tconf,
-            freeze_batchnorm=True,
-            learning_rate=opts.learning_rate or FINE_TUNE_LR,
-            time_limit_s=tconf.time_limit_s or FINE_TUNE_DEFAULT_S,
+    except training.DeadlineError as exc:
+        return _keep(run, quick, f"{exc}; kept the transfer-learned head")
+    baseline = _as_result(quick.result, held, data)
+    if not improves(trial, baseline, data.kind):
+        return _keep(
+            run,
+            quick,
+            "fine-tuning did not improve on held-out images; kept the transfer-learned head",
+            history=trial.history,
         )
-    tuned = training.fit(
+    if run.stopping or not trial.best_epoch:
+        return _Trained(trial, held, train_idx, {"method": "holdout", "images": len(held)})
+    run.emit({"phase": "training", "message": "fine-tuning won; refitting on every image"})
+    start_all = training.weights_to_model(
+        spec,
+        len(data.classes),
+        quick.result.weights,
+        input_size=input_size,
+        head_input=quick.result.head_input,
+    )
+    try:
+        refit = training.fit(
+            dataclasses.replace(
+                tune,
+                epochs=trial.best_epoch,
+                time_limit_s=max(1.0, deadline - time.time()),
+                deadline=deadline - SAVE_MARGIN_S,
+            ),
+            {"image": arrays, "label": data.labels},
+            {"image": arrays[held], "label": data.labels[held]},
+            on_event=run.emit,
+            should_stop=lambda: run.stopping,
+            model=start_all,
+        )
+    except training.DeadlineError:
+        # No time to refit: keep the trial's network (it did not see the held-out fold).
+        run.warnings.append("no time to refit the fine-tuned network on every image")
+        return _Trained(trial, held, train_idx, {"method": "holdout", "images": len(held)})
+    # The refit saw the held-out fold: its figures come from the trial, which did not.
+    final = dataclasses.replace(
+        refit,
+        val_probabilities=trial.val_probabilities,
+        history=trial.history + refit.history,
+        best_epoch=refit.best_epoch,
+    )
+    return _Trained(
+        final,
+        held,
+        quick.train,
+        {"method": "holdout", "images": len(held), "note": "fine-tuned; refitted on every image"},
+    )
+
+
+def _keep(run: TrainingRun, quick: _Trained, message: str, history=()) -> _Trained:
+    run.warnings.append(message)
+    run.emit({"phase": "warning", "message": message})
+    result = dataclasses.replace(quick.result, history=quick.result.history + list(history))
+    return dataclasses.replace(quick, result=result)
+
+
+def _as_result(head, rows: np.ndarray, data):
+    """The head's out-of-fold figures on ``rows`` as a one-epoch result (to compare with)."""
+    from ..evaluate import validation_metrics
+
+    record = {
+        "epoch": 1,
+        **validation_metrics(data.labels[rows], head.val_probabilities[rows], data.kind),
+    }
+    return dataclasses.replace(head, history=[record], best_epoch=1)
+
+
+def _train_from_scratch(run: TrainingRun, data, tconf, input_size: int) -> _Trained:
+    """A network without pretrained weights: a held-out split picks the best epoch."""
+    from .. import training
+
+    train_idx, val_idx = stratified_split(data.labels, data.kind, seed=tconf.seed)
+    if len(val_idx) == 0:
+        raise TrainingError("too few images to hold any out for validation; add more")
+    run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
+    arrays = load_arrays(
+        run.project,
+        data.image_ids,
+        input_size,
+        on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
+    )
+    result = training.fit(
         tconf,
         {"image": arrays[train_idx], "label": data.labels[train_idx]},
         {"image": arrays[val_idx], "label": data.labels[val_idx]},
         on_event=run.emit,
         should_stop=lambda: run.stopping,
-        model=start_model,
     )
-    if head_result is None or improves(tuned, head_result, data.kind):
-        return tuned
-    # Keep the starting point when fine-tuning did not beat it on held-out images.
-    run.emit(
-        {
-            "phase": "training",
-            "message": "fine-tuning did not improve; keeping the transfer-learned head",
-        }
-    )
-    return dataclasses.replace(
-        head_result, history=head_result.history + tuned.history, stopped=tuned.stopped
-    )
+    return _Trained(result, val_idx, train_idx, {"method": "holdout", "images": len(val_idx)})
 
 
-def _save(run: TrainingRun, data, val_idx, name: str, config: dict, result, started: float):
+def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, started: float):
     """Writes the iteration folder atomically, then records it in one transaction."""
     from safetensors.numpy import save_file
 
     from ..evaluate import compute_metrics
 
     project = run.project
-    y_val = data.labels[val_idx]
+    result = trained.result
+    y_val = data.labels[trained.scored]
     metrics = compute_metrics(y_val, result.val_probabilities, data.classes, data.kind, 0.5)
-    status = "stopped" if result.stopped else "done"
+    status = "stopped" if result.stopped or run.stopping else "done"
     config = dict(
         config,
+        train_image_ids=data.image_ids[trained.train].tolist(),
+        val_image_ids=data.image_ids[trained.scored].tolist(),
+        evaluation=trained.evaluation,
+        head_input=result.head_input,
         history=result.history,
         best_epoch=result.best_epoch,
+        warnings=list(run.warnings),
         train_seconds=round(time.time() - started, 3),
         status=status,
     )
+    if "c" in result.extra:
+        config["head_c"] = result.extra["c"]
     iterations = project.root / "iterations"
     final = iterations / str(run.number)
     tmp = iterations / f".tmp-{run.number}-{uuid.uuid4().hex[:8]}"

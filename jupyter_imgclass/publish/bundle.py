@@ -202,6 +202,7 @@ def export_bundle(
     published_name: str | None = None,
     project_name: str | None = None,
     iteration_number: int | None = None,
+    head_input: str = "raw",
     onnx: bool = False,
 ) -> Path:
     """Writes a bundle folder that :func:`load_model` can read anywhere.
@@ -221,6 +222,8 @@ def export_bundle(
             (``/classify/iterations/<published_name>/image``).
         project_name: the project the model came from (informative).
         iteration_number: the iteration the model came from (informative).
+        head_input: what the network's head sees (``"raw"`` or ``"l2"``); part of the
+            architecture, so it is recorded and used by every loader.
         onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.publish.onnx`).
 
     Returns:
@@ -273,6 +276,7 @@ def export_bundle(
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_VERSION,
         "network": model_name,
+        "head_input": head_input,
         "kind": kind,
         "tags": tag_records,
         "preprocessing": _jsonable(dict(preprocessing), "preprocessing"),
@@ -296,6 +300,7 @@ def export_bundle(
             kind=kind,
             weights=tensors,
             preprocessing=meta["preprocessing"],
+            head_input=head_input,
         )
         files[ONNX_FILE] = {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}
         meta["onnx"] = info
@@ -473,6 +478,9 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
                 f"{path / METADATA_FILE}: preprocessing {key}={got!r} does not match network "
                 f"{spec.name!r} of this jupyter_imgclass ({want!r})"
             )
+    head_input = meta.get("head_input", "raw")  # bundles before it was recorded: raw
+    if head_input not in ("raw", "l2"):
+        raise BundleError(f"{path / METADATA_FILE}: unknown head_input {head_input!r}")
     input_size = pre.get("input_size", spec.input_size)
     if not isinstance(input_size, int) or not 8 <= input_size <= 4096:
         raise BundleError(f"{path / METADATA_FILE}: bad preprocessing input_size {input_size!r}")
@@ -492,6 +500,7 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
             weights,
             thresholds=thresholds,
             input_size=input_size,
+            head_input=head_input,
         )
     except ImgClassError as exc:
         raise BundleError(

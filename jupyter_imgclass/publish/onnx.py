@@ -583,6 +583,7 @@ def _inference_function(
     kind: str,
     weights: Mapping[str, Any],
     input_size: int | None = None,
+    head_input: str = "raw",
 ) -> tuple[Callable[[Any], Any], int]:
     """``f(float32 [N,S,S,3] in 0..255) -> probabilities`` for the trained network."""
     from flax import nnx
@@ -592,7 +593,9 @@ def _inference_function(
     from ..models.weights import weights_to_model
 
     spec = models.get(model_name)
-    module = weights_to_model(spec, num_classes, dict(weights), input_size=input_size)
+    module = weights_to_model(
+        spec, num_classes, dict(weights), input_size=input_size, head_input=head_input
+    )
     module.eval()
     for _, node in nnx.iter_graph(module):
         # Depthwise layers written as shifted multiply-adds for XLA's CPU backend: export
@@ -616,6 +619,7 @@ def export_onnx(
     kind: str,
     weights: Mapping[str, Any],
     preprocessing: Mapping[str, Any] | None = None,
+    head_input: str = "raw",
 ) -> dict[str, Any]:
     """Writes ``model.onnx`` for a trained network and returns its description.
 
@@ -626,6 +630,7 @@ def export_onnx(
         kind: ``"multiclass"`` (softmax output) or ``"multilabel"`` (sigmoid output).
         weights: the flat trained weights (as in the bundle).
         preprocessing: recorded in the returned description.
+        head_input: what the network's head sees (``"raw"`` or ``"l2"``).
 
     Returns:
         ``{"file", "opset", "input": {...}, "output": {...}}`` for ``model.json``.
@@ -634,7 +639,9 @@ def export_onnx(
         BundleError: the network uses an operation the translator does not support.
     """
     requested = (preprocessing or {}).get("input_size")
-    forward, size = _inference_function(model_name, num_classes, kind, weights, requested)
+    forward, size = _inference_function(
+        model_name, num_classes, kind, weights, requested, head_input
+    )
     model = function_to_onnx(
         forward,
         (size, size, 3),

@@ -10,12 +10,13 @@
 
 from ..models.apply import extract_features
 from ..models.weights import model_to_weights, weights_to_model
-from .config import AUGMENTATIONS, FitResult, TrainConfig
+from .config import AUGMENTATIONS, DeadlineError, FitResult, TrainConfig
 from .head import fit_head
 from .loop import KeepBest, create_model, fit, selection_score
 
 __all__ = [
     "AUGMENTATIONS",
+    "DeadlineError",
     "FitResult",
     "KeepBest",
     "TrainConfig",

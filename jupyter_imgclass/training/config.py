@@ -12,7 +12,19 @@ import numpy as np
 from ..errors import TrainingError
 from ..vocabulary import check_kind
 
-__all__ = ["AUGMENTATIONS", "FitResult", "TrainConfig", "checked_sets", "class_weights"]
+__all__ = [
+    "AUGMENTATIONS",
+    "DeadlineError",
+    "FitResult",
+    "TrainConfig",
+    "checked_sets",
+    "class_weights",
+]
+
+
+class DeadlineError(TrainingError):
+    """A training could not start (compile its step) before its ``deadline``."""
+
 
 AUGMENTATIONS = ("flip", "shift", "brightness")
 DEFAULT_EPOCHS = 20
@@ -50,6 +62,9 @@ class TrainConfig:
         pretrained: start from ImageNet weights when the network has them.
         freeze_batchnorm: keep batch-norm statistics fixed while fine-tuning.
         step_event_interval_s: at most one ``step`` event per this many seconds.
+        deadline: wall-clock time (``time.time()``) by which the run returns, compilation
+            and the last validation pass included; a first step that cannot compile in
+            time raises :class:`DeadlineError`.
     """
 
     model: str = "small_cnn"
@@ -71,6 +86,7 @@ class TrainConfig:
     pretrained: bool = True
     freeze_batchnorm: bool = False
     step_event_interval_s: float = 0.5
+    deadline: float | None = None
 
     def augmentations(self) -> tuple[str, ...]:
         """The augmentations switched on, as a sorted tuple of names."""
@@ -99,6 +115,8 @@ class FitResult:
         stopped: ``should_stop`` ended the run early.
         seconds: wall time of the run; ``compile_s`` of the first step.
         images_per_s: training throughput after compilation.
+        head_input: what the network's head sees (``"raw"``, or ``"l2"`` after the
+            logistic-regression head); the weights only make sense with it.
     """
 
     weights: dict[str, np.ndarray]
@@ -109,6 +127,7 @@ class FitResult:
     seconds: float = 0.0
     compile_s: float = 0.0
     images_per_s: float = 0.0
+    head_input: str = "raw"
     extra: dict = field(default_factory=dict)
 
 

@@ -1,169 +1,185 @@
-"""Transfer learning: a dense head trained on frozen backbone features (``fit_head``).
+"""The quick budget's head: logistic regression on frozen, L2-normalised backbone features.
 
-The quick budget: features are computed once per image (and cached by the project), so
-training is a few hundred full-batch AdamW steps on a ``[N, D]`` matrix, compiled once
-per chunk of steps.
+:func:`fit_head` trains the head on every labelled image and, in the same call, scores it
+by cross-validation: every image gets an out-of-fold probability from a head that did not
+see it. The penalty ``C`` is chosen by cross-validation too, without peeking:
+
+* each outer fold chooses its own ``C`` by an inner cross-validation on its training part
+  only (over the other outer folds), and its held-out images are predicted by that fold's
+  head -- these out-of-fold probabilities are the iteration's metrics;
+* the final head (every image) takes the ``C`` that did best over the outer folds.
+
+Every problem of both levels is solved in one batched L-BFGS call (:mod:`.logistic`).
 """
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from ..errors import TrainingError
 from ..evaluate import validation_metrics
 from ..models.apply import probabilities
+from ..models.layers import l2_normalise
 from ..models.weights import model_to_weights
 from .config import FitResult, TrainConfig, checked_sets, class_weights
-from .loop import Emitter, KeepBest
-from .step import adamw, learning_rates, loss, schedule
+from .logistic import C_GRID, solve
+from .loop import Emitter
 
-__all__ = ["fit_head"]
+__all__ = ["HEAD_INPUT", "fit_head"]
 
-HEAD_CHUNKS = 8
-HEAD_STEPS_PER_CHUNK = 50
-HEAD_PAD = 256
-HEAD_WARMUP = 0.05
+HEAD_INPUT = "l2"
 
 
-@functools.lru_cache(maxsize=8)
-def _head_trainer(kind: str, smoothing: float, steps: int, weight_decay: float):
-    """Jitted ``chunk(W, b, opt_state, X, Y, sw, lr0, lr1) -> (W, b, opt_state, loss)``."""
-    tx = adamw(1e-2, weight_decay)
-
-    def chunk(params, opt_state, x, y, sw, lrs):
-        def body(carry, lr):
-            p, s = carry
-
-            def loss_fn(p):
-                logits = x @ p["kernel"] + p["bias"]
-                return loss(logits, y, sw, kind, smoothing)
-
-            value, grads = jax.value_and_grad(loss_fn)(p)
-            s.hyperparams["learning_rate"] = lr
-            updates, s = tx.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), value
-
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), lrs)
-        return params, opt_state, losses[-1]
-
-    return tx, jax.jit(chunk)
+def _log_loss(probs: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
+    """Per-example cross-entropy (unsmoothed)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    if kind == "multilabel":
+        y = labels.astype(np.float64)
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
+    return -np.log(p[np.arange(len(labels)), labels.astype(np.int64)])
 
 
 def fit_head(
     config: TrainConfig,
     backbone: nnx.Module,
-    train: Mapping[str, Any],
-    val: Mapping[str, Any],
+    data: Mapping[str, Any],
     *,
+    folds: Sequence[np.ndarray],
+    c_grid: Sequence[float] = C_GRID,
     on_event: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Transfer learning: trains only a dense head on frozen backbone features.
-
-    The features are standardised for training and the standardisation is folded back
-    into the head, whose weights replace ``backbone.head`` in the returned flat weights,
-    so one full-network ``Predictor`` runs everything. Takes well under a second for a
-    few thousand feature vectors (one compiled program per chunk of full-batch steps).
+    """Logistic regression on every labelled image, cross-validated over ``folds``.
 
     Args:
-        config: ``kind``, ``seed``, ``label_smoothing``, ``class_weights``,
-            ``learning_rate`` (default 1e-2), ``weight_decay`` are used.
-        backbone: the network the features came from (not modified).
-        train: ``{'features': float32 [N, D], 'label': ...}`` (see :func:`fit`).
-        val: the same for validation; the best chunk of steps is kept.
-        on_event: as for :func:`fit` (one ``epoch`` event per chunk).
-        should_stop: polled between chunks.
+        config: ``kind``, ``seed``, ``class_weights`` and ``num_classes`` are used.
+        backbone: the network the features came from (not modified); the head's weights
+            replace its ``head`` in the returned flat weights.
+        data: ``{'features': float32 [N, D], 'label': int [N] or 0/1 [N, T]}``.
+        folds: disjoint held-out index sets covering every example (see
+            ``data.labelled.cross_validation_folds``).
+        c_grid: inverse penalties to choose from (scikit-learn's ``C``).
+        on_event: gets ``{'phase': 'training', ...}`` and one ``{'event': 'epoch', ...}``
+            whose validation figures are the cross-validated ones.
+        should_stop: checked before solving; a stop then ends the run with nothing.
 
     Returns:
-        A :class:`FitResult` whose ``weights`` are the whole network's.
+        A :class:`FitResult` with ``val_probabilities`` the out-of-fold probabilities of
+        every example (in ``data``'s order), ``head_input="l2"``, and in ``extra`` the
+        chosen ``c``, each fold's ``c`` and ``(kernel, bias)`` (``fold_heads``, trained
+        without that fold) and the number of folds.
+
+    Raises:
+        TrainingError: bad arrays, folds that do not cover the data, or a stop.
     """
     started = time.perf_counter()
     emit = Emitter(on_event)
     kind = config.kind
-    x_train, y_train, x_val, y_val, num_classes = checked_sets(config, train, val, "features")
-    x_train = x_train.astype(np.float32).reshape(len(x_train), -1)
-    x_val = x_val.astype(np.float32).reshape(len(x_val), -1)
-    dim = x_train.shape[1]
-    mu = x_train.mean(axis=0)
-    sd = x_train.std(axis=0) + 1e-3
-    n_pad = -(-len(x_train) // HEAD_PAD) * HEAD_PAD  # a few compiled shapes, not one per N
-    xs = np.zeros((n_pad, dim), np.float32)
-    xs[: len(x_train)] = (x_train - mu) / sd
-    cw = class_weights(config, y_train, num_classes)
-    sw = np.zeros(n_pad, np.float32)
-    if kind == "multilabel":
-        ys = np.zeros((n_pad, num_classes), np.float32)
-        ys[: len(y_train)] = y_train
-        sw[: len(y_train)] = 1.0
-    else:
-        ys = np.zeros(n_pad, np.int32)
-        ys[: len(y_train)] = y_train
-        sw[: len(y_train)] = cw[y_train.astype(np.int64)]
-    tx, chunk = _head_trainer(
-        kind, float(config.label_smoothing), HEAD_STEPS_PER_CHUNK, float(config.weight_decay)
-    )
-    key = jax.random.key(config.seed)
-    params = {
-        "kernel": jax.random.normal(key, (dim, num_classes), jnp.float32) * 0.01,
-        "bias": jnp.zeros((num_classes,), jnp.float32),
+    x, y, _, _, num_classes = checked_sets(config, data, data, "features")
+    x = np.asarray(l2_normalise(np.asarray(x, np.float32).reshape(len(x), -1)))
+    n = len(x)
+    held = np.concatenate([np.asarray(f, np.int64) for f in folds]) if folds else np.array([])
+    if len(folds) < 2 or sorted(held.tolist()) != list(range(n)):
+        raise TrainingError(f"folds: need 2 or more disjoint held-out sets covering all {n} images")
+    cw = class_weights(config, y, num_classes)
+    base = np.ones(n, np.float32) if kind == "multilabel" else cw[y.astype(np.int64)]
+    grid = [float(c) for c in c_grid]
+    emit({"phase": "training", "what": "head", "message": f"{len(folds)} folds x {len(grid)} C"})
+    if should_stop is not None and should_stop():
+        raise TrainingError("stopped before the head was trained; nothing to keep")
+
+    # One batched solve. With k outer folds, the inner cross-validation of outer fold o
+    # runs over the other k - 1 folds: its problem "train on all but folds o and j" is
+    # the same problem for o and j, so k (k - 1) / 2 pair problems serve every inner CV.
+    k = len(folds)
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    index: dict[tuple, int] = {}
+    masks, cs = [], []
+    for g, c in enumerate(grid):
+        for a, b in pairs:
+            index[("pair", a, b, g)] = len(masks)
+            masks.append(_mask(n, _without(n, folds, a, b), base))
+            cs.append(c)
+        for o in range(k):
+            index[("outer", o, g)] = len(masks)
+            masks.append(_mask(n, _without(n, folds, o), base))
+            cs.append(c)
+    kernels, biases = solve(x, y, kind, np.stack(masks), cs, num_classes)
+
+    def loss_on(problem: int, rows: np.ndarray) -> float:
+        p = np.asarray(probabilities(x[rows] @ kernels[problem] + biases[problem], kind))
+        return float((_log_loss(p, y[rows], kind) * base[rows]).sum())
+
+    oof = np.zeros((n, num_classes), np.float32)
+    outer_loss = np.zeros(len(grid))
+    fold_c, fold_heads = [], []
+    for o, held_out in enumerate(folds):
+        inner_loss = [
+            sum(loss_on(index[("pair", *sorted((o, j)), g)], folds[j]) for j in range(k) if j != o)
+            for g in range(len(grid))
+        ]
+        best = int(np.argmin(inner_loss))
+        fold_c.append(grid[best])
+        chosen = index[("outer", o, best)]
+        fold_heads.append((kernels[chosen], biases[chosen]))
+        oof[held_out] = np.asarray(
+            probabilities(x[held_out] @ kernels[chosen] + biases[chosen], kind)
+        )
+        for g in range(len(grid)):
+            outer_loss[g] += loss_on(index[("outer", o, g)], held_out)
+    c_final = grid[int(np.argmin(outer_loss))]
+    kernel, bias = solve(x, y, kind, base[None], [c_final], num_classes)
+    kernel, bias = kernel[0], bias[0]
+
+    train_probs = np.asarray(probabilities(x @ kernel + bias, kind))
+    train = validation_metrics(y, train_probs, kind)
+    record = {
+        "epoch": 1,
+        "epochs": 1,
+        "loss": train["val_loss"],
+        "accuracy": train["val_accuracy"],
+        **validation_metrics(y, oof, kind),
+        "c": c_final,
+        "folds": len(folds),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+        "eta_s": 0.0,
     }
-    opt_state = tx.init(params)
-    peak = config.learning_rate or 1e-2
-    total = HEAD_CHUNKS * HEAD_STEPS_PER_CHUNK
-    history: list[dict] = []
-    best = KeepBest(kind)
-    sched = schedule(peak, HEAD_WARMUP)
-    stopped = False
-    xv = (x_val - mu) / sd
-    emit({"phase": "training", "what": "head"})
-    for c in range(HEAD_CHUNKS):
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        steps = c * HEAD_STEPS_PER_CHUNK + np.arange(HEAD_STEPS_PER_CHUNK)
-        lrs = learning_rates(sched, steps / total)
-        params, opt_state, loss_value = chunk(params, opt_state, xs, ys, sw, lrs)
-        w, b = np.asarray(params["kernel"]), np.asarray(params["bias"])
-        probs = np.asarray(probabilities(xv @ w + b, kind))
-        metrics = validation_metrics(y_val, probs, kind)
-        elapsed = time.perf_counter() - started
-        train_logits = xs[: len(x_train)] @ w + b
-        if kind == "multilabel":
-            acc = float(((train_logits > 0) == (y_train > 0.5)).mean())
-        else:
-            acc = float((train_logits.argmax(-1) == y_train).mean())
-        record = {
-            "epoch": c + 1,
-            "epochs": HEAD_CHUNKS,
-            "loss": float(loss_value),
-            "accuracy": acc,
-            **metrics,
-            "elapsed_s": round(elapsed, 3),
-            "eta_s": round(elapsed / (c + 1) * (HEAD_CHUNKS - c - 1), 3),
-        }
-        history.append(record)
-        best.consider(c + 1, metrics, (w, b), probs)
-        emit({"event": "epoch", **record})
-    if best.state is None:  # stopped before the first chunk
-        w, b = np.asarray(params["kernel"]), np.asarray(params["bias"])
-        best.keep_if_empty((w, b), np.asarray(probabilities(xv @ w + b, kind)))
-    w, b = best.state
-    # Fold the standardisation in: ((f - mu) / sd) @ w + b == f @ (w / sd) + (b - (mu / sd) @ w)
-    kernel = (w / sd[:, None]).astype(np.float32)
-    bias = (b - (mu / sd) @ w).astype(np.float32)
+    emit({"event": "epoch", **record})
     weights = model_to_weights(backbone)
-    if weights.get("head.kernel") is None or weights["head.kernel"].shape[0] != dim:
-        raise TrainingError(f"{config.model}: the backbone's head does not take {dim}-d features")
+    if weights.get("head.kernel") is None or weights["head.kernel"].shape[0] != x.shape[1]:
+        raise TrainingError(
+            f"{config.model}: the backbone's head does not take {x.shape[1]}-d features"
+        )
     weights["head.kernel"], weights["head.bias"] = kernel, bias
-    return best.result(
-        weights, history, stopped=stopped, started=started, extra={"num_classes": num_classes}
+    return FitResult(
+        weights=weights,
+        history=[record],
+        best_epoch=1,
+        val_probabilities=oof,
+        stopped=False,
+        seconds=round(time.perf_counter() - started, 3),
+        head_input=HEAD_INPUT,
+        extra={
+            "c": c_final,
+            "fold_c": fold_c,
+            "fold_heads": fold_heads,
+            "folds": len(folds),
+            "problems": len(masks) + 1,
+        },
     )
+
+
+def _without(n: int, folds: Sequence[np.ndarray], *left_out: int) -> np.ndarray:
+    """Every index not in the ``left_out`` folds."""
+    return np.setdiff1d(np.arange(n), np.concatenate([folds[f] for f in left_out]))
+
+
+def _mask(n: int, rows: np.ndarray, base: np.ndarray) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    out[rows] = base[rows]
+    return out

@@ -38,6 +38,7 @@ from ..models.weights import model_to_weights
 from .config import (
     DEFAULT_EPOCHS,
     DEFAULT_TIME_LIMIT_S,
+    DeadlineError,
     FitResult,
     TrainConfig,
     checked_sets,
@@ -136,6 +137,26 @@ class Emitter:
     def __call__(self, event: dict) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _first_step(step_fn: Callable, args: tuple, deadline: float) -> Any:
+    """The first (compiling) step, given up when it cannot finish before ``deadline``.
+
+    Compilation cannot be interrupted: it goes on in a background thread (and fills the
+    persistent compilation cache for the next run) while the caller gets
+    :class:`DeadlineError` on time.
+    """
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="imgclass-compile")
+    future = pool.submit(lambda: jax.block_until_ready(step_fn(*args)))
+    pool.shutdown(wait=False)
+    try:
+        return future.result(timeout=max(0.0, deadline - time.time()))
+    except concurrent.futures.TimeoutError:
+        raise DeadlineError(
+            "the training step did not compile before the time budget ran out"
+        ) from None
 
 
 def _mesh_shardings():
@@ -252,6 +273,7 @@ def fit(
     images_seen = 0
     last_step_event = 0.0
     train_started = None
+    eval_s = 0.0  # the longest validation pass so far: left free before a deadline
     epoch = 0
     deadline_hit = False
 
@@ -273,6 +295,9 @@ def fit(
                 if time.perf_counter() - train_started >= time_limit:
                     deadline_hit = True
                     break
+            if config.deadline is not None and time.time() >= config.deadline - eval_s:
+                deadline_hit = True
+                break
             idx = order[b * batch : (b + 1) * batch]
             images, labels, sw = x_train[idx], y_train[idx], sample_w_all[idx]
             if data_sharding is not None:
@@ -283,9 +308,11 @@ def fit(
             lr = learning_rates(sched, progress)
             key = jax.random.fold_in(base_key, step)
             t0 = time.perf_counter()
-            params, rest, opt_state, loss, acc = step_fn(
-                params, rest, opt_state, images, labels, sw, key, np.float32(lr)
-            )
+            args = (params, rest, opt_state, images, labels, sw, key, np.float32(lr))
+            if train_started is None and config.deadline is not None:
+                params, rest, opt_state, loss, acc = _first_step(step_fn, args, config.deadline)
+            else:
+                params, rest, opt_state, loss, acc = step_fn(*args)
             step += 1
             losses.append(loss)
             accs.append(acc)
@@ -307,7 +334,9 @@ def fit(
         train_time += time.perf_counter() - loop_started  # throughput leaves evaluation out
         epoch_loss = float(np.mean([float(v) for v in losses]))
         epoch_acc = float(np.mean([float(v) for v in accs]))
+        eval_started = time.perf_counter()
         probs, metrics = evaluate(params, rest)
+        eval_s = max(eval_s, time.perf_counter() - eval_started)
         elapsed = time.perf_counter() - train_started
         record = {
             "epoch": epoch,
@@ -342,5 +371,6 @@ def fit(
         started=started,
         compile_s=round(compile_s, 3),
         images_per_s=round(images_seen / train_time, 1) if train_time > 0 else 0.0,
+        head_input=final.head_input,
         extra={"batch_size": batch, "devices": ndev, "steps": step},
     )

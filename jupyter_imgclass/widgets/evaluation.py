@@ -240,11 +240,10 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
 
     def _header_html(self) -> str:
         it = self.iteration
-        n_val = len(it.val_image_ids)
         return (
             f"<b>{html.escape(it.name)}</b> — {html.escape(str(it.model))}, "
             f"{html.escape(it.kind)}, "
-            f"{html.escape(str(it.status))}; metrics on {n_val} held-out image(s)"
+            f"{html.escape(str(it.status))}; metrics {html.escape(it.evaluation_text())}"
         )
 
     def _static_text(self) -> str:

@@ -72,8 +72,13 @@ def test_quick_training_saves_an_iteration_that_predicts_and_reloads(colour_proj
     overall = it.metrics["overall"]
     assert overall["accuracy"] >= 0.8  # colours are easy even with a frozen backbone
     assert set(it.metrics["per_tag"]) == {"blue", "green", "red"}
-    assert len(it.val_image_ids) >= 3
-    assert not set(it.val_image_ids) & set(it.config["train_image_ids"])
+    # Every label trains the final head; every image is scored out of fold.
+    labelled = [im.id for im in colour_project.images]
+    assert sorted(it.config["train_image_ids"]) == sorted(it.val_image_ids) == labelled
+    assert overall["count"] == 24
+    assert it.evaluation == {"method": "cross-validation", "folds": 5, "images": 24}
+    assert it.evaluation_text() == "cross-validated over 24 images (5 folds)"
+    assert it.config["head_input"] == "l2" and it.config["head_c"] > 0
     preds = it.predict(_colour_images(COLOURS["red"], 1, seed=50)[0])
     assert preds[0].tag == "red"
     assert [p.probability for p in preds] == sorted((p.probability for p in preds), reverse=True)
@@ -291,3 +296,23 @@ def test_a_save_that_fails_leaves_no_folder_and_a_failed_row(colour_project):
     assert sorted(p.name for p in blocker.parent.iterdir()) == [".1.lock", "1"]
     assert blocker.read_text() == "not a folder"
     assert colour_project.iterations == []
+
+
+def test_advanced_on_a_pretrained_network_keeps_to_its_minutes(colour_project):
+    """Fine-tuning is tried on a held-out fold and replaces the head only when it wins;
+    either way the run ends within its time budget and says what it kept."""
+    import time
+
+    started = time.perf_counter()
+    run = colour_project.train(
+        budget="advanced", model="efficientnet_lite0", minutes=0.75, seed=0, show=False
+    )
+    it = run.wait(timeout=600)
+    assert time.perf_counter() - started <= 0.75 * 60 + 15
+    assert it.status == "done"
+    if it.evaluation["method"] == "cross-validation":  # the head was kept
+        assert any("kept the transfer-learned head" in w for w in run.warnings)
+        assert it.config["warnings"] == run.warnings
+    else:
+        assert it.evaluation["method"] == "holdout" and it.evaluation["images"] >= 3
+    assert it.predict(_colour_images(COLOURS["green"], 1, seed=90)[0])[0].tag == "green"

@@ -7,7 +7,10 @@ import pytest
 from PIL import Image
 
 from jupyter_imgclass import models, training
+from jupyter_imgclass.data.labelled import cross_validation_folds
 from jupyter_imgclass.errors import TrainingError
+from jupyter_imgclass.models.apply import probabilities
+from jupyter_imgclass.models.layers import l2_normalise
 from jupyter_imgclass.predict import Predictor
 
 NO_FLIP = ("shift", "brightness")  # digits are not mirror-symmetric
@@ -178,19 +181,27 @@ def test_head_on_features_merges_into_the_full_network(trained, digits):
     assert seen[-1] == len(tr["image"])
     events = []
     config = training.TrainConfig(model="small_cnn", budget="quick", num_classes=10)
+    labels = tr["label"]
+    folds = cross_validation_folds(labels, "multiclass", seed=0)
     head = training.fit_head(
-        config,
-        backbone,
-        {"features": f_tr, "label": tr["label"]},
-        {"features": f_va, "label": va["label"]},
-        on_event=events.append,
+        config, backbone, {"features": f_tr, "label": labels}, folds=folds, on_event=events.append
     )
-    assert head.history[-1]["val_accuracy"] > 0.8
+    assert head.head_input == "l2" and head.extra["folds"] == len(folds) == 5
+    assert head.history[-1]["val_accuracy"] > 0.8  # cross-validated
     assert set(head.weights) == set(result.weights)
     np.testing.assert_array_equal(head.weights["conv1.kernel"], result.weights["conv1.kernel"])
-    # One full-network Predictor reproduces the head's validation probabilities.
-    probs = Predictor("small_cnn", [str(d) for d in range(10)], "multiclass", head.weights)
-    np.testing.assert_allclose(probs.predict_arrays(va["image"]), head.val_probabilities, atol=1e-4)
+    # One full-network Predictor (head on L2-normalised features) runs the final head.
+    probs = Predictor(
+        "small_cnn", [str(d) for d in range(10)], "multiclass", head.weights, head_input="l2"
+    )
+    expected = probabilities(
+        l2_normalise(f_va) @ head.weights["head.kernel"] + head.weights["head.bias"], "multiclass"
+    )
+    np.testing.assert_allclose(probs.predict_arrays(va["image"]), expected, atol=1e-4)
+    # Each image's out-of-fold probability comes from the head of the fold that left it out.
+    for (kernel, bias), held in zip(head.extra["fold_heads"], folds, strict=True):
+        oof = probabilities(l2_normalise(f_tr[held]) @ kernel + bias, "multiclass")
+        np.testing.assert_allclose(head.val_probabilities[held], oof, atol=1e-5)
     assert any(e.get("event") == "epoch" for e in events)
 
 
