@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test system-test-deps lint clean
+.PHONY: run test install install-test system-test-deps bench-deps lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv`; install it when missing.
@@ -29,6 +29,11 @@ system-test-deps:
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium dataset-fashion-mnist; \
 	fi
+
+# Benchmarks only (not the tests): real photos for benchmarks/photo_set.py, about 300 MB.
+bench-deps:
+	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+		--no-install-recommends tuxpaint-stamps-default gcompris-qt-data
 
 run: install
 	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) notebooks/01-quickstart.ipynb

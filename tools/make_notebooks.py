@@ -29,7 +29,7 @@ QUICKSTART = [
 # Quick start: a digit classifier in a few minutes on a CPU
 
 This notebook walks the whole path: make a project, import images, train, read the
-held-out metrics, predict, and export a portable bundle. It uses scikit-learn's
+cross-validated metrics, predict, and export a portable bundle. It uses scikit-learn's
 handwritten digits so it runs anywhere without downloads.
 """),
     ("code", """
@@ -52,17 +52,18 @@ print(report.summary())
 counts = project.counts()
 print({k: counts[k] for k in sorted(counts)})
 """),
-    ("md", "## 2. Train\n`budget=\"quick\"` trains a small head on a frozen ImageNet backbone (EfficientNet-Lite0); features are computed once and cached. `project.train` returns at once; `run.wait()` blocks until the iteration is saved."),
+    ("md", "## 2. Train\n`budget=\"quick\"` fits a logistic-regression head on a frozen ImageNet backbone (EfficientNet-Lite0) with every labelled image; features are computed once and cached. `project.train` returns at once; `run.wait()` blocks until the iteration is saved."),
     ("code", """
 # NBVAL_IGNORE_OUTPUT
 run = project.train(budget="quick", seed=0)
 iteration = run.wait()
 iteration
 """),
-    ("md", "## 3. Evaluate on held-out images\nPrecision and recall at a probability threshold, average precision, accuracy and the confusion matrix; all of it as a DataFrame too. `iteration.report()` shows the same with a threshold slider."),
+    ("md", "## 3. Evaluate by cross-validation\nEvery labelled image is scored by a model that did not train on it (5 folds): precision and recall at a probability threshold, average precision, accuracy and the confusion matrix; all of it as a DataFrame too. `iteration.report()` shows the same with a threshold slider."),
     ("code", """
 overall = iteration.metrics["overall"]
-print("held-out accuracy above 0.5:", overall["accuracy"] > 0.5)
+print(iteration.evaluation_text())
+print("cross-validated accuracy above 0.5:", overall["accuracy"] > 0.5)
 """),
     ("code", """
 # NBVAL_IGNORE_OUTPUT

@@ -478,8 +478,10 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
                 f"{path / METADATA_FILE}: preprocessing {key}={got!r} does not match network "
                 f"{spec.name!r} of this jupyter_imgclass ({want!r})"
             )
+    from ..models.layers import HEAD_INPUTS
+
     head_input = meta.get("head_input", "raw")  # bundles before it was recorded: raw
-    if head_input not in ("raw", "l2"):
+    if head_input not in HEAD_INPUTS:
         raise BundleError(f"{path / METADATA_FILE}: unknown head_input {head_input!r}")
     input_size = pre.get("input_size", spec.input_size)
     if not isinstance(input_size, int) or not 8 <= input_size <= 4096:

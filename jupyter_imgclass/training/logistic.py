@@ -3,8 +3,8 @@
 Multinomial (softmax) for multiclass projects, one sigmoid per tag for multilabel ones,
 on L2-normalised features, with an L2 penalty on the kernel (the bias is free), solved
 full-batch to convergence with optax's L-BFGS. Many problems -- every fold of a
-cross-validation times every penalty of the grid -- are solved at once with ``vmap`` over
-per-problem sample weights, on one shared feature matrix.
+cross-validation times every penalty of the grid -- are solved at once, as one summed
+objective over per-problem sample weights on one shared feature matrix.
 
 The penalty is chosen by cross-validation. ``C`` has scikit-learn's meaning (the inverse
 of the penalty on the summed loss), so the objective of one problem is
@@ -31,7 +31,7 @@ __all__ = ["C_GRID", "solve"]
 
 C_GRID = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 """Inverse penalties tried (scikit-learn's ``C``), on L2-normalised features."""
-MAX_ITER = 100
+MAX_ITER = 300
 TOLERANCE = 1e-4
 PAD = 64
 
@@ -42,30 +42,35 @@ def _pad_to(n: int, multiple: int = PAD) -> int:
 
 @functools.partial(jax.jit, static_argnames=("kind", "max_iter"))
 def _solve_many(z, y, sw, penalty, *, kind: str, max_iter: int):
-    """``(kernels [M, R, T], biases [M, T])`` of ``M`` problems on one matrix ``z``."""
+    """``(kernels [M, R, T], biases [M, T])`` of ``M`` problems on one matrix ``z``.
 
-    def one(weights, lam, t_out):
-        def objective(p):
-            logits = z @ p["kernel"] + p["bias"]
-            return loss(logits, y, weights, kind, 0.0) + 0.5 * lam * jnp.sum(p["kernel"] ** 2)
+    The problems are independent, so their summed objective is minimised by each one's
+    minimiser: one L-BFGS over all of them at once (one large matrix product per step)
+    ran 3-4x faster here than ``vmap`` over per-problem solvers, and converged as far.
+    """
+    m, t = penalty.shape
 
-        opt = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(objective)
-        p0 = {"kernel": jnp.zeros((z.shape[1], t_out.shape[0])), "bias": jnp.zeros(t_out.shape)}
+    def objective(p):
+        logits = jnp.einsum("nr,mrt->mnt", z, p["kernel"]) + p["bias"][:, None, :]
+        per = jax.vmap(lambda lg, w: loss(lg, y, w, kind, 0.0))(logits, sw)
+        return jnp.sum(per + 0.5 * jnp.sum(penalty[:, None, :] * p["kernel"] ** 2, axis=(1, 2)))
 
-        def body(carry):
-            p, state, i, _ = carry
-            value, grad = value_and_grad(p, state=state)
-            updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=objective)
-            return optax.apply_updates(p, updates), state, i + 1, optax.tree.norm(grad)
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(objective)
+    p0 = {"kernel": jnp.zeros((m, z.shape[1], t)), "bias": jnp.zeros((m, t))}
+    tol = TOLERANCE * jnp.sqrt(m)  # the gradient norm of a sum of m problems
 
-        def cond(carry):
-            return (carry[2] < max_iter) & (carry[3] > TOLERANCE)
+    def body(carry):
+        p, state, i, _ = carry
+        value, grad = value_and_grad(p, state=state)
+        updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=objective)
+        return optax.apply_updates(p, updates), state, i + 1, optax.tree.norm(grad)
 
-        p, *_ = jax.lax.while_loop(cond, body, (p0, opt.init(p0), 0, jnp.inf))
-        return p["kernel"], p["bias"]
+    def cond(carry):
+        return (carry[2] < max_iter) & (carry[3] > tol)
 
-    return jax.vmap(one, in_axes=(0, 0, None))(sw, penalty[:, 0], penalty[0])
+    p, *_ = jax.lax.while_loop(cond, body, (p0, opt.init(p0), 0, jnp.inf))
+    return p["kernel"], p["bias"]
 
 
 def solve(
@@ -123,5 +128,5 @@ def solve(
     )  # fmt: skip
     kernels = np.asarray(kernels)[:m, : x.shape[1]]
     if basis is not None:
-        kernels = np.einsum("dr,mrt->mdt", basis, kernels)
+        kernels = np.matmul(basis, kernels)  # [D, R] @ [M, R, T]: BLAS, not einsum's loops
     return kernels.astype(np.float32), np.asarray(biases)[:m].astype(np.float32)

@@ -49,12 +49,16 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.summary.add_class("imgclass-monitor-summary")
         self.error = W.HTML("")
         self.error.add_class("imgclass-monitor-error")
+        self.warnings = W.HTML("")
+        self.warnings.add_class("imgclass-monitor-warnings")
+        self._warnings: list[str] = []
         super().__init__(
             [
                 W.HBox([self.phase, self.stop_button]),
                 W.HBox([self.progress, self.eta]),
                 self.chart,
                 self.summary,
+                self.warnings,
                 self.error,
             ]
         )
@@ -109,6 +113,11 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
                 self.stop_button.description = "Failed"
             elif phase in ("done", "stopped"):
                 self._finish()
+            elif phase == "warning":
+                # Warnings stay in view (data too thin, fine-tuning kept the head, ...).
+                self._warnings.append(str(event.get("message", "")))
+                items = "".join(f"<li>{html.escape(w)}</li>" for w in self._warnings)
+                self.warnings.value = f"<ul class='imgclass-warning'>{items}</ul>"
             else:
                 text = str(event.get("message") or phase)
                 if event.get("total"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import jupyter_imgclass as ic
 from jupyter_imgclass.widgets import TrainingMonitor
 
@@ -56,4 +58,17 @@ def test_failed_run_shows_the_reason(tmp_path, make_images):
     assert run.status == "failed"  # the engine refused the batch size: the widget says so
     assert "Training failed" in m.error.value and m.stop_button.disabled
     assert "failed" in repr(m)
+    p.close()
+
+
+def test_warnings_stay_in_view(tmp_path, make_images):
+    p = ic.Project.create(tmp_path / "p")
+    p.add_images(make_images("red", 8), tags=["red"])
+    p.add_images(make_images("blue", 3, seed=1), tags=["blue"])
+    run = p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16, show=False)
+    run.wait(timeout=600)
+    m = run.monitor()
+    assert run.warnings and all(html.escape(w) in m.warnings.value for w in run.warnings)
+    assert "&#x27;blue&#x27; has 3 images" in m.warnings.value
+    assert run.iteration.config["warnings"] == run.warnings
     p.close()
