@@ -369,13 +369,7 @@ def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadl
         return _keep(run, quick, "no time left to fine-tune; kept the transfer-learned head")
     held = folds[0]
     train_idx = np.setdiff1d(quick.train, held)
-    run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
-    arrays = load_arrays(
-        run.project,
-        data.image_ids,
-        input_size,
-        on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
-    )
+    arrays = _load_images(run, data, input_size)
     fold_head = quick.result.extra["fold_heads"][0]
     start = training.weights_to_model(
         spec,
@@ -456,6 +450,17 @@ def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadl
     )
 
 
+def _load_images(run: TrainingRun, data, size: int) -> np.ndarray:
+    """Every labelled image at ``size`` (cached arrays), reporting progress."""
+    run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
+    return load_arrays(
+        run.project,
+        data.image_ids,
+        size,
+        on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
+    )
+
+
 def _keep(run: TrainingRun, quick: _Trained, message: str, history=()) -> _Trained:
     run.warnings.append(message)
     run.emit({"phase": "warning", "message": message})
@@ -481,13 +486,7 @@ def _train_from_scratch(run: TrainingRun, data, tconf, input_size: int) -> _Trai
     train_idx, val_idx = stratified_split(data.labels, data.kind, seed=tconf.seed)
     if len(val_idx) == 0:
         raise TrainingError("too few images to hold any out for validation; add more")
-    run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
-    arrays = load_arrays(
-        run.project,
-        data.image_ids,
-        input_size,
-        on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
-    )
+    arrays = _load_images(run, data, input_size)
     result = training.fit(
         tconf,
         {"image": arrays[train_idx], "label": data.labels[train_idx]},
