@@ -80,6 +80,8 @@ def test_evaluation_threshold_and_confusion_cell(notebook):
     page = nb.page
     report = page.locator(".imgclass-evaluation")
     report.wait_for(timeout=180_000)
+    # The quick budget's metrics rest on every image, each scored out of fold.
+    assert "metrics cross-validated over 24 images (5 folds)" in report.inner_text()
     overall = report.locator(".imgclass-overall")
     before = overall.inner_text()
     table_before = report.locator(".imgclass-metrics-table").inner_text()
