@@ -389,14 +389,7 @@ def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadl
         deadline=time.time() + share,
     )
     try:
-        trial = training.fit(
-            tune,
-            {"image": arrays[train_idx], "label": data.labels[train_idx]},
-            {"image": arrays[held], "label": data.labels[held]},
-            on_event=run.emit,
-            should_stop=lambda: run.stopping,
-            model=start,
-        )
+        trial = _fit(run, tune, arrays, data.labels, train_idx, held, model=start)
     except training.DeadlineError as exc:
         return _keep(run, quick, f"{exc}; kept the transfer-learned head")
     baseline = _as_result(quick.result, held, data)
@@ -418,17 +411,18 @@ def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadl
         head_input=quick.result.head_input,
     )
     try:
-        refit = training.fit(
+        refit = _fit(
+            run,
             dataclasses.replace(
                 tune,
                 epochs=trial.best_epoch,
                 time_limit_s=max(1.0, deadline - time.time()),
                 deadline=deadline - SAVE_MARGIN_S,
             ),
-            {"image": arrays, "label": data.labels},
-            {"image": arrays[held], "label": data.labels[held]},
-            on_event=run.emit,
-            should_stop=lambda: run.stopping,
+            arrays,
+            data.labels,
+            np.arange(len(arrays)),
+            held,
             model=start_all,
         )
     except training.DeadlineError:
@@ -447,6 +441,20 @@ def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadl
         held,
         quick.train,
         {"method": "holdout", "images": len(held), "note": "fine-tuned; refitted on every image"},
+    )
+
+
+def _fit(run: TrainingRun, tconf, arrays, labels, train_idx, val_idx, model=None):
+    """``training.fit`` on the rows ``train_idx``, validated on ``val_idx``, for this run."""
+    from .. import training
+
+    return training.fit(
+        tconf,
+        {"image": arrays[train_idx], "label": labels[train_idx]},
+        {"image": arrays[val_idx], "label": labels[val_idx]},
+        on_event=run.emit,
+        should_stop=lambda: run.stopping,
+        model=model,
     )
 
 
@@ -481,19 +489,12 @@ def _as_result(head, rows: np.ndarray, data):
 
 def _train_from_scratch(run: TrainingRun, data, tconf, input_size: int) -> _Trained:
     """A network without pretrained weights: a held-out split picks the best epoch."""
-    from .. import training
 
     train_idx, val_idx = stratified_split(data.labels, data.kind, seed=tconf.seed)
     if len(val_idx) == 0:
         raise TrainingError("too few images to hold any out for validation; add more")
     arrays = _load_images(run, data, input_size)
-    result = training.fit(
-        tconf,
-        {"image": arrays[train_idx], "label": data.labels[train_idx]},
-        {"image": arrays[val_idx], "label": data.labels[val_idx]},
-        on_event=run.emit,
-        should_stop=lambda: run.stopping,
-    )
+    result = _fit(run, tconf, arrays, data.labels, train_idx, val_idx)
     return _Trained(result, val_idx, train_idx, {"method": "holdout", "images": len(val_idx)})
 
 
