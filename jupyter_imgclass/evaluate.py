@@ -44,6 +44,7 @@ __all__ = [
     "average_precision",
     "validation_metrics",
     "compute_metrics",
+    "example_losses",
     "metrics_dataframe",
     "top_losses",
 ]
@@ -319,12 +320,7 @@ def top_losses(y_true: Any, probabilities: Any, kind: str, n: int = 10) -> list[
         raise ValueError(f"n must be >= 0, got {n}")
     p = _as_probabilities(probabilities)
     y = _as_targets(y_true, kind, p.shape)
-    rows = np.arange(p.shape[0])
-    q = np.clip(p, _EPS, 1 - _EPS)
-    if kind == "multiclass":
-        losses = -np.log(q[rows, y])
-    else:
-        losses = -np.mean(np.where(y, np.log(q), np.log1p(-q)), axis=1)
+    losses = example_losses(y, p, kind)
     order = np.argsort(-losses, kind="mergesort")[:n]
     out = []
     for i in order:
@@ -336,6 +332,22 @@ def top_losses(y_true: Any, probabilities: Any, kind: str, n: int = 10) -> list[
             pred = tuple(int(j) for j in np.nonzero(p[i] >= 0.5)[0])
         out.append(Loss(int(i), float(losses[i]), true, pred))
     return out
+
+
+def example_losses(labels: Any, probabilities: Any, kind: str) -> np.ndarray:
+    """Cross-entropy of each example (unsmoothed), probabilities clipped to [1e-7, 1 - 1e-7].
+
+    Multiclass: ``-log p[true]``; multilabel: the mean binary cross-entropy over tags.
+
+    Examples:
+        >>> example_losses([1], [[0.8, 0.2]], "multiclass").round(4).tolist()
+        [1.6094]
+    """
+    p = np.clip(np.asarray(probabilities, np.float64), _EPS, 1 - _EPS)
+    if kind == "multiclass":
+        return -np.log(p[np.arange(len(p)), np.asarray(labels).astype(np.int64)])
+    y = np.asarray(labels, np.float64)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean(axis=1)
 
 
 def validation_metrics(labels: Any, probabilities: Any, kind: str) -> dict[str, float]:
@@ -357,10 +369,9 @@ def validation_metrics(labels: Any, probabilities: Any, kind: str) -> dict[str, 
     """
     check_kind(kind)
     probs = np.asarray(probabilities, np.float64)
-    p = np.clip(probs, _EPS, 1 - _EPS)
+    loss = float(example_losses(labels, probs, kind).mean()) if len(probs) else 0.0
     if kind == "multilabel":
         y = np.asarray(labels, np.float64)
-        loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else 0.0
         aps = [average_precision(y[:, t], probs[:, t]) for t in range(y.shape[1]) if y[:, t].any()]
         acc = float(((probs >= 0.5) == (y >= 0.5)).mean()) if len(y) else 0.0
         return {
@@ -369,6 +380,5 @@ def validation_metrics(labels: Any, probabilities: Any, kind: str) -> dict[str, 
             "val_accuracy": acc,
         }
     idx = np.asarray(labels).astype(np.int64)
-    loss = float(-np.log(p[np.arange(len(idx)), idx]).mean()) if len(idx) else 0.0
     acc = float((probs.argmax(axis=-1) == idx).mean()) if len(idx) else 0.0
     return {"val_loss": loss, "val_accuracy": acc}

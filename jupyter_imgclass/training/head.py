@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from ..errors import TrainingError
-from ..evaluate import validation_metrics
+from ..evaluate import example_losses, validation_metrics
 from ..models.apply import probabilities
 from ..models.layers import l2_normalise
 from ..models.weights import model_to_weights
@@ -39,15 +39,6 @@ NESTED_BELOW = 200
 (nested); from it on, every fold uses the C chosen over all folds (four times fewer
 problems; with 40+ images a fold, choosing one of six C on them barely flatters the
 estimate)."""
-
-
-def _log_loss(probs: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
-    """Per-example cross-entropy (unsmoothed)."""
-    p = np.clip(probs, 1e-7, 1 - 1e-7)
-    if kind == "multilabel":
-        y = labels.astype(np.float64)
-        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
-    return -np.log(p[np.arange(len(labels)), labels.astype(np.int64)])
 
 
 def fit_head(
@@ -124,7 +115,7 @@ def fit_head(
 
     def loss_on(problem: int, rows: np.ndarray) -> float:
         p = np.asarray(probabilities(x[rows] @ kernels[problem] + biases[problem], kind))
-        return float((_log_loss(p, y[rows], kind) * base[rows]).sum())
+        return float((example_losses(y[rows], p, kind) * base[rows]).sum())
 
     oof = np.zeros((n, num_classes), np.float32)
     outer_loss = np.zeros(len(grid))
