@@ -7,8 +7,11 @@ its native input size, alternating (A B C A B C ...) in the same process. Both p
 numpy matmul reference so the machine's current state is visible (these CPUs switch
 between states about 2x apart; compare only figures from the same run).
 
+With ``--devices``: one CPU device vs the batch split over all of them.
+
 Usage:
     .venv/bin/python benchmarks/bench_features.py [--sizes 224 160] [--rounds 3]
+    .venv/bin/python benchmarks/bench_features.py --devices
     .venv/bin/python benchmarks/bench_features.py --variants \
         efficientnet_lite0 efficientnet_lite1 efficientnet_lite2
 """
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jupyter_imgclass import models
+from jupyter_imgclass import models  # asks JAX for one CPU device per core
 from jupyter_imgclass.models.layers import set_depthwise_impl
 
 
@@ -125,11 +128,46 @@ def compare_impls(sizes: list[int], batch: int, rounds: int, repeats: int) -> No
         print(f"{size}px max |shifted - grouped| = {diff:.2e}")
 
 
+def compare_devices(batch: int, rounds: int, repeats: int) -> None:
+    """Images/s of efficientnet_lite0's features on one CPU device vs the batch split over
+    every device (the package asks for one CPU device per core; ``models.runtime``)."""
+    from jupyter_imgclass.models.apply import batch_sharding
+
+    devices = jax.local_devices()
+    sharding = batch_sharding(batch)
+    if sharding is None:
+        print(f"{len(devices)} device(s): nothing to split a batch of {batch} over")
+        return
+    fn = make_feature_fn(pretrained("efficientnet_lite0"), "auto")
+    x = np.asarray(random_batch(batch, 224))
+    inputs = {
+        "1 device": jax.device_put(x, devices[0]),
+        f"{len(devices)} devices": jax.device_put(x, sharding),
+    }
+    for name, xi in inputs.items():
+        t = time.perf_counter()
+        fn(xi).block_until_ready()
+        print(f"{name}: compile+first batch {time.perf_counter() - t:.1f} s")
+    results: dict[str, list[float]] = {name: [] for name in inputs}
+    for _ in range(rounds):
+        for name, xi in inputs.items():
+            results[name].append(images_per_second(fn, xi, repeats))
+    base = max(results["1 device"])
+    for name, v in results.items():
+        print(
+            f"efficientnet_lite0 224px batch {batch}, {name}: {max(v):6.1f} img/s "
+            f"(rounds: {', '.join(f'{r:.1f}' for r in v)}; {max(v) / base:.2f}x one device)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 160])
     parser.add_argument(
         "--variants", nargs="+", metavar="MODEL", help="compare these networks instead"
+    )
+    parser.add_argument(
+        "--devices", action="store_true", help="one CPU device vs the batch split over all"
     )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="alternations (per size)")
@@ -138,7 +176,9 @@ def main() -> None:
 
     print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
     print(f"numpy matmul reference: {matmul_gflops():.0f} GFLOP/s (before)")
-    if args.variants:
+    if args.devices:
+        compare_devices(args.batch, args.rounds, args.repeats)
+    elif args.variants:
         compare_variants(args.variants, args.batch, args.rounds, args.repeats)
     else:
         compare_impls(args.sizes, args.batch, args.rounds, args.repeats)

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ImgClassError
+from . import runtime
+
+# One CPU device per core, before any computation of the package (each one imports this
+# package first); it sets an environment variable and does not import JAX.
+runtime.use_cpu_cores()
 
 __all__ = ["ModelSpec", "get", "names", "register"]
 
@@ -72,7 +77,6 @@ class ModelSpec:
         Raises:
             ImgClassError: for an unknown ``head_input``.
         """
-        from . import runtime
         from .layers import HEAD_INPUTS
 
         if head_input not in HEAD_INPUTS:

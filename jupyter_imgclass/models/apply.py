@@ -28,6 +28,7 @@ from . import ModelSpec, get
 __all__ = [
     "BUCKETS",
     "apply_fn",
+    "batch_sharding",
     "bucket",
     "eval_split",
     "extract_features",
@@ -92,6 +93,24 @@ def bucket(n: int, batch: int) -> int:
     return next((b for b in BUCKETS if n <= b < batch), batch)
 
 
+@functools.lru_cache(maxsize=16)
+def batch_sharding(size: int) -> Any:
+    """A ``NamedSharding`` splitting a batch of ``size`` over every local device, or None
+    (one device, or a size the devices do not divide).
+
+    Examples:
+        >>> import jax
+        >>> batch_sharding(1) is None
+        True
+    """
+    devices = jax.local_devices()
+    if len(devices) < 2 or size % len(devices):
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    return NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
+
+
 def run_batched(
     fn: Callable[[Any, np.ndarray], Any],
     state: Any,
@@ -99,7 +118,8 @@ def run_batched(
     batch: int,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """``fn(state, part)`` over fixed-shape parts of ``images``, concatenated on the host.
+    """``fn(state, part)`` over fixed-shape parts of ``images``, concatenated on the host;
+    each part is split over the devices where they divide it (:func:`batch_sharding`).
 
     Args:
         fn: a jitted function of a state and a batch.
@@ -110,12 +130,15 @@ def run_batched(
     """
     n = len(images)
     size = bucket(n, batch)
+    sharding = batch_sharding(size)
     outs = []
     for start in range(0, n, batch):
         part = images[start : start + batch]
         if len(part) < size:
             pad = np.zeros((size - len(part), *part.shape[1:]), part.dtype)
             part = np.concatenate([part, pad])
+        if sharding is not None:
+            part = jax.device_put(part, sharding)
         outs.append(np.asarray(fn(state, part))[: min(batch, n - start)])
         if on_progress is not None:
             on_progress(min(start + batch, n), n)

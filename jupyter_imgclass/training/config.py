@@ -88,6 +88,12 @@ class TrainConfig:
     step_event_interval_s: float = 0.5
     deadline: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise TrainingError(f"{name} {value!r}: must be a whole number of 1 or more")
+
     def augmentations(self) -> tuple[str, ...]:
         """The augmentations switched on, as a sorted tuple of names."""
         if self.augment is True:

@@ -31,9 +31,16 @@ __all__ = ["C_GRID", "solve"]
 
 C_GRID = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 """Inverse penalties tried (scikit-learn's ``C``), on L2-normalised features."""
-MAX_ITER = 300
-TOLERANCE = 1e-4
+MAX_ITER = 500
+TOLERANCE = 1e-3
+"""Stop at this gradient norm (times sqrt(M)) in the preconditioned variables. Measured:
+500 Lite0 features of Fashion-MNIST, 36 problems, stop after 80 steps at objectives
+equal to 4 digits to those of 300 unpreconditioned steps (C <= 256; 0.0299 vs 0.0302 at
+C = 1024), 0.8 s instead of 2.5 s; 200 raw Fashion-MNIST pixel vectors stop after 194
+steps, as accurate as scikit-learn's LogisticRegressionCV (tests/training/test_head.py)."""
 PAD = 64
+CURVATURE = 0.25
+"""The softmax / sigmoid curvature the preconditioner assumes (p (1 - p) <= 1/4)."""
 
 
 def _pad_to(n: int, multiple: int = PAD) -> int:
@@ -41,9 +48,10 @@ def _pad_to(n: int, multiple: int = PAD) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "max_iter"))
-def _solve_many(z, y, sw, penalty, *, kind: str, max_iter: int):
+def _solve_many(z, y, sw, penalty, scale, *, kind: str, max_iter: int):
     """``(kernels [M, R, T], biases [M, T])`` of ``M`` problems on one matrix ``z``.
 
+    ``scale [M, R]``: the solver's variables are ``kernel / scale`` (preconditioning).
     The problems are independent, so their summed objective is minimised by each one's
     minimiser: one L-BFGS over all of them at once (one large matrix product per step)
     ran 3-4x faster here than ``vmap`` over per-problem solvers, and converged as far.
@@ -51,9 +59,10 @@ def _solve_many(z, y, sw, penalty, *, kind: str, max_iter: int):
     m, t = penalty.shape
 
     def objective(p):
-        logits = jnp.einsum("nr,mrt->mnt", z, p["kernel"]) + p["bias"][:, None, :]
+        kernel = p["kernel"] * scale[:, :, None]
+        logits = jnp.einsum("nr,mrt->mnt", z, kernel) + p["bias"][:, None, :]
         per = jax.vmap(lambda lg, w: loss(lg, y, w, kind, 0.0))(logits, sw)
-        return jnp.sum(per + 0.5 * jnp.sum(penalty[:, None, :] * p["kernel"] ** 2, axis=(1, 2)))
+        return jnp.sum(per + 0.5 * jnp.sum(penalty[:, None, :] * kernel**2, axis=(1, 2)))
 
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(objective)
@@ -69,8 +78,8 @@ def _solve_many(z, y, sw, penalty, *, kind: str, max_iter: int):
     def cond(carry):
         return (carry[2] < max_iter) & (carry[3] > tol)
 
-    p, *_ = jax.lax.while_loop(cond, body, (p0, opt.init(p0), 0, jnp.inf))
-    return p["kernel"], p["bias"]
+    p, _, steps, gnorm = jax.lax.while_loop(cond, body, (p0, opt.init(p0), 0, jnp.inf))
+    return p["kernel"] * scale[:, :, None], p["bias"], (steps, gnorm)  # steps: for profiling
 
 
 def solve(
@@ -92,7 +101,8 @@ def solve(
         weights: ``[M, N]`` per-problem sample weights; 0 leaves a sample out (a fold).
         c_values: ``M`` inverse penalties.
         num_classes: ``T``.
-        max_iter: L-BFGS iterations at most (it stops earlier at a gradient norm of 1e-4).
+        max_iter: L-BFGS iterations at most (it stops earlier at the gradient norm
+            :data:`TOLERANCE` in the preconditioned variables).
 
     Returns:
         ``(kernels [M, D, T], biases [M, T])`` in the original feature space.
@@ -121,10 +131,16 @@ def solve(
     counts = np.maximum(sw.sum(axis=1), 1e-9)
     cs = np.ones(len(sw), np.float64)
     cs[:m] = np.asarray(c_values, np.float64)
-    penalty = np.repeat((1.0 / (cs * counts))[:, None], num_classes, axis=1).astype(np.float32)
-    kernels, biases = _solve_many(
+    lam = 1.0 / (cs * counts)
+    penalty = np.repeat(lam[:, None], num_classes, axis=1).astype(np.float32)
+    # Jacobi preconditioning (exact reparametrisation kernel = q * scale): the curvature of
+    # coordinate r is about CURVATURE * mean_i w_i z_ir^2 + lambda; scaling it to ~1 lets
+    # L-BFGS converge in far fewer steps on weakly penalised (large C) problems.
+    colsq = (sw @ (z.astype(np.float64) ** 2)) / counts[:, None]
+    scale = (1.0 / np.sqrt(CURVATURE * colsq + lam[:, None])).astype(np.float32)
+    kernels, biases, _ = _solve_many(
         jnp.asarray(z), jnp.asarray(y), jnp.asarray(sw), jnp.asarray(penalty),
-        kind=kind, max_iter=max_iter,
+        jnp.asarray(scale), kind=kind, max_iter=max_iter,
     )  # fmt: skip
     kernels = np.asarray(kernels)[:m, : x.shape[1]]
     if basis is not None:

@@ -273,7 +273,8 @@ def fit(
     images_seen = 0
     last_step_event = 0.0
     train_started = None
-    eval_s = 0.0  # the longest validation pass so far: left free before a deadline
+    eval_s = 0.0  # the last validation pass: left free before a deadline
+    step_s = 0.0  # a recent step's wall time: before a deadline, none starts that cannot end
     epoch = 0
     deadline_hit = False
 
@@ -295,7 +296,9 @@ def fit(
                 if time.perf_counter() - train_started >= time_limit:
                     deadline_hit = True
                     break
-            if config.deadline is not None and time.time() >= config.deadline - eval_s:
+            if config.deadline is not None and (
+                time.time() + step_s + eval_s >= config.deadline
+            ):
                 deadline_hit = True
                 break
             idx = order[b * batch : (b + 1) * batch]
@@ -319,10 +322,21 @@ def fit(
             if train_started is None:
                 loss.block_until_ready()
                 compile_s = time.perf_counter() - t0
+                if config.deadline is not None:
+                    # Before a deadline the first validation pass (and its compilation)
+                    # must fit too: time it now instead of finding out after an epoch.
+                    eval_started = time.perf_counter()
+                    evaluate(params, rest)
+                    eval_s = time.perf_counter() - eval_started
                 train_started = loop_started = time.perf_counter()
                 emit({"phase": "training", "compile_s": round(compile_s, 3)})
             else:
                 images_seen += batch
+                if config.deadline is not None:
+                    # JAX dispatches steps without waiting for them: wait for each one, so
+                    # that the clock read before the next is the work done, not queued.
+                    loss.block_until_ready()
+                    step_s = max(0.8 * step_s, time.perf_counter() - t0)
             now = time.perf_counter()
             if now - last_step_event >= config.step_event_interval_s:
                 last_step_event = now
@@ -336,7 +350,7 @@ def fit(
         epoch_acc = float(np.mean([float(v) for v in accs]))
         eval_started = time.perf_counter()
         probs, metrics = evaluate(params, rest)
-        eval_s = max(eval_s, time.perf_counter() - eval_started)
+        eval_s = time.perf_counter() - eval_started
         elapsed = time.perf_counter() - train_started
         record = {
             "epoch": epoch,
@@ -360,6 +374,8 @@ def fit(
         if stopped or deadline_hit:
             break
 
+    if deadline_hit and train_started is None:
+        raise DeadlineError("the time budget ran out before the first training step")
     if best.state is None:  # stopped before the first step finished
         best.keep_if_empty((params, rest), evaluate(params, rest)[0])
     p, r = best.state

@@ -26,11 +26,17 @@ from flax import nnx
 before = threads()
 ic.models.get('small_cnn').create(2, rngs=nnx.Rngs(0))
 print(runtime.applied, before < threads())
+import jax
+print(jax.local_device_count(), runtime.cpu_device_count())
 """
 
 
 def _run(env_value: str | None) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k != "IMGCLASS_MALLOC_TUNING"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("IMGCLASS_MALLOC_TUNING", "IMGCLASS_CPU_DEVICES", "XLA_FLAGS")
+    }
     if env_value is not None:
         env["IMGCLASS_MALLOC_TUNING"] = env_value
     out = subprocess.run(
@@ -41,10 +47,33 @@ def _run(env_value: str | None) -> list[str]:
 
 @linux_only
 def test_import_changes_nothing_and_the_first_network_tunes_malloc_before_jax_threads():
-    jax_loaded, applied_at_import, applied, threads_started_after = _run(None)
+    jax_loaded, applied_at_import, applied, threads_started_after, devices, cores = _run(None)
     assert (jax_loaded, applied_at_import) == ("False", "None")
     assert applied == "True"
     assert threads_started_after == "True"  # JAX's threads came after the tuning
+    assert devices == cores  # one CPU device per core, asked for before the first computation
+
+
+def test_cpu_devices_follow_the_environment_and_leave_a_started_jax_alone():
+    code = (
+        "import jax, jax.numpy as jnp, sys; "
+        "jnp.ones(1).block_until_ready() if sys.argv[1] == 'started' else None; "
+        "from jupyter_imgclass.models import apply; "
+        "print(jax.local_device_count())"
+    )
+
+    def devices(env_value: str, state: str) -> str:
+        env = dict(os.environ, IMGCLASS_CPU_DEVICES=env_value)
+        env.pop("XLA_FLAGS", None)
+        out = subprocess.run(
+            [sys.executable, "-c", code, state], env=env, capture_output=True, text=True
+        )
+        return out.stdout.strip() or out.stderr.strip().splitlines()[-1]
+
+    assert devices("3", "fresh") == "3"
+    assert devices("1", "fresh") == "1"
+    assert devices("3", "started") == "1"  # a computation ran first: its one device stays
+    assert "IMGCLASS_CPU_DEVICES='many'" in devices("many", "fresh")
 
 
 @linux_only

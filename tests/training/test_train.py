@@ -142,6 +142,27 @@ def test_time_limit_ends_training():
     assert result.best_epoch >= 1
 
 
+def test_deadline_includes_compilation_and_validation():
+    """The wall-clock deadline covers the compiling step, queued steps and the last
+    validation pass: the run returns by it (the slack is bookkeeping, not a step)."""
+    import time
+
+    small = _digits(300)
+    deadline = time.time() + 6.0
+    config = training.TrainConfig(
+        model="small_cnn", epochs=None, time_limit_s=1000.0, batch_size=32,
+        augment=NO_FLIP, deadline=deadline,
+    )  # fmt: skip
+    result = training.fit(config, *small)
+    assert time.time() <= deadline + 0.5
+    assert result.history and not result.stopped  # trained, then ended by the deadline
+    with pytest.raises(training.DeadlineError, match="time budget ran out"):
+        training.fit(
+            training.TrainConfig(model="small_cnn", epochs=1, deadline=time.time() - 1),
+            *small,
+        )
+
+
 def _two_tag_images(n: int, seed: int):
     """Left half red and/or right half blue: two independent tags."""
     rng = np.random.default_rng(seed)
