@@ -25,9 +25,11 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/datasets/fashion-mnist ] || \
+		[ ! -x /usr/bin/curl ]; then \
 		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium dataset-fashion-mnist; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium \
+			dataset-fashion-mnist curl; \
 	fi
 
 # Benchmarks only (not the tests): real photos for benchmarks/photo_set.py, about 300 MB.

@@ -149,7 +149,7 @@ def cmd_export(args) -> int:
 
     with Project.open(args.project) as project:
         iteration = project.iteration(args.iteration)
-        out = iteration.export(args.out, onnx=args.onnx)
+        out = iteration.export(args.out, onnx=args.onnx, overwrite=args.overwrite)
     print(str(out))
     return 0
 
@@ -160,21 +160,42 @@ def cmd_serve(args) -> int:
     from .publish.serve import serve_forever
 
     folder = Path(args.path)
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "key": args.key,
+        "project_id": _project_id(args.project_id),
+        "allow_urls": args.allow_url or (),
+    }
+    if args.key is None:
+        print(
+            "warning: serving without --key: anyone who can reach "
+            f"{args.host}:{args.port} can call the model",
+            file=sys.stderr,
+        )
     if (folder / "model.json").is_file():
-        serve_forever(folder, host=args.host, port=args.port, key=args.key)
+        serve_forever(folder, **options)
         return 0
     if not (folder / "project.sqlite").is_file():
         raise BundleError(f"{folder}: neither a model bundle (model.json) nor a project folder")
     with Project.open(folder) as project:
         iteration = project.iteration(args.iteration)
-        serve_forever(
-            iteration,
-            host=args.host,
-            port=args.port,
-            key=args.key,
-            log_callback=project.prediction_logger(iteration.name),
-        )
+        serve_forever(iteration, log_callback=project.prediction_logger(iteration.name), **options)
     return 0
+
+
+def _project_id(given: str | None) -> str | None:
+    """``--project-id``: a UUID (the one an existing app of the hosted service uses)."""
+    import uuid
+
+    if given is None:
+        return None
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        raise ImgClassError(
+            f"--project-id {given!r}: expected a UUID such as 0f8fad5b-d9cb-469f-a165-70867728950e"
+        ) from None
 
 
 def cmd_demo(args) -> int:
@@ -233,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.add_argument("--iteration", type=int, default=None)
     e.add_argument("--onnx", action="store_true")
+    e.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("serve", help="serve a project's iteration or a bundle over HTTP")
@@ -241,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--key", default=None, help="require this Prediction-Key header")
     s.add_argument("--iteration", type=int, default=None)
+    s.add_argument(
+        "--project-id",
+        default=None,
+        help="answer the hosted routes for this project UUID (default: the project's own)",
+    )
+    s.add_argument(
+        "--allow-url",
+        action="append",
+        metavar="PREFIX",
+        help="allow classify-by-URL for URLs under this http(s) prefix (repeatable)",
+    )
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="train on scikit-learn's digits in a new project")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -47,12 +45,6 @@ def _cli(*args, timeout=300):
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_export_writes_a_bundle_that_predicts_like_the_iteration(trained_project, tmp_path):
     out = _cli("export", trained_project, "--out", tmp_path / "bundle", "--onnx")
     assert out.returncode == 0, out.stderr
@@ -71,44 +63,49 @@ def test_cli_export_writes_a_bundle_that_predicts_like_the_iteration(trained_pro
     p.close()
     bad = _cli("export", trained_project, "--out", tmp_path / "b2", "--iteration", "7")
     assert bad.returncode == 2 and "iteration 7" in bad.stderr
+    again = _cli("export", trained_project, "--out", bundle)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert json.loads((bundle / "model.json").read_text())["onnx"]  # untouched
+    assert _cli("export", trained_project, "--out", bundle, "--overwrite").returncode == 0
+    assert "onnx" not in json.loads((bundle / "model.json").read_text())
 
 
-def test_cli_serve_answers_and_refuses_bad_requests(trained_project):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_imgclass.cli", "serve", str(trained_project),
-         "--port", str(port), "--key", "s3cret"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        route = url + "/classify/iterations/Iteration1/image"
-        ok = httpx.post(
-            route,
-            content=_png(COLOURS["blue"], 5),
-            headers={"Prediction-Key": "s3cret", "Content-Type": "application/octet-stream"},
-        )
-        assert ok.status_code == 200
-        body = ok.json()
-        assert body["iteration"] == "Iteration1" and body["predictions"][0]["tagName"] == "blue"
-        assert httpx.post(route, content=b"x").status_code == 401
-        garbage = httpx.post(
-            route,
-            content=b"\x89PNG garbage",
-            headers={"Prediction-Key": "s3cret", "Content-Type": "application/octet-stream"},
-        )
-        assert garbage.status_code == 400 and "message" in garbage.json()
-        assert httpx.get(url + "/health").status_code == 200  # still serving
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def test_cli_serve_answers_and_refuses_bad_requests(trained_project, cli_server):
+    url = cli_server([trained_project, "--key", "s3cret"]).url
+    route = url + "/classify/iterations/Iteration1/image"
+    ok = httpx.post(
+        route,
+        content=_png(COLOURS["blue"], 5),
+        headers={"Prediction-Key": "s3cret", "Content-Type": "application/octet-stream"},
+    )
+    assert ok.status_code == 200
+    body = ok.json()
+    assert body["iteration"] == "Iteration1" and body["predictions"][0]["tagName"] == "blue"
+    assert httpx.post(route, content=b"x").status_code == 401
+    garbage = httpx.post(
+        route,
+        content=b"\x89PNG garbage",
+        headers={"Prediction-Key": "s3cret", "Content-Type": "application/octet-stream"},
+    )
+    assert garbage.status_code == 400 and "message" in garbage.json()
+    assert httpx.get(url + "/health").status_code == 200  # still serving
+
+
+def test_cli_serve_warns_without_a_key_and_answers_to_a_given_project_id(
+    trained_project, cli_server
+):
+    pid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    server = cli_server([trained_project, "--project-id", pid.upper()])
+    assert "warning: serving without --key" in server.output
+    assert f"/customvision/v3.0/Prediction/{pid}/classify/iterations/Iteration1/image" in (
+        server.output
+    )
+    assert httpx.get(server.url + "/health").json()["project_id"] == pid
+    r = httpx.post(
+        f"{server.url}/customvision/v3.1/prediction/{pid}/classify/iterations/Iteration1/image",
+        content=_png(COLOURS["red"], 6),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200 and r.json()["predictions"][0]["tagName"] == "red"
+    bad = _cli("serve", trained_project, "--project-id", "not-a-uuid")
+    assert bad.returncode == 2 and "--project-id 'not-a-uuid'" in bad.stderr

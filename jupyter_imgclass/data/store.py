@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,7 +149,12 @@ class ImageStore:
         with store.transaction() as cur:
             cur.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("kind", kind), ("name", name), ("created_at", repr(time.time()))],
+                [
+                    ("kind", kind),
+                    ("name", name),
+                    ("created_at", repr(time.time())),
+                    ("project_id", str(uuid.uuid4())),
+                ],
             )
         return store
 
@@ -228,6 +234,20 @@ class ImageStore:
         """A value from the ``meta`` table."""
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else default
+
+    def project_id(self) -> str:
+        """The project's stable UUID (the hosted prediction API's ``projectId``); a
+        project created before ids existed gets one now, once (``INSERT OR IGNORE``, so two
+        openers agree on it)."""
+        found = self.meta("project_id")
+        if found:
+            return found
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('project_id', ?)",
+                (str(uuid.uuid4()),),
+            )
+        return self.meta("project_id")
 
     def set_meta(self, key: str, value: str) -> None:
         """Sets a ``meta`` value in one transaction."""

@@ -205,6 +205,12 @@ class Iteration:
         return self.predictor.input_size
 
     @property
+    def tag_types(self) -> list[str]:
+        """``"Regular"`` or ``"Negative"`` per output (the hosted API's ``tagType``)."""
+        negative = {t.name for t in self.project.tags if t.is_negative}
+        return ["Negative" if name in negative else "Regular" for name in self.tags]
+
+    @property
     def published_name(self) -> str:
         """The name the REST route answers to (``Iteration<n>`` by default)."""
         return self.name
@@ -213,15 +219,22 @@ class Iteration:
     def project_name(self) -> str:
         return self.project.name
 
+    @property
+    def project_id(self) -> str:
+        """The project's UUID (the hosted routes' ``projectId``)."""
+        return self.project.id
+
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, T]`` for uint8 ``[N, H, W, 3]`` images (see ``Predictor``)."""
         return self.predictor.predict_arrays(images)
 
     # -- publishing
-    def export(self, folder: str | Path, *, onnx: bool = False) -> Path:
+    def export(self, folder: str | Path, *, onnx: bool = False, overwrite: bool = False) -> Path:
         """Writes a portable bundle (safetensors + model.json [+ ONNX]); see ``ic.load_model``.
 
-        Tag ids are the project's tag ids; the published name is the iteration's name.
+        Tag ids are the project's tag ids; the published name is the iteration's name; the
+        project's UUID goes into ``model.json``. A folder that holds a bundle already is
+        refused unless ``overwrite=True``.
         """
         from .. import models
         from ..publish.bundle import export_bundle
@@ -236,7 +249,10 @@ class Iteration:
         return export_bundle(
             folder,
             model_name=self.model,
-            tags=[{"id": i, "name": n} for i, n in zip(self.tag_ids, self.tags, strict=True)],
+            tags=[
+                {"id": i, "name": n, "type": t}
+                for i, n, t in zip(self.tag_ids, self.tags, self.tag_types, strict=True)
+            ],
             kind=self.kind,
             weights=self.weights(),
             preprocessing=preprocessing,
@@ -244,9 +260,11 @@ class Iteration:
             metrics=self.metrics,
             published_name=self.name,
             project_name=self.project.name,
+            project_id=self.project.id,
             iteration_number=self.number,
             head_input=self.config.get("head_input", "raw"),
             onnx=onnx,
+            overwrite=overwrite,
         )
 
     def serve(

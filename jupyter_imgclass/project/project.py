@@ -154,6 +154,7 @@ class Project:
         store = ImageStore.open(root / DB_NAME)
         for sub in ("images", "cache", "iterations"):
             (root / sub).mkdir(exist_ok=True)
+        store.project_id()  # projects older than ids get theirs when first opened
         project = cls(root, store)
         project._tidy_after_crash()
         recover_interrupted(project)
@@ -216,6 +217,12 @@ class Project:
     def name(self) -> str:
         """The display name."""
         return self._store.meta("name") or self.root.name
+
+    @property
+    def id(self) -> str:
+        """The project's stable UUID: the ``projectId`` of the hosted prediction routes,
+        written into every exported bundle."""
+        return self._store.project_id()
 
     @property
     def store(self) -> ImageStore:

@@ -60,6 +60,7 @@ BUNDLE_FORMAT = "jupyter_imgclass.bundle"
 BUNDLE_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 METADATA_FILE = "model.json"
+TAG_TYPES = ("Regular", "Negative")
 README_FILE = "README.md"
 ONNX_FILE = "model.onnx"
 MAX_METADATA_BYTES = 32 * 1024 * 1024
@@ -111,9 +112,18 @@ def _normalise_tags(tags: Sequence[Any]) -> list[dict[str, str]]:
         if isinstance(tag, str):
             out.append({"id": str(i), "name": tag})
         elif isinstance(tag, Mapping) and "name" in tag:
-            out.append({"id": str(tag.get("id", i)), "name": str(tag["name"])})
+            record = {"id": str(tag.get("id", i)), "name": str(tag["name"])}
+            if tag.get("type", "Regular") not in TAG_TYPES:
+                raise BundleError(
+                    f"tags[{i}]: type must be one of {TAG_TYPES}, got {tag['type']!r}"
+                )
+            if tag.get("type") == "Negative":
+                record["type"] = "Negative"
+            out.append(record)
         else:
-            raise BundleError(f"tags[{i}]: expected a name or a {{'id', 'name'}} dict, got {tag!r}")
+            raise BundleError(
+                f"tags[{i}]: expected a name or an {{'id', 'name', 'type'}} dict, got {tag!r}"
+            )
     names = [t["name"] for t in out]
     if not names or len(set(names)) != len(names):
         raise BundleError(f"tags must be a non-empty list of unique names, got {names}")
@@ -201,9 +211,11 @@ def export_bundle(
     metrics: Mapping[str, Any] | None = None,
     published_name: str | None = None,
     project_name: str | None = None,
+    project_id: str | None = None,
     iteration_number: int | None = None,
     head_input: str = "raw",
     onnx: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Writes a bundle folder that :func:`load_model` can read anywhere.
 
@@ -221,17 +233,21 @@ def export_bundle(
         published_name: the name the REST route answers to
             (``/classify/iterations/<published_name>/image``).
         project_name: the project the model came from (informative).
+        project_id: the project's UUID; the hosted-API routes of the service answer to it
+            (``/customvision/v3.0/Prediction/<project_id>/...``).
         iteration_number: the iteration the model came from (informative).
         head_input: what the network's head sees (``"raw"`` or ``"l2"``); part of the
             architecture, so it is recorded and used by every loader.
         onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.publish.onnx`).
+        overwrite: replace a bundle already in ``directory`` (refused otherwise).
 
     Returns:
         The bundle folder.
 
     Raises:
-        BundleError: for a non-empty folder that is not a bundle, bad tags, an unknown
-            kind, weights that are not arrays, or metadata that is not JSON.
+        BundleError: for a non-empty folder that is not a bundle, a bundle there without
+            ``overwrite``, bad tags, an unknown kind, weights that are not arrays, or
+            metadata that is not JSON.
     """
     from safetensors.numpy import save
 
@@ -243,6 +259,11 @@ def export_bundle(
         raise BundleError(
             f"{path}: folder is not empty and holds no {METADATA_FILE}; "
             "export into a new or empty folder"
+        )
+    if (path / METADATA_FILE).exists() and not overwrite:
+        raise BundleError(
+            f"{path}: holds a model bundle already; pass overwrite=True (CLI: --overwrite) "
+            "to replace it, or export into a new folder"
         )
     tag_records = _normalise_tags(tags)
     tensors: dict[str, np.ndarray] = {}
@@ -284,6 +305,7 @@ def export_bundle(
         "metrics": _jsonable(dict(metrics or {}), "metrics"),
         "published_name": published_name,
         "project_name": project_name,
+        "project_id": project_id,
         "iteration_number": iteration_number,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
@@ -389,7 +411,8 @@ class BundleModel:
         metadata: the parsed ``model.json``.
         predictor: the underlying ``predict.Predictor``.
         tags: tag names in output order; ``tag_ids`` the matching ids.
-        kind, model_name, published_name, project_name, iteration_number, thresholds.
+        kind, model_name, published_name, project_name, project_id, iteration_number,
+        thresholds.
 
     ``predict(items)`` and ``predict_arrays(uint8_batch)`` behave as on ``Predictor``.
     """
@@ -400,10 +423,12 @@ class BundleModel:
         self.predictor = predictor
         self.tags: list[str] = [t["name"] for t in metadata["tags"]]
         self.tag_ids: list[str] = [t["id"] for t in metadata["tags"]]
+        self.tag_types: list[str] = [t.get("type", "Regular") for t in metadata["tags"]]
         self.kind: str = metadata["kind"]
         self.model_name: str = metadata["network"]
         self.published_name: str | None = metadata.get("published_name")
         self.project_name: str | None = metadata.get("project_name")
+        self.project_id: str | None = metadata.get("project_id")
         self.iteration_number: int | None = metadata.get("iteration_number")
         self.thresholds = metadata.get("thresholds")
         self.input_size: int = int(metadata["preprocessing"]["input_size"])

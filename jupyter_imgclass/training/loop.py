@@ -296,9 +296,7 @@ def fit(
                 if time.perf_counter() - train_started >= time_limit:
                     deadline_hit = True
                     break
-            if config.deadline is not None and (
-                time.time() + step_s + eval_s >= config.deadline
-            ):
+            if config.deadline is not None and (time.time() + step_s + eval_s >= config.deadline):
                 deadline_hit = True
                 break
             idx = order[b * batch : (b + 1) * batch]

@@ -156,12 +156,14 @@ class Studio(StaticReprMixin, W.Tab):
             placeholder="output folder for the bundle", layout=W.Layout(width="360px")
         )
         self.export_onnx = W.Checkbox(description="also ONNX", value=False)
+        self.export_overwrite = W.Checkbox(description="replace a bundle there", value=False)
         self.export_button = W.Button(description="Export", icon="download")
         self.serve_button = W.Button(description="Serve (REST)", icon="server")
         self.publish_message = W.HTML("")
         if _module_available("jupyter_imgclass.publish.bundle"):
             self.export_button.on_click(lambda _b: self._export())
-            parts.append(W.HBox([self.export_folder, self.export_onnx, self.export_button]))
+            export_row = [self.export_folder, self.export_onnx, self.export_overwrite]
+            parts.append(W.HBox([*export_row, self.export_button]))
         else:
             parts.append(W.HTML("Export: not available yet in this version."))
         if _module_available("jupyter_imgclass.publish.serve"):
@@ -183,7 +185,9 @@ class Studio(StaticReprMixin, W.Tab):
     def _export(self) -> None:
         try:
             path = self._latest().export(
-                self.export_folder.value.strip(), onnx=self.export_onnx.value
+                self.export_folder.value.strip(),
+                onnx=self.export_onnx.value,
+                overwrite=self.export_overwrite.value,
             )
         except Exception as exc:
             self.publish_message.value = (
@@ -202,7 +206,7 @@ class Studio(StaticReprMixin, W.Tab):
                 f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"
             )
             return
-        self.publish_message.value = f"serving at <code>{html.escape(self._server.url)}</code>"
+        self.publish_message.value = publish_html(self._server)
 
     def _on_upload(self, change) -> None:
         files = change["new"] or ()
@@ -250,3 +254,43 @@ class Studio(StaticReprMixin, W.Tab):
         if project is None:
             return "Studio"
         return f"Studio for {project!r}; tabs: {', '.join(TABS)}"
+
+
+def publish_html(server) -> str:
+    """What the Publish tab shows of a running server: each route's full URL, whether a
+    key is needed, and copyable curl and hosted-SDK snippets."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(what)}</td><td><code>{esc(url)}</code></td></tr>"
+        for what, url in server.routes.items()
+    )
+    key_note = (
+        "requests need the header <code>Prediction-Key</code>"
+        if server.key_required
+        else "no key needed (anyone who can reach this address can call it)"
+    )
+    image_url = server.routes.get("image", server.url)
+    key_header = ' -H "Prediction-Key: $KEY"' if server.key_required else ""
+    curl = (
+        f'curl -X POST{key_header} -H "Content-Type: application/octet-stream" '
+        f'--data-binary @photo.jpg "{image_url}"'
+    )
+    parts = image_url.split("/")  # .../Prediction/<project id>/classify/iterations/<name>/image
+    project_id, name = (parts[-5], parts[-2]) if len(parts) > 6 else ("<project id>", "<name>")
+    sdk = (
+        "from azure.cognitiveservices.vision.customvision.prediction import "
+        "CustomVisionPredictionClient\n"
+        "from msrest.authentication import ApiKeyCredentials\n"
+        f'client = CustomVisionPredictionClient("{server.url}", '
+        'ApiKeyCredentials(in_headers={"Prediction-key": KEY}))\n'
+        f'with open("photo.jpg", "rb") as f:\n'
+        f'    result = client.classify_image("{project_id}", "{name}", f.read())\n'
+        "print([(p.tag_name, p.probability) for p in result.predictions])"
+    )
+    return (
+        f"<div>serving at <code>{esc(server.url)}</code>; {key_note}</div>"
+        f"<table class='imgclass-routes'>{rows}</table>"
+        f"<div>curl:</div><pre class='imgclass-snippet'>{esc(curl)}</pre>"
+        f"<div>Python (the hosted service's SDK):</div>"
+        f"<pre class='imgclass-snippet'>{esc(sdk)}</pre>"
+    )

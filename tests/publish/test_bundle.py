@@ -134,9 +134,13 @@ def test_bundle_files_and_metadata(bundle):
     assert "ünïcode tag" in readme and "load_model" in readme and "0.900" in readme
 
 
-def test_re_export_replaces_and_strangers_are_refused(tmp_path, weights):
-    target = export(tmp_path / "b", weights)
-    export(target, weights, published_name="again")
+def test_re_export_needs_overwrite_and_strangers_are_refused(tmp_path, weights):
+    target = export(tmp_path / "b", weights, project_id="5f0c3c1e-0000-4000-8000-000000000001")
+    assert load_model(target).project_id == "5f0c3c1e-0000-4000-8000-000000000001"
+    with pytest.raises(BundleError, match="overwrite=True"):
+        export(target, weights, published_name="again")
+    assert load_model(target).published_name != "again"  # the bundle there is untouched
+    export(target, weights, published_name="again", overwrite=True)
     assert load_model(target).published_name == "again"
     other = tmp_path / "holiday-photos"
     other.mkdir()

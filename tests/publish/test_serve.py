@@ -116,11 +116,14 @@ def test_raw_bytes_answer_the_hosted_shape_and_match_predict(client, model, fmt)
     r = client.post(URL, content=data, headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"id", "project", "iteration", "created", "predictions"}
-    assert body["iteration"] == NAME and body["project"] == "pets"
+    assert set(body) == {"id", "project", "projectName", "iteration", "created", "predictions"}
+    assert body["iteration"] == NAME and body["projectName"] == "pets"
+    assert body["project"] == client.get("/health").json()["project_id"]
     assert body["created"].endswith("+00:00")
     preds = body["predictions"]
-    assert [set(p) for p in preds] == [{"probability", "tagId", "tagName"}] * 3
+    hosted = {"probability", "tagId", "tagName", "tagType"}
+    assert [set(p) for p in preds] == [hosted | {"threshold", "aboveThreshold"}] * 3
+    assert {p["tagType"] for p in preds} == {"Regular"}
     probs = [p["probability"] for p in preds]
     assert probs == sorted(probs, reverse=True)
     assert {(p["tagId"], p["tagName"]) for p in preds} == {(t["id"], t["name"]) for t in TAGS}
@@ -213,7 +216,7 @@ def test_bad_requests_get_json_4xx(client):
     )
     assert_error(client.get(URL), 405)
     assert_error(client.post("/nowhere", content=b"x"), 404)
-    assert_error(client.post(URL, files={"notes": (None, "text only")}), 400, "file")
+    assert_error(client.post(URL, files={"notes": (None, "text only")}), 400, "imageData")
     bad_form = {"Content-Type": "multipart/form-data; boundary=zzz"}
     r = client.post(URL, content=b"--zzz\r\nbroken", headers=bad_form)
     assert 400 <= r.status_code < 500 and set(r.json()) == {"code", "message"}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import subprocess
+
 import jupyter_imgclass as ic
 
 
@@ -40,6 +45,25 @@ def test_studio_import_label_train_evaluate(tmp_path, make_png):
     click(s.serve_button)
     server = s._server
     assert server.running and server.url in s.publish_message.value
+    shown = html.unescape(s.publish_message.value)
+    project_id = p.id
+    assert f"/customvision/v3.0/Prediction/{project_id}/classify/iterations/" in shown
+    assert "no key needed" in shown and "classify_image(" in shown
+    # The curl snippet works as printed, with a real photo in place of photo.jpg.
+    curl = re.search(r"<pre class='imgclass-snippet'>(curl .*?)</pre>", shown).group(1)
+    photo = next(folder.rglob("*.png"))
+    out = subprocess.run(
+        curl.replace("@photo.jpg", f"@{photo}"), shell=True, capture_output=True, timeout=60
+    )
+    assert json.loads(out.stdout)["project"] == project_id, out
+    s.export_folder.value = str(tmp_path / "bundle")
+    click(s.export_button)
+    assert "exported to" in s.publish_message.value
+    click(s.export_button)
+    assert "overwrite" in s.publish_message.value  # a second export is refused...
+    s.export_overwrite.value = True
+    click(s.export_button)
+    assert "exported to" in s.publish_message.value  # ...unless asked to replace it
     events = ("images_added", "labels_changed", "tags_changed", "iteration_ready")
     assert all(p._events.listeners(e) > 0 for e in events)
     s.close()
