@@ -180,7 +180,13 @@ def cmd_serve(args) -> int:
         raise BundleError(f"{folder}: neither a model bundle (model.json) nor a project folder")
     with Project.open(folder) as project:
         iteration = project.iteration(args.iteration)
-        serve_forever(iteration, log_callback=project.prediction_logger(iteration.name), **options)
+        logger = project.prediction_logger(
+            iteration.name,
+            keep_images=not args.no_keep,
+            quota_bytes=int(args.keep_quota_mb * 1_000_000) if args.keep_quota_mb else None,
+            retention_days=args.keep_days,
+        )
+        serve_forever(iteration, log_callback=logger, **options)
     return 0
 
 
@@ -274,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="allow classify-by-URL for URLs under this http(s) prefix (repeatable)",
     )
+    s.add_argument("--keep-days", type=float, default=None, help="keep served images N days (30)")
+    s.add_argument(
+        "--keep-quota-mb", type=float, default=None, help="at most this much of them (1000)"
+    )
+    s.add_argument("--no-keep", action="store_true", help="do not keep served images")
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="train on scikit-learn's digits in a new project")

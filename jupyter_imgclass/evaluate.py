@@ -42,10 +42,12 @@ from .vocabulary import check_kind
 __all__ = [
     "Loss",
     "average_precision",
+    "best_f1_thresholds",
     "validation_metrics",
     "compute_metrics",
     "example_losses",
     "metrics_dataframe",
+    "passing",
     "top_losses",
 ]
 
@@ -111,6 +113,77 @@ def _thresholds(
     if np.any(~np.isfinite(values)) or np.any(values < 0) or np.any(values > 1):
         raise ValueError(f"thresholds must lie in [0, 1], got {values.tolist()}")
     return values
+
+
+def best_f1_thresholds(
+    y_true: Any, probabilities: Any, tags: Sequence[str], kind: str, default: float = 0.5
+) -> dict[str, float]:
+    """Per tag, the threshold with the best F1 on these (out-of-fold) predictions.
+
+    A tag is predicted as :func:`compute_metrics` counts it: in a multiclass project when it
+    is the most probable tag and its probability reaches the threshold; in a multilabel one
+    when its probability does. Of equally good thresholds the highest is taken; a tag with
+    no image keeps ``default``.
+
+    Examples:
+        >>> import numpy as np
+        >>> p = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8]])
+        >>> best_f1_thresholds(np.array([0, 0, 1, 1]), p, ["a", "b"], "multiclass")
+        {'a': 0.6, 'b': 0.8}
+    """
+    check_kind(kind)
+    tags = [str(t) for t in tags]
+    p = _as_probabilities(probabilities, len(tags))
+    y = _as_targets(y_true, kind, p.shape)
+    n = len(p)
+    truth = np.zeros(p.shape, bool)
+    if kind == "multiclass":
+        truth[np.arange(n), y] = True
+        argmax = p.argmax(axis=1) if n else np.zeros(0, np.int64)
+    else:
+        truth = y
+    out = {}
+    for j, tag in enumerate(tags):
+        rows = np.flatnonzero(argmax == j) if kind == "multiclass" else np.arange(n)
+        positives = int(truth[:, j].sum())
+        if not positives or not len(rows):
+            out[tag] = float(default)
+            continue
+        order = rows[np.argsort(-p[rows, j], kind="stable")]
+        scores = p[order, j]
+        tp = np.cumsum(truth[order, j])
+        predicted = np.arange(1, len(order) + 1)
+        f1 = 2 * tp / (predicted + positives)  # 2TP / (2TP + FP + FN)
+        # Thresholds sit at distinct scores: the last index of each run of equal scores.
+        last = np.r_[np.flatnonzero(np.diff(scores) != 0), len(scores) - 1]
+        best = last[np.argmax(f1[last])]
+        out[tag] = float(np.floor(scores[best] * 1e4) / 1e4)  # rounded down: still included
+    return out
+
+
+def passing(probabilities: Any, thresholds: Sequence[float], kind: str) -> np.ndarray:
+    """Which tags are predicted at these thresholds, for one row ``[T]`` or rows
+    ``[N, T]``: in a multiclass model the most probable tag when it reaches its threshold
+    (below it the image predicts nothing), in a multilabel one every tag that reaches its
+    own. The one rule the metrics, ``Predictor`` and the REST answers share.
+
+    Examples:
+        >>> passing(np.array([0.6, 0.3, 0.1]), [0.7, 0.2, 0.05], "multiclass").tolist()
+        [False, False, False]
+        >>> passing(np.array([0.6, 0.3, 0.1]), [0.7, 0.2, 0.05], "multilabel").tolist()
+        [False, True, True]
+    """
+    p = np.asarray(probabilities, np.float64)
+    thr = np.asarray(thresholds, np.float64)
+    if kind == "multilabel":
+        return p >= thr
+    rows = p.reshape(-1, p.shape[-1])
+    out = np.zeros(rows.shape, bool)
+    if rows.size:
+        top = rows.argmax(axis=1)
+        index = np.arange(len(rows))
+        out[index, top] = rows[index, top] >= thr[top]
+    return out.reshape(p.shape)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -215,13 +288,10 @@ def compute_metrics(
         argmax = p.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
         onehot_true = np.zeros((n, t), dtype=bool)
         onehot_true[np.arange(n), y] = True
-        predicted = np.zeros((n, t), dtype=bool)
-        confident = p[np.arange(n), argmax] >= thr[argmax]
-        predicted[np.arange(n)[confident], argmax[confident]] = True
         truth = onehot_true
     else:
         truth = y
-        predicted = p >= thr[None, :]
+    predicted = passing(p, thr, kind)
 
     tp = (predicted & truth).sum(axis=0)
     n_pred = predicted.sum(axis=0)

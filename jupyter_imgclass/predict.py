@@ -17,6 +17,7 @@ from PIL import Image
 
 from . import models
 from .data.images import load_rgb
+from .evaluate import passing
 from .models.apply import apply_fn, eval_split, run_batched
 from .models.weights import weights_to_model
 
@@ -26,13 +27,17 @@ server's micro-batches of up to 32 pad to 32, not 64)."""
 
 
 class Prediction(NamedTuple):
-    """One tag and its probability."""
+    """One tag, its probability, and whether it reaches the tag's threshold (None when
+    the model has no thresholds). In a multiclass model only the most probable tag can
+    pass, as the metrics count it."""
 
     tag: str
     probability: float
+    above_threshold: bool | None = None
 
     def __repr__(self) -> str:
-        return f"Prediction({self.tag!r}, {self.probability:.4f})"
+        mark = "" if self.above_threshold is None else (" ✓" if self.above_threshold else "")
+        return f"Prediction({self.tag!r}, {self.probability:.4f}{mark})"
 
 
 class Predictor:
@@ -43,7 +48,8 @@ class Predictor:
         tags: output order of the classifier.
         kind: ``"multiclass"`` (softmax) or ``"multilabel"`` (sigmoid).
         weights: flat ``{name: array}`` dict (as saved in ``weights.safetensors``).
-        thresholds: optional per-tag thresholds (informative; predictions list every tag).
+        thresholds: optional ``{tag: threshold}``; each ``Prediction`` then says whether
+            it passes (predictions still list every tag).
         input_size: square input side the network was trained at.
         head_input: what the network's head sees (``"raw"``, or ``"l2"`` for the quick
             budget's logistic-regression head).
@@ -122,7 +128,10 @@ class Predictor:
     def to_predictions(self, row: np.ndarray) -> list[Prediction]:
         """A probability row as ``Prediction`` objects, highest first."""
         order = np.argsort(-row, kind="stable")
-        return [Prediction(self.tags[i], float(row[i])) for i in order]
+        if not self.thresholds:
+            return [Prediction(self.tags[i], float(row[i])) for i in order]
+        passes = passing(row, [self.thresholds.get(t, 0.5) for t in self.tags], self.kind)
+        return [Prediction(self.tags[i], float(row[i]), bool(passes[i])) for i in order]
 
     def __repr__(self) -> str:
         return f"Predictor({self.model_name!r}, tags={self.tags}, kind={self.kind!r})"

@@ -581,6 +581,21 @@ class ImageStore:
                 ),
             )
 
+    def update_iteration_config(self, number: int, changes: dict) -> dict:
+        """Merges ``changes`` into an iteration's config in one transaction; returns it."""
+        with self.transaction() as cur:
+            row = cur.execute(
+                "SELECT config_json FROM iterations WHERE number = ?", (number,)
+            ).fetchone()
+            if row is None:
+                raise ProjectError(f"iteration {number}: no such iteration")
+            config = {**json.loads(row[0] or "{}"), **changes}
+            cur.execute(
+                "UPDATE iterations SET config_json = ? WHERE number = ?",
+                (json.dumps(config), number),
+            )
+        return config
+
     def iterations(self) -> list[dict]:
         """Every iteration row as a dict, oldest first."""
         out = []
@@ -606,6 +621,16 @@ class ImageStore:
                 "INSERT INTO predictions_log(created_at, iteration, image_sha256, image_path, "
                 "predictions_json) VALUES (?, ?, ?, ?, ?)",
                 (time.time(), iteration, image_sha256, image_path, json.dumps(predictions)),
+            )
+
+    def forget_served_paths(self, paths: Sequence[str]) -> None:
+        """Marks kept images as gone (pruned): their log rows stay, without a path."""
+        if not paths:
+            return
+        with self.transaction() as cur:
+            cur.executemany(
+                "UPDATE predictions_log SET image_path = NULL WHERE image_path = ?",
+                [(p,) for p in paths],
             )
 
     def prediction_log(self) -> list[dict]:

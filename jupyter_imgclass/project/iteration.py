@@ -99,7 +99,64 @@ class Iteration:
 
     @property
     def threshold(self) -> float:
+        """The default probability threshold (per-tag ones: :attr:`thresholds`)."""
         return float(self.config.get("threshold", 0.5))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """``{tag: threshold}``: saved with :meth:`set_thresholds`, else :attr:`threshold`
+        for every tag. They travel into the bundle, the ONNX metadata and the endpoint."""
+        saved = self.config.get("thresholds") or {}
+        return {tag: float(saved.get(tag, self.threshold)) for tag in self.classes}
+
+    def best_f1_thresholds(self) -> dict[str, float]:
+        """Per tag, the threshold with the best F1 on the cross-validated predictions."""
+        from ..evaluate import best_f1_thresholds
+
+        truth, probs = self._val_truth_and_probs()
+        return best_f1_thresholds(truth, probs, self.classes, self.kind, default=self.threshold)
+
+    def set_thresholds(self, values: float | dict[str, float] | str) -> dict[str, float]:
+        """Saves per-tag thresholds with the iteration (the store and ``iteration.json``).
+
+        Args:
+            values: one number for every tag, ``{tag: threshold}`` (tags left out keep
+                theirs), or ``"best_f1"`` (:meth:`best_f1_thresholds`).
+
+        Returns:
+            The thresholds now saved, one per tag.
+
+        Raises:
+            ImgClassError: an unknown tag, or a value that is not a number in [0, 1].
+        """
+        if isinstance(values, str):
+            if values != "best_f1":
+                raise ImgClassError(
+                    f"thresholds {values!r}: expected a number, {{tag: number}} or 'best_f1'"
+                )
+            values = self.best_f1_thresholds()
+        if not isinstance(values, dict):
+            values = dict.fromkeys(self.classes, values)
+        merged = self.thresholds
+        for tag, value in values.items():
+            if tag not in merged:
+                raise ImgClassError(f"threshold for {tag!r}: no such tag in {self.name}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not 0.0 <= number <= 1.0:  # NaN fails too
+                raise ImgClassError(f"threshold for {tag!r}: {value!r} is not a number in [0, 1]")
+            merged[tag] = number
+        self.config = self.project.store.update_iteration_config(
+            self.number, {"thresholds": merged}
+        )
+        record = self.folder / RECORD_FILE
+        if record.is_file():
+            write_json(record, {**json.loads(record.read_text()), "thresholds": merged})
+        if self._predictor is not None:
+            self._predictor.thresholds = dict(merged)
+        return dict(merged)
 
     @property
     def metrics(self) -> dict:
@@ -112,14 +169,21 @@ class Iteration:
         truth = np.load(self.folder / "val_labels.npy")
         return truth, self._val_probabilities
 
-    def evaluate(self, threshold: float = 0.5) -> dict:
-        """Metrics on the held-out images at another probability threshold."""
+    def evaluate(self, threshold: float = 0.5, per_tag: dict[str, float] | None = None) -> dict:
+        """Metrics on the cross-validated predictions at another threshold (``per_tag``
+        overrides it for the tags it names)."""
         from ..evaluate import compute_metrics
 
         if not 0.0 <= float(threshold) <= 1.0:
             raise ImgClassError(f"threshold {threshold!r}: must be between 0 and 1")
         truth, probs = self._val_truth_and_probs()
-        return compute_metrics(truth, probs, self.classes, self.kind, threshold=float(threshold))
+        try:
+            return compute_metrics(
+                truth, probs, self.classes, self.kind, threshold=float(threshold),
+                per_tag_thresholds=per_tag,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ImgClassError(f"thresholds: {exc}") from None
 
     def to_dataframe(self, threshold: float | None = None):
         """Per-tag and overall metrics as a pandas DataFrame."""
@@ -168,7 +232,7 @@ class Iteration:
                 self.classes,
                 self.kind,
                 weights,
-                thresholds=None,
+                thresholds=self.thresholds,
                 input_size=self.config.get("input_size"),
                 head_input=self.config.get("head_input", "raw"),
             )
@@ -256,7 +320,7 @@ class Iteration:
             kind=self.kind,
             weights=self.weights(),
             preprocessing=preprocessing,
-            thresholds=self.threshold,
+            thresholds=self.thresholds,
             metrics=self.metrics,
             published_name=self.name,
             project_name=self.project.name,
@@ -274,6 +338,9 @@ class Iteration:
         host: str = "127.0.0.1",
         key: str | None = None,
         log_predictions: bool = True,
+        keep_images: bool = True,
+        keep_quota_bytes: int | None = None,
+        keep_days: float | None = None,
         **app_options: Any,
     ):
         """Starts the REST prediction service in the background; returns a handle with ``.url``.
@@ -284,12 +351,23 @@ class Iteration:
             key: when set, requests need ``Prediction-Key: <key>``.
             log_predictions: append every answered prediction (image sha256 and
                 probabilities) to the project's prediction log.
+            keep_images: also keep each image served by a storing route under the
+                project's ``served/`` folder (``Project.served_images``), at most
+                ``keep_quota_bytes`` (1 GiB) for ``keep_days`` (30) days.
             **app_options: see :func:`jupyter_imgclass.publish.serve.create_app`.
         """
         from ..publish.serve import serve_in_background
 
         if log_predictions:
-            app_options.setdefault("log_callback", self.project.prediction_logger(self.name))
+            app_options.setdefault(
+                "log_callback",
+                self.project.prediction_logger(
+                    self.name,
+                    keep_images=keep_images,
+                    quota_bytes=keep_quota_bytes,
+                    retention_days=keep_days,
+                ),
+            )
         return serve_in_background(self, host=host, port=port, key=key, **app_options)
 
     def report(self):

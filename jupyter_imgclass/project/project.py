@@ -656,13 +656,37 @@ class Project:
         order = rank(probs, method=method, n=n, kind=it.kind)
         return [untagged[int(i)] for i in order]
 
-    def prediction_logger(self, iteration_name: str) -> Callable[[bytes, dict], None]:
+    def prediction_logger(
+        self,
+        iteration_name: str,
+        *,
+        keep_images: bool = True,
+        quota_bytes: int | None = None,
+        retention_days: float | None = None,
+    ) -> Callable[[bytes, dict], None]:
         """A callback for the REST service that logs each answered prediction here.
 
         Each call appends the image's sha256 and the probabilities to the project's
-        prediction log (``predictions_log``) for the improvement loop.
+        prediction log; with ``keep_images`` the image itself is kept under ``served/``
+        (content-addressed, at most ``quota_bytes`` — 1 GiB — for ``retention_days`` —
+        30 — after it was last served; see :mod:`jupyter_imgclass.project.served`).
         """
+        from .served import DEFAULT_QUOTA_BYTES, DEFAULT_RETENTION_DAYS, ServedImages
+
         store = self._store
+        if keep_images:
+            served = ServedImages(
+                self.root,
+                store,
+                quota_bytes=DEFAULT_QUOTA_BYTES if quota_bytes is None else quota_bytes,
+                retention_days=DEFAULT_RETENTION_DAYS if retention_days is None else retention_days,
+            )
+            served.prune()
+
+            def keep_prediction(body: bytes, result: dict) -> None:
+                served.keep(body, iteration_name, result["predictions"])
+
+            return keep_prediction
 
         def log_prediction(body: bytes, result: dict) -> None:
             store.log_prediction(
@@ -673,6 +697,16 @@ class Project:
             )
 
         return log_prediction
+
+    def served_images(self) -> list[dict]:
+        """Logged predictions whose image is still kept, newest first: ``id``,
+        ``created_at``, ``iteration``, ``image_sha256``, ``path`` (absolute) and the
+        served ``predictions`` (for reviewing what the endpoint saw)."""
+        out = []
+        for row in reversed(self._store.prediction_log()):
+            if row["image_path"] and (self.root / row["image_path"]).is_file():
+                out.append({**row, "path": self.root / row.pop("image_path")})
+        return out
 
     # ------------------------------------------------------------------ widgets
     def labeller(self, filter: str | None = "untagged", **kwargs: Any):

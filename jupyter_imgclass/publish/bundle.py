@@ -323,6 +323,11 @@ def export_bundle(
             weights=tensors,
             preprocessing=meta["preprocessing"],
             head_input=head_input,
+            metadata={
+                "tags": json.dumps([t["name"] for t in tag_records]),
+                "thresholds": json.dumps(thr),
+                "kind": kind,
+            },
         )
         files[ONNX_FILE] = {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}
         meta["onnx"] = info

@@ -620,6 +620,7 @@ def export_onnx(
     weights: Mapping[str, Any],
     preprocessing: Mapping[str, Any] | None = None,
     head_input: str = "raw",
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Writes ``model.onnx`` for a trained network and returns its description.
 
@@ -631,6 +632,8 @@ def export_onnx(
         weights: the flat trained weights (as in the bundle).
         preprocessing: recorded in the returned description.
         head_input: what the network's head sees (``"raw"`` or ``"l2"``).
+        metadata: string ``metadata_props`` of the ONNX model (the bundle writes ``tags``
+            and ``thresholds`` as JSON, so that ONNX-only clients see them too).
 
     Returns:
         ``{"file", "opset", "input": {...}, "output": {...}}`` for ``model.json``.
@@ -647,6 +650,8 @@ def export_onnx(
         (size, size, 3),
         doc=f"{model_name} {kind} classifier exported by jupyter_imgclass",
     )
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=str(key), value=str(value))
     target = Path(path)
     atomic_write(target, model.SerializeToString())
     return {

@@ -74,6 +74,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BadImageError, ImgClassError
+from ..evaluate import passing
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -591,8 +592,10 @@ def create_app(
 
 def _prediction(info: _ModelInfo, probs: np.ndarray) -> dict:
     """The hosted API's ``ImagePrediction``: every tag, highest probability first; the
-    tag's threshold and whether it passes ride along (hosted clients ignore them)."""
+    tag's threshold and whether it passes (``evaluate.passing``) ride along (hosted
+    clients ignore them)."""
     order = np.argsort(-probs, kind="stable")
+    passes = passing(probs, info.thresholds, info.kind) if info.thresholds is not None else None
     predictions = []
     for j in order:
         record = {
@@ -603,7 +606,7 @@ def _prediction(info: _ModelInfo, probs: np.ndarray) -> dict:
         }
         if info.thresholds is not None:
             record["threshold"] = info.thresholds[j]
-            record["aboveThreshold"] = bool(probs[j] >= info.thresholds[j])
+            record["aboveThreshold"] = bool(passes[j])
         predictions.append(record)
     return {
         "id": str(uuid.uuid4()),

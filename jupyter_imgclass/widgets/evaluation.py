@@ -102,6 +102,31 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             readout_format=".2f",
         )
         self.slider.add_class("imgclass-threshold")
+        # Per-tag thresholds: the slider sets every tag; a box changes one. Saved ones
+        # travel with the iteration into the bundle, ONNX metadata and the endpoint.
+        saved = iteration.thresholds
+        self.tag_thresholds = {
+            tag: W.BoundedFloatText(
+                value=saved.get(tag, iteration.threshold),
+                min=0.0,
+                max=1.0,
+                step=0.01,
+                description=tag,
+                layout=W.Layout(width="auto"),
+                style={"description_width": "initial"},
+            )
+            for tag in iteration.classes
+        }
+        self.best_f1_button = W.Button(description="Best F1 per tag")
+        self.best_f1_button.add_class("imgclass-best-f1")
+        self.save_thresholds_button = W.Button(description="Save thresholds", icon="save")
+        self.save_thresholds_button.add_class("imgclass-save-thresholds")
+        self.thresholds_message = W.HTML("")
+        self._syncing = False
+        for box in self.tag_thresholds.values():
+            box.observe(self._on_tag_threshold, "value")
+        self.best_f1_button.on_click(lambda _b: self.use_best_f1())
+        self.save_thresholds_button.on_click(lambda _b: self.save_thresholds())
         self.view = MetricsView(classes=iteration.classes, kind=iteration.kind)
         self.error = W.HTML("")
         self.gallery_title = W.HTML("")
@@ -126,6 +151,8 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             [
                 self.header,
                 self.slider,
+                W.HBox(list(self.tag_thresholds.values()), layout=W.Layout(flex_flow="row wrap")),
+                W.HBox([self.best_f1_button, self.save_thresholds_button, self.thresholds_message]),
                 self.view,
                 self.error,
                 W.HBox([self.losses_button, self.compare]),
@@ -135,13 +162,40 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             ]
         )
         self.add_class("imgclass-evaluation")
-        self._recompute(self.slider.value)
+        self._recompute()
 
     # ------------------------------------------------------------------ public
     @property
     def metrics(self) -> dict:
         """The metrics shown now (at the slider's threshold)."""
         return dict(self.view.metrics)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The per-tag thresholds shown now."""
+        return {tag: float(box.value) for tag, box in self.tag_thresholds.items()}
+
+    def use_best_f1(self) -> None:
+        """Sets each tag's threshold to its best F1 on the cross-validated predictions."""
+        try:
+            best = self.iteration.best_f1_thresholds()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._set_boxes(best)
+        self.thresholds_message.value = "best F1 per tag (not saved yet)"
+
+    def save_thresholds(self) -> None:
+        """Saves the thresholds shown with the iteration."""
+        try:
+            saved = self.iteration.set_thresholds(self.thresholds)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        shown = ", ".join(f"{html.escape(t)} {v:.2f}" for t, v in saved.items())
+        self.thresholds_message.value = (
+            f"saved ({shown}); exports and the endpoint use them from now on"
+        )
 
     def open_cell(self, row: int, column: int) -> None:
         """Shows the held-out images of one confusion-matrix cell (true row, predicted column)."""
@@ -197,19 +251,35 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
     def _fail(self, exc: BaseException) -> None:
         self._show_error(describe_error(exc))
 
-    def _recompute(self, threshold: float) -> None:
+    def _recompute(self) -> None:
+        threshold = float(self.slider.value)
         try:
-            metrics = self.iteration.evaluate(threshold)
+            metrics = self.iteration.evaluate(threshold, per_tag=self.thresholds)
         except Exception as exc:
             self._fail(exc)
             metrics = self.iteration.metrics or {}
         else:
             self.error.value = ""
-        self.view.threshold = float(threshold)
+        self.view.threshold = threshold
         self.view.metrics = metrics
 
+    def _set_boxes(self, values: dict[str, float]) -> None:
+        self._syncing = True
+        try:
+            for tag, box in self.tag_thresholds.items():
+                box.value = float(values.get(tag, box.value))
+        finally:
+            self._syncing = False
+        self._recompute()
+
     def _on_threshold(self, change) -> None:
-        self._recompute(change["new"])
+        self._set_boxes(dict.fromkeys(self.tag_thresholds, float(change["new"])))
+        self.thresholds_message.value = ""
+
+    def _on_tag_threshold(self, change) -> None:
+        if not self._syncing:
+            self.thresholds_message.value = ""
+            self._recompute()
 
     def _on_cell(self, change) -> None:
         sel = change["new"]

@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 import requests
-from test_serve import TAGS, image_bytes, small_cnn_weights
+from helpers import image_bytes, small_cnn_weights
+from test_serve import TAGS
 
 from jupyter_imgclass import models
 from jupyter_imgclass.publish.bundle import export_bundle, load_model
@@ -187,7 +188,9 @@ def test_every_version_and_case_answers(served, model, version, prediction):
     expected = _expected(model, PICTURE)
     assert max(abs(got[t]["probability"] - expected[t]) for t in expected) <= 1e-6
     assert {t: p["threshold"] for t, p in got.items()} == {"cat": 0.4, "dog": 0.6, "nothing": 0.5}
-    assert all(p["aboveThreshold"] == (p["probability"] >= p["threshold"]) for p in got.values())
+    top = body["predictions"][0]  # multiclass: only the most probable tag can pass
+    assert top["aboveThreshold"] == (top["probability"] >= top["threshold"])
+    assert not any(p["aboveThreshold"] for p in body["predictions"][1:])
 
 
 def test_unknown_versions_and_health(served):

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import image_bytes, small_cnn_iteration, small_cnn_weights
 from PIL import Image
 
 from jupyter_imgclass import models
@@ -22,25 +23,6 @@ KEY = "s3cret-key"
 NAME = "pets-v1"
 MAX_BODY = 200_000
 MAX_PIXELS = 1_000_000
-
-
-def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random small_cnn weights, flat as training.fit returns them."""
-    from flax import nnx
-
-    from jupyter_imgclass.models.weights import model_to_weights
-
-    spec = models.get("small_cnn")
-    module = spec.create(num_classes, rngs=nnx.Rngs(seed), pretrained=False)
-    return model_to_weights(module)
-
-
-def image_bytes(seed: int, size=(40, 30), fmt: str = "PNG") -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -314,25 +296,12 @@ def test_handle_stop_closes_the_port(model):
 
 def test_export_and_serve_a_project_iteration(tmp_path):
     """``Iteration.export`` / ``Iteration.serve``: project tag ids, prediction log."""
-    from safetensors.numpy import save_file
-
-    from jupyter_imgclass.project import Iteration, Project
+    from jupyter_imgclass.project import Project
 
     with Project.create(tmp_path / "proj") as project:
         for tag in ("red", "green"):
             project.create_tag(tag)
-        row = {
-            "number": 1,
-            "name": "Iteration1",
-            "status": "done",
-            "model": "small_cnn",
-            "budget": "quick",
-            "config": {"classes": ["red", "green"], "kind": "multiclass", "threshold": 0.5},
-            "metrics": {},
-        }
-        iteration = Iteration(project, row)
-        iteration.folder.mkdir(parents=True)
-        save_file(small_cnn_weights(2), str(iteration.folder / "weights.safetensors"))
+        iteration = small_cnn_iteration(project)
         ids = {t.name: str(t.id) for t in project.tags}
 
         bundle = load_model(iteration.export(tmp_path / "bundle"))

@@ -77,3 +77,25 @@ def test_display_twice_and_errors_in_widget(trained_project):
     assert "precision" in a["text/plain"]
     w.open_cell(0, 99)  # no such class: the reason is shown, nothing raised
     assert "imgclass-error" in w.error.value
+
+
+def test_per_tag_thresholds_best_f1_and_save(trained_project):
+    it = trained_project.iterations[0]
+    w = it.report()
+    assert set(w.tag_thresholds) == set(it.classes)
+    w.tag_thresholds["red"].set_state({"value": 0.9})  # as the browser sends a typed value
+    assert w.view.metrics == it.evaluate(w.slider.value, per_tag=w.thresholds)
+    assert w.view.metrics["per_tag"]["red"]["threshold"] == 0.9
+    click(w.best_f1_button)
+    assert w.thresholds == it.best_f1_thresholds()
+    assert "not saved" in w.thresholds_message.value
+    assert w.view.metrics == it.evaluate(w.slider.value, per_tag=it.best_f1_thresholds())
+    click(w.save_thresholds_button)
+    assert "saved" in w.thresholds_message.value
+    again = ic.Project.open(trained_project.path)  # disk is the truth
+    assert again.iteration(it.number).thresholds == w.thresholds
+    again.close()
+    w.slider.set_state({"value": 0.3})  # the slider sets every tag
+    assert set(w.thresholds.values()) == {0.3}
+    assert w.view.metrics == it.evaluate(0.3)
+    it.set_thresholds(0.5)  # leave the shared fixture as it was

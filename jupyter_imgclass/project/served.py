@@ -1,0 +1,125 @@
+"""Images the REST service answered, kept in the project for review.
+
+Each image sent to a storing route (not ``/nostore``) is written once, content-addressed,
+under ``<project>/served/<sha256[:2]>/<sha256>.<format>``, and its answer is appended to
+the project's prediction log with that path. The folder is bounded two ways, like the
+hosted service's stored predictions (kept 30 days there): files older than
+``retention_days`` (by their last serving) and, beyond ``quota_bytes``, the oldest files go
+first. A pruned file's log rows stay, without a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_QUOTA_BYTES", "DEFAULT_RETENTION_DAYS", "ServedImages"]
+
+DEFAULT_QUOTA_BYTES = 1 << 30
+DEFAULT_RETENTION_DAYS = 30.0
+PRUNE_EVERY_S = 30.0
+"""Pruning scans the folder; it runs at most this often (and at start)."""
+FOLDER = "served"
+
+
+class ServedImages:
+    """Keeps served images of one project (see the module docstring).
+
+    Args:
+        root: the project folder.
+        store: the project's ``ImageStore`` (for the prediction log).
+        quota_bytes: the most the kept files may take.
+        retention_days: how long a file is kept after it was last served.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        store: Any,
+        *,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        retention_days: float = DEFAULT_RETENTION_DAYS,
+    ):
+        from ..errors import ProjectError
+
+        if not isinstance(quota_bytes, int) or quota_bytes < 0:
+            raise ProjectError(f"quota_bytes {quota_bytes!r}: must be a whole number >= 0")
+        if not isinstance(retention_days, int | float) or not retention_days > 0:
+            raise ProjectError(f"retention_days {retention_days!r}: must be a positive number")
+        self.root = Path(root)
+        self.folder = self.root / FOLDER
+        self.store = store
+        self.quota_bytes = quota_bytes
+        self.retention_s = float(retention_days) * 86400.0
+        self._lock = threading.Lock()
+        self._last_prune = 0.0
+
+    def keep(self, body: bytes, iteration: str, predictions: list) -> str | None:
+        """Writes the image (once per content) and logs the answer; returns the path kept,
+        relative to the project, or None when the quota leaves no room for it."""
+        from ..data.cache import atomic_write
+
+        digest = hashlib.sha256(body).hexdigest()
+        relative = None
+        if len(body) <= self.quota_bytes:
+            path = self.folder / digest[:2] / f"{digest}.{_extension(body)}"
+            with self._lock:
+                if path.exists():
+                    path.touch()  # served again: its retention starts anew
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(path, body)
+            relative = path.relative_to(self.root).as_posix()
+        self.store.log_prediction(
+            iteration=iteration, image_sha256=digest, image_path=relative, predictions=predictions
+        )
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY_S or relative is None:
+            self.prune()
+        return relative
+
+    def prune(self, now: float | None = None) -> list[str]:
+        """Removes files past their retention, then the oldest ones beyond the quota;
+        returns the paths removed (relative to the project)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            self._last_prune = time.monotonic()
+            files = [
+                (p.stat().st_mtime, p.stat().st_size, p)
+                for p in self.folder.glob("*/*")
+                if p.is_file() and not p.name.startswith(".")
+            ]
+            files.sort()
+            removed, kept_bytes = [], sum(size for _, size, _ in files)
+            for mtime, size, path in files:
+                if now - mtime > self.retention_s or kept_bytes > self.quota_bytes:
+                    path.unlink(missing_ok=True)
+                    kept_bytes -= size
+                    removed.append(path.relative_to(self.root).as_posix())
+        self.store.forget_served_paths(removed)
+        return removed
+
+    def usage(self) -> dict:
+        """``{"files", "bytes", "quota_bytes", "retention_days"}`` of the kept images."""
+        sizes = [p.stat().st_size for p in self.folder.glob("*/*") if p.is_file()]
+        return {
+            "files": len(sizes),
+            "bytes": sum(sizes),
+            "quota_bytes": self.quota_bytes,
+            "retention_days": self.retention_s / 86400.0,
+        }
+
+
+def _extension(body: bytes) -> str:
+    """The image format's usual extension (``bin`` when Pillow does not know it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            fmt = (im.format or "").lower()
+    except Exception:  # the service answered it, so it decoded; be safe anyway
+        return "bin"
+    return {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt or "bin")

@@ -1,0 +1,52 @@
+"""Small helpers several test folders share (``tests/`` is on ``sys.path``: the root
+conftest lives there)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from jupyter_imgclass import models
+
+
+def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random small_cnn weights, flat as training.fit returns them."""
+    from flax import nnx
+
+    from jupyter_imgclass.models.weights import model_to_weights
+
+    spec = models.get("small_cnn")
+    module = spec.create(num_classes, rngs=nnx.Rngs(seed), pretrained=False)
+    return model_to_weights(module)
+
+
+def image_bytes(seed: int, size=(40, 30), fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt)
+    return buf.getvalue()
+
+
+def small_cnn_iteration(project, tags=("red", "green")):
+    """An Iteration of ``project`` (whose tags exist) with random small_cnn weights, as
+    training would leave it: no training needed to export or serve it."""
+    from safetensors.numpy import save_file
+
+    from jupyter_imgclass.project import Iteration
+
+    row = {
+        "number": 1,
+        "name": "Iteration1",
+        "status": "done",
+        "model": "small_cnn",
+        "budget": "quick",
+        "config": {"classes": list(tags), "kind": "multiclass", "threshold": 0.5},
+        "metrics": {},
+    }
+    iteration = Iteration(project, row)
+    iteration.folder.mkdir(parents=True)
+    save_file(small_cnn_weights(len(tags)), str(iteration.folder / "weights.safetensors"))
+    return iteration
