@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -42,6 +43,8 @@ class _Files(http.server.BaseHTTPRequestHandler):
             "/ok/missing.png": (404, "text/plain", b"no"),
             "/other/pet.png": (200, "image/png", PICTURE),
         }
+        if self.path == "/ok/slow":  # answers after the fetch's time limit
+            time.sleep(3)
         if self.path == "/ok/hop":  # a redirect that stays inside the allowed prefix
             return self._redirect("/ok/pet.png")
         if self.path == "/ok/away":  # a redirect out of it
@@ -65,7 +68,11 @@ class _Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def files():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # /ok/slow writes after the fetch gave up: a broken pipe is expected
+
+    server = Quiet(("127.0.0.1", 0), _Files)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -314,6 +321,20 @@ def test_classify_by_url_is_off_by_default(model, files):
         assert r.status_code == 400 and "--allow-url" in r.json()["message"]
         assert httpx.get(srv.url + "/health", timeout=30).json()["url_classification"] is False
         assert srv.routes["url"] == srv.url + _route(tail="url")
+
+
+def test_classify_by_url_keeps_to_its_time_size_and_pixel_limits(model, files):
+    url = _route(tail="url")
+    with serve_in_background(
+        model, allow_urls=[f"{files}/ok/"], url_timeout_s=1.0, max_body_bytes=len(PICTURE) - 1
+    ) as small:
+        slow = httpx.post(small.url + url, json={"url": f"{files}/ok/slow"}, timeout=30)
+        assert slow.status_code == 400 and "timed out" in slow.json()["message"], slow.text
+        big = httpx.post(small.url + url, json={"url": f"{files}/ok/pet.png"}, timeout=30)
+        assert big.status_code == 413 and big.json()["code"] == "BadRequestImageSizeBytes"
+    with serve_in_background(model, allow_urls=[f"{files}/ok/"], max_pixels=100) as tiny:
+        r = httpx.post(tiny.url + url, json={"url": f"{files}/ok/pet.png"}, timeout=30)
+        assert r.status_code == 413 and r.json()["code"] == "BadRequestImageDimensions"
 
 
 def test_project_id_override_and_bundles_without_one(model, bundle, tmp_path):
