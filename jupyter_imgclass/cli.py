@@ -80,25 +80,29 @@ def cmd_train(args) -> int:
         )
         run.on_event(_progress(args))
         iteration = run.wait()
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "iteration": iteration.number,
-                        "status": iteration.status,
-                        "model": iteration.model,
-                        "metrics": iteration.metrics,
-                        "evaluation": iteration.evaluation,
-                        "warnings": run.warnings,
-                        "import": report.to_json(),
-                    }
-                )
-            )
-        else:
-            print(iteration)
-            for w in run.warnings:
-                print(f"warning: {w}", file=sys.stderr)
+        _print_training(args, project, iteration, run, report)
     return 0
+
+
+def _print_training(args, project, iteration, run, report) -> None:
+    """What ``train`` and ``demo`` print: one JSON object with ``--json``, else a line."""
+    if args.json:
+        record = {
+            "project": str(project.path),
+            "project_id": project.id,
+            "iteration": iteration.number,
+            "status": iteration.status,
+            "model": iteration.model,
+            "metrics": iteration.metrics,
+            "evaluation": iteration.evaluation,
+            "warnings": run.warnings,
+            "import": report.to_json(),
+        }
+        print(json.dumps(record))
+    else:
+        print(iteration)
+        for w in run.warnings:
+            print(f"warning: {w}", file=sys.stderr)
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -150,7 +154,19 @@ def cmd_export(args) -> int:
     with Project.open(args.project) as project:
         iteration = project.iteration(args.iteration)
         out = iteration.export(args.out, onnx=args.onnx, overwrite=args.overwrite)
-    print(str(out))
+        if args.json:
+            meta = json.loads((out / "model.json").read_text())
+            record = {
+                "bundle": str(out),
+                "iteration": iteration.number,
+                "published_name": meta["published_name"],
+                "project_id": meta.get("project_id"),
+                "files": sorted(meta["files"]),
+                "onnx": "onnx" in meta,
+            }
+            print(json.dumps(record))
+        else:
+            print(str(out))
     return 0
 
 
@@ -221,21 +237,31 @@ def cmd_demo(args) -> int:
         run = project.train(budget=args.budget, model=args.model, show=False)
         run.on_event(_progress(args))
         iteration = run.wait()
-        print(iteration)
+        _print_training(args, project, iteration, run, report)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    plain = {"color": False} if sys.version_info >= (3, 14) else {}  # --help: plain text
     parser = argparse.ArgumentParser(
         prog="jupyter-imgclass",
         description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        **plain,
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    # --quiet also after the command (``demo --quiet``); SUPPRESS keeps the top-level value
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress on stderr"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="import a folder (sub-folders are tags) and train")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common], **plain)
+
+    t = command("train", help="import a folder (sub-folders are tags) and train")
     t.add_argument("data_dir")
     t.add_argument("--project", required=True, help="project folder (created if missing)")
     t.add_argument("--kind", default="multiclass", choices=KINDS)
@@ -247,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     t.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="predict tags for images or folders")
+    p = command("predict", help="predict tags for images or folders")
     p.add_argument("project")
     p.add_argument("paths", nargs="+")
     p.add_argument("--iteration", type=int, default=None)
@@ -255,15 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when any image failed")
     p.set_defaults(func=cmd_predict)
 
-    e = sub.add_parser("export", help="write a portable model bundle")
+    e = command("export", help="write a portable model bundle")
     e.add_argument("project")
     e.add_argument("--out", required=True)
     e.add_argument("--iteration", type=int, default=None)
     e.add_argument("--onnx", action="store_true")
     e.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("serve", help="serve a project's iteration or a bundle over HTTP")
+    s = command("serve", help="serve a project's iteration or a bundle over HTTP")
     s.add_argument("path", help="project folder or exported bundle")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
@@ -287,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-keep", action="store_true", help="do not keep served images")
     s.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("demo", help="train on scikit-learn's digits in a new project")
-    d.add_argument("--project", default="projects/digits-demo")
-    d.add_argument("--per-class", type=int, default=30)
+    d = command("demo", help="train on scikit-learn's digits in a new project")
+    d.add_argument("--project", default="projects/digits-demo", help="project folder")
+    d.add_argument("--per-class", type=int, default=30, help="digits per tag (30)")
     d.add_argument("--budget", default="quick", choices=BUDGETS)
     d.add_argument("--model", default=None)
+    d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     d.set_defaults(func=cmd_demo)
     return parser
 

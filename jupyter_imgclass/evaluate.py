@@ -336,33 +336,36 @@ def metrics_dataframe(metrics: Mapping[str, Any]) -> Any:
     """The metrics of :func:`compute_metrics` as a pandas DataFrame.
 
     One row per tag (in tag order) and a last row ``"overall"``; columns ``precision``,
-    ``recall``, ``average_precision``, ``count`` and, on the overall row, ``accuracy``
-    (multiclass) or ``subset_accuracy`` (multilabel).
+    ``recall``, ``average_precision``, ``count`` and ``threshold`` (the overall row's is
+    the default threshold), every one filled for every tag. Figures that exist only for
+    the whole set -- ``accuracy`` (multiclass) or ``subset_accuracy`` (multilabel) -- are
+    in ``frame.attrs``, not in a column that would be empty for every tag.
 
     Examples:
         >>> import numpy as np
         >>> m = compute_metrics([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"],
         ...                     "multiclass")
-        >>> metrics_dataframe(m).loc["overall", "accuracy"]
-        np.float64(1.0)
+        >>> frame = metrics_dataframe(m)
+        >>> frame.attrs["accuracy"], list(frame.columns)
+        (1.0, ['precision', 'recall', 'average_precision', 'count', 'threshold'])
     """
     import pandas as pd
 
     columns = ["precision", "recall", "average_precision", "count"]
-    extra = "accuracy" if metrics.get("kind") == "multiclass" else "subset_accuracy"
     rows = []
     index = []
     for tag, values in metrics["per_tag"].items():
-        rows.append({c: values[c] for c in columns})
+        rows.append({**{c: values[c] for c in columns}, "threshold": values.get("threshold")})
         index.append(tag)
     overall = metrics["overall"]
-    row = {c: overall[c] for c in columns}
-    if extra in overall:
-        row[extra] = overall[extra]
-    rows.append(row)
+    rows.append({**{c: overall[c] for c in columns}, "threshold": metrics.get("threshold")})
     index.append("overall")
     frame = pd.DataFrame(rows, index=pd.Index(index, name="tag"))
     frame["count"] = frame["count"].astype(int)
+    frame.attrs["kind"] = metrics.get("kind")
+    for extra in ("accuracy", "subset_accuracy"):
+        if extra in overall:
+            frame.attrs[extra] = float(overall[extra])
     return frame
 
 

@@ -109,3 +109,26 @@ def test_cli_serve_warns_without_a_key_and_answers_to_a_given_project_id(
     assert r.status_code == 200 and r.json()["predictions"][0]["tagName"] == "red"
     bad = _cli("serve", trained_project, "--project-id", "not-a-uuid")
     assert bad.returncode == 2 and "--project-id 'not-a-uuid'" in bad.stderr
+
+
+def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_project):
+    import os
+
+    demo = _cli("demo", "--project", tmp_path / "demo", "--per-class", "6", "--json", "--quiet")
+    assert demo.returncode == 0, demo.stderr
+    record = json.loads(demo.stdout)
+    assert record["status"] == "done" and record["metrics"]["overall"]["count"] == 60
+    assert record["import"]["added"] == 60 and record["project_id"]
+    out = _cli("export", trained_project, "--out", tmp_path / "bundle", "--json")
+    assert out.returncode == 0, out.stderr
+    exported = json.loads(out.stdout)
+    assert exported["bundle"] == str(tmp_path / "bundle") and exported["onnx"] is False
+    assert exported["published_name"] == "Iteration1" and "weights.safetensors" in exported["files"]
+    colour = {**os.environ, "FORCE_COLOR": "1", "PY_COLORS": "1"}
+    for args in (["--help"], ["serve", "--help"], ["demo", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-m", "jupyter_imgclass.cli", *args],
+            capture_output=True, text=True, env=colour, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "usage: jupyter-imgclass" in shown.stdout
+        assert "\x1b" not in shown.stdout  # plain text, even where colour is asked for

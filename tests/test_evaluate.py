@@ -246,15 +246,17 @@ def test_metrics_dataframe():
     df = metrics_dataframe(m)
     assert list(df.index) == [*TAGS, "overall"]
     assert df.index.name == "tag"
-    assert {"precision", "recall", "average_precision", "count", "accuracy"} <= set(df.columns)
+    assert list(df.columns) == ["precision", "recall", "average_precision", "count", "threshold"]
+    assert not df.loc[TAGS].isna().all().any()  # no column is empty for every tag
     assert df.loc["banana", "recall"] == m["per_tag"]["banana"]["recall"]
-    assert df.loc["overall", "accuracy"] == m["overall"]["accuracy"]
+    assert df.attrs["accuracy"] == m["overall"]["accuracy"]
     assert df["count"].dtype.kind == "i"
     assert df.loc["overall", "count"] == 40
 
     ym, pm = _random_multilabel(4, n=10)
     dfm = metrics_dataframe(compute_metrics(ym, pm, TAGS, "multilabel"))
-    assert "subset_accuracy" in dfm.columns and "accuracy" not in dfm.columns
+    assert "subset_accuracy" in dfm.attrs and "accuracy" not in dfm.attrs
+    assert not dfm.loc[TAGS].isna().all().any()
 
 
 def test_top_losses_multiclass():

@@ -32,6 +32,8 @@ class ImportReport:
     Attributes:
         added: ids of the images stored by this import.
         duplicates: ``(source, existing_image_id)`` for items already in the project.
+        duplicate_of: ``{existing_image_id: its source}`` (the file it came from, or the
+            name it was added under), so a duplicate names the image it duplicates.
         rejected: ``(source, reason)`` for items that were refused.
         skipped_hidden: how many hidden files or folders were passed over.
     """
@@ -40,11 +42,13 @@ class ImportReport:
     duplicates: list[tuple[str, int]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped_hidden: int = 0
+    duplicate_of: dict[int, str] = field(default_factory=dict)
 
     def merge(self, other: ImportReport) -> ImportReport:
         """Adds another report's entries to this one (returns self)."""
         self.added += other.added
         self.duplicates += other.duplicates
+        self.duplicate_of.update(other.duplicate_of)
         self.rejected += other.rejected
         self.skipped_hidden += other.skipped_hidden
         return self
@@ -54,6 +58,10 @@ class ImportReport:
         return {
             "added": len(self.added),
             "duplicates": len(self.duplicates),
+            "duplicate_files": [
+                {"path": s, "image_id": i, "duplicates": self.duplicate_of.get(i)}
+                for s, i in self.duplicates
+            ],
             "rejected": [{"path": s, "reason": r} for s, r in self.rejected],
             "skipped_hidden": self.skipped_hidden,
         }
@@ -68,30 +76,49 @@ class ImportReport:
             text += f", {self.skipped_hidden} hidden skipped"
         return text
 
+    def _duplicate_text(self, source: str, image_id: int) -> str:
+        existing = self.duplicate_of.get(image_id)
+        return f"image #{image_id}" + (f" ({existing})" if existing else "")
+
     def __repr__(self) -> str:
         lines = [f"ImportReport: {self.summary()}"]
         for source, reason in self.rejected[:20]:
             lines.append(f"  rejected {source}: {reason}")
         if len(self.rejected) > 20:
             lines.append(f"  ... and {len(self.rejected) - 20} more rejected (see .rejected)")
+        for source, image_id in self.duplicates[:20]:
+            lines.append(f"  duplicate {source} = {self._duplicate_text(source, image_id)}")
+        if len(self.duplicates) > 20:
+            lines.append(f"  ... and {len(self.duplicates) - 20} more duplicates (see .duplicates)")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(s)}</td><td>{html.escape(r)}</td></tr>"
-            for s, r in self.rejected[:50]
+        tables = [
+            _html_table(("rejected", "reason"), self.rejected, ".rejected"),
+            _html_table(
+                ("duplicate", "same image as"),
+                [(s, self._duplicate_text(s, i)) for s, i in self.duplicates],
+                ".duplicates",
+            ),
+        ]
+        return (
+            f"<div class='imgclass-import-report'><b>Import</b>: {html.escape(self.summary())}"
+            f"{''.join(tables)}</div>"
         )
-        more = (
-            f"<p>... and {len(self.rejected) - 50} more (see <code>.rejected</code>)</p>"
-            if len(self.rejected) > 50
-            else ""
-        )
-        table = (
-            f"<table><tr><th>rejected</th><th>reason</th></tr>{rows}</table>{more}"
-            if self.rejected
-            else ""
-        )
-        return f"<div class='imgclass-import-report'><b>Import</b>: {self.summary()}{table}</div>"
+
+
+def _html_table(header: tuple[str, str], rows: Sequence[tuple[str, str]], attr: str) -> str:
+    """Up to 50 rows as an HTML table, with a line for the rest; empty for no rows."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>"
+        for a, b in rows[:50]
+    )
+    more = (
+        f"<p>... and {len(rows) - 50} more (see <code>{attr}</code>)</p>" if len(rows) > 50 else ""
+    )
+    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>{more}"
 
 
 def is_hidden(path: Path) -> bool:
@@ -143,6 +170,7 @@ class Importer:
         existing = self.store.image_by_sha(sha)
         if existing is not None:
             report.duplicates.append((name, existing.id))
+            report.duplicate_of[existing.id] = existing.source or existing.filename
             return None
         filename = f"{sha}{ext}"
         target = self.stored_path(filename)

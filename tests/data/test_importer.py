@@ -94,7 +94,16 @@ def test_messy_folder_import_reports_everything(tmp_path, messy_folder):
             assert opened.size[0] > 0
     text = repr(report)
     assert "9 added, 1 duplicate(s), 4 rejected" in text and "empty.jpg" in text
-    assert "<table>" in report._repr_html_()
+    # A duplicate names the file and the image it duplicates (file <-> existing image).
+    (dup_source, dup_id), original = report.duplicates[0], by_name["rgb.jpg"]
+    assert dup_id == original.id
+    line = next(line for line in text.splitlines() if "copy_of_rgb.jpg" in line)
+    assert f"image #{original.id}" in line and "rgb.jpg" in line.split("=")[1]
+    page = report._repr_html_()
+    assert "<table>" in page and "same image as" in page and "copy_of_rgb.jpg" in page
+    assert report.to_json()["duplicate_files"] == [
+        {"path": dup_source, "image_id": original.id, "duplicates": original.source}
+    ]
     p.close()
 
 
