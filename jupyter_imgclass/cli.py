@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import ImgClassError
-from .vocabulary import BUDGETS, KINDS
+from .vocabulary import BUDGETS, KINDS, figure
 
 DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
 EXAMPLES = """examples:
@@ -38,11 +38,10 @@ def _progress(args) -> callable:
             if event.get("message"):
                 text += f": {event['message']}"
         elif event.get("event") == "epoch":
-            text = (
-                f"epoch {event.get('epoch')}/{event.get('epochs') or '?'} "
-                f"loss {event.get('loss', float('nan')):.4f} "
-                f"val_accuracy {event.get('val_accuracy', float('nan')):.4f}"
-            )
+            text = f"epoch {event.get('epoch')}/{event.get('epochs') or '?'}"
+            for key in ("loss", "val_loss", "val_accuracy"):
+                if isinstance(event.get(key), int | float):
+                    text += f" {key} {figure(event[key])}"
         else:
             return
         if tty:

@@ -14,6 +14,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import ImgClassError, OptionError
@@ -48,3 +49,22 @@ def check_kind(kind: Any, *, error: type[ImgClassError] = OptionError) -> str:
 def check_budget(budget: Any, *, error: type[ImgClassError] = OptionError) -> str:
     """Returns ``budget`` when it is one of :data:`BUDGETS` (see :func:`check_kind`)."""
     return _choose("budget", budget, BUDGETS, error)
+
+
+def figure(value: Any) -> str:
+    """A measured number with the digits that matter: at least 3 decimals, and 3
+    significant digits for small values (a loss of 0.0003 is not "0.000").
+
+    Examples:
+        >>> figure(0.83333), figure(2.302585), figure(0.000312), figure(0.0)
+        ('0.833', '2.303', '0.000312', '0.000')
+        >>> figure(float("nan")), figure(None)
+        ('nan', '—')
+    """
+    if value is None:
+        return "—"
+    v = float(value)
+    if not math.isfinite(v) or v == 0:
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    decimals = min(8, max(3, 2 - math.floor(math.log10(abs(v)))))
+    return f"{v:.{decimals}f}"

@@ -18,6 +18,7 @@ from ..errors import ImgClassError
 from ._common import STATIC, StaticReprMixin, describe_error
 
 THUMB_SIZE = 160
+PREVIEW_SIZE = 480  # the single view: the image itself up to this size, never upscaled
 
 
 class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
@@ -54,6 +55,8 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
     progress = traitlets.Unicode("").tag(sync=True)
     counts = traitlets.Dict().tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
+    # Single view: {"id": image id, "data": JPEG bytes} at up to PREVIEW_SIZE px.
+    preview = traitlets.Dict().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     # Requests from the front end: {"action": ..., "seq": n, ...}; see _on_action.
     action = traitlets.Dict().tag(sync=True)
@@ -196,6 +199,21 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         self.items = items
         self.cursor = min(self.cursor, max(0, len(items) - 1))
         self._refresh_counts()
+        self._load_preview()
+
+    def _load_preview(self) -> None:
+        image_id = self.current_id if self.mode == "single" else None
+        if image_id is None:
+            if self.preview:
+                self.preview = {}
+            return
+        if self.preview.get("id") == image_id:
+            return
+        try:
+            data = self.project.thumbnail(image_id, size=PREVIEW_SIZE)
+        except Exception:  # shown as the small thumbnail instead
+            data = b""
+        self.preview = {"id": image_id, "data": data}
 
     def _refresh_tags(self) -> None:
         all_tags = self.project.tags
@@ -273,6 +291,11 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         if change["old"] != change["new"]:
             self.page = min(max(0, self.page), self.n_pages - 1)
             self._load_page()
+
+    @traitlets.observe("cursor", "mode")
+    def _on_cursor(self, change) -> None:
+        if hasattr(self, "_subscriptions"):
+            self._load_preview()
 
     @traitlets.observe("filter")
     def _on_filter(self, change) -> None:

@@ -9,6 +9,7 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
+from ..vocabulary import figure
 from ._common import STATIC, StaticReprMixin
 
 CURVE_KEYS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy")
@@ -39,6 +40,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.phase.add_class("imgclass-monitor-phase")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.progress.add_class("imgclass-monitor-progress")
+        self._busy(True)  # indeterminate until a phase has a count or an epoch ends
         self.eta = W.Label("")
         self.eta.add_class("imgclass-monitor-eta")
         self.chart = CurvesChart()
@@ -75,6 +77,14 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self._subscription.cancel()
         super().close()
 
+    def _busy(self, busy: bool) -> None:
+        """An indeterminate bar (work with no count yet), or a bar that shows a fraction."""
+        if busy:
+            self.progress.value = 0.0
+            self.progress.add_class("imgclass-indeterminate")
+        else:
+            self.progress.remove_class("imgclass-indeterminate")
+
     def _on_stop(self, _button: Any = None) -> None:
         self.run.stop()
         self.stop_button.disabled = True
@@ -89,9 +99,10 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
             parts = [f"epoch {epoch}" + (f" of {epochs}" if epochs else "")]
             for key in ("loss", "val_loss", "val_accuracy"):
                 if isinstance(event.get(key), int | float):
-                    parts.append(f"{key} {event[key]:.3f}")
+                    parts.append(f"{key} {figure(event[key])}")
             self.phase.value = "training: " + " · ".join(parts)
             if epochs:
+                self._busy(False)
                 self.progress.value = min(1.0, float(epoch) / float(epochs))
             if event.get("eta_s") is not None:
                 self.eta.value = f"ETA {_duration(event['eta_s'])}"
@@ -111,6 +122,9 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
                 self.phase.value = "failed"
                 self.stop_button.disabled = True
                 self.stop_button.description = "Failed"
+                self.stop_button.button_style = ""
+                self.stop_button.icon = ""
+                self._busy(False)
             elif phase in ("done", "stopped"):
                 self._finish()
             elif phase == "warning":
@@ -119,10 +133,16 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
                 items = "".join(f"<li>{html.escape(w)}</li>" for w in self._warnings)
                 self.warnings.value = f"<ul class='imgclass-warning'>{items}</ul>"
             else:
-                text = str(event.get("message") or phase)
+                # A phase with a count fills the bar; one without (compiling, fitting the
+                # head) shows an indeterminate bar and an ellipsis, never a full bar.
                 if event.get("total"):
-                    text = f"{phase} {event.get('done', 0)} of {event['total']}"
-                    self.progress.value = float(event.get("done", 0)) / float(event["total"])
+                    done, total = int(event.get("done", 0)), int(event["total"])
+                    text = f"{phase} {done} of {total}"
+                    self._busy(False)
+                    self.progress.value = done / total
+                else:
+                    text = f"{phase}…" + (f" ({event['message']})" if event.get("message") else "")
+                    self._busy(True)
                 self.phase.value = html.escape(text)
 
     def _finish(self) -> None:
@@ -131,6 +151,9 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.stop_button.description = {"done": "Done", "stopped": "Stopped"}.get(
             run.status, run.status.capitalize()
         )
+        self.stop_button.button_style = ""  # neutral: nothing left to stop
+        self.stop_button.icon = "check" if run.status == "done" else ""
+        self._busy(False)
         self.eta.value = ""
         if run.status == "failed":
             self.phase.value = "failed"
@@ -161,7 +184,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         tail = ""
         if last:
             e = last[-1]
-            tail = f", epoch {e.get('epoch')}, loss {e.get('loss', float('nan')):.3f}"
+            tail = f", epoch {e.get('epoch')}, loss {figure(e.get('loss'))}"
         return f"Training run {run.number}: {run.status}{tail}"
 
 

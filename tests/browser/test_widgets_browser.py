@@ -45,6 +45,26 @@ def test_labeller_keyboard_and_undo(notebook, lab):
     nb.screenshot(widget, "labeller")
     with ic.Project.open(lab["root"] / "labeller-project") as p:
         assert sorted(t for im in p.images for t in im.tags) == ["blue", "green"]
+    # A click on the header's text: the keys act on a card shown as current, said in words.
+    widget.locator(".imgclass-labeller-progress").click()
+    assert "keys-on" in (widget.get_attribute("class") or "")
+    assert "Keys act on the highlighted image" in widget.inner_text()
+    # "One at a time": the keys work at once, on the image shown at its own size.
+    widget.locator("button.imgclass-labeller-mode").click()
+    page.wait_for_selector(".imgclass-labeller-single img.imgclass-preview:not(.pending)")
+    page.keyboard.press("3")
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-labeller-progress').textContent"
+        ".startsWith('3 of 24')"
+    )
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.imgclass-labeller-single img');"
+        " return i && i.complete && i.naturalWidth === 20"
+        " && i.getBoundingClientRect().width === 320; }"
+    )  # 20 px sent as 20 px (not a 160 px thumbnail) and shown 16x, pixels kept sharp
+    nb.screenshot(widget, "labeller-single")
+    with ic.Project.open(lab["root"] / "labeller-project") as p:
+        assert sorted(t for im in p.images for t in im.tags) == ["blue", "green", "red"]
     assert nb.errors == []
 
 
@@ -59,6 +79,23 @@ def test_monitor_stop_while_training(notebook):
         timeout=180_000,
     )
     page.wait_for_selector(".imgclass-curve.train")
+    # Axes fit the data: a loss of 0.0003 keeps its digits, accuracy 1.0 stays within 0-1.
+    tiny = page.locator(".imgclass-curves").nth(1)
+    loss_ticks = tiny.locator("svg[data-title='loss'] .imgclass-ytick").all_text_contents()
+    acc_ticks = [float(t) for t in tiny.locator(
+        "svg[data-title='accuracy'] .imgclass-ytick").all_text_contents()]  # fmt: skip
+    assert len(set(loss_ticks)) == 3 and all(t.startswith("0.000") for t in loss_ticks)
+    assert float(loss_ticks[0]) > 0.0001 and float(loss_ticks[-1]) < 0.0005, loss_ticks
+    assert 0.8 <= min(acc_ticks) < max(acc_ticks) <= 1.0, acc_ticks
+    assert tiny.locator(".imgclass-xtick").first.text_content() == "1"
+    assert tiny.locator("text.imgclass-axis-title").first.text_content() == "epoch"
+    clipped = tiny.evaluate(
+        "r => [...r.querySelectorAll('svg')].flatMap(s => [...s.querySelectorAll('text')]"
+        ".filter(t => t.getBoundingClientRect().left < s.getBoundingClientRect().left - 0.5)"
+        ".map(t => t.textContent))"
+    )
+    assert clipped == [], clipped  # every label inside its panel, none cut at the left
+    nb.screenshot(tiny, "monitor-tiny-loss")
     monitor.locator("button.imgclass-monitor-stop").click()
     page.wait_for_function(
         "() => document.querySelector('button.imgclass-monitor-stop').textContent"

@@ -137,3 +137,31 @@ def test_ten_thousand_images_page(tmp_path):
     assert w.total == 10_000 and w.n_pages == 417 and len(w.items) == 24
     assert w.progress == "0 of 10000 labelled"
     p.close()
+
+
+def test_single_view_gets_the_image_itself_not_the_thumbnail(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    p = ic.Project.create(tmp_path / "photos")
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (600, 900, 3), dtype=np.uint8)  # larger than the preview
+    small = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)  # smaller than a thumbnail
+    p.add_images([big, small])
+    w = LabellerWidget(p, filter="all")
+    assert w.preview == {}  # the grid sends only thumbnails
+    w.mode = "single"
+    sizes = {}
+    for _ in range(2):
+        data = w.preview["data"]
+        assert w.preview["id"] == w.current_id and data[:2] == b"\xff\xd8"
+        sizes[w.current_id] = Image.open(io.BytesIO(data)).size
+        press(w, action="move", step=1)
+    assert sorted(sizes.values()) == [(30, 20), (480, 320)]  # never upscaled, 480 px at most
+    thumb = Image.open(io.BytesIO(w.items[0]["thumb"])).size
+    assert max(thumb) == 160  # what the single view showed, blown up, before
+    w.mode = "grid"
+    assert w.preview == {}
+    p.close()

@@ -72,3 +72,42 @@ def test_warnings_stay_in_view(tmp_path, make_images):
     assert "&#x27;blue&#x27; has 3 images" in m.warnings.value
     assert run.iteration.config["warnings"] == run.warnings
     p.close()
+
+
+def test_progress_shows_the_phase_and_finishes_neutral(trained_project):
+    from jupyter_imgclass.vocabulary import figure
+
+    p = trained_project
+    run = p.train(budget="advanced", model="small_cnn", epochs=3, input_size=16, show=False)
+    m = run.monitor()
+    seen = []
+
+    def capture(event):  # after the monitor's own handler: what the user sees then
+        busy = "imgclass-indeterminate" in m.progress._dom_classes
+        seen.append((dict(event), m.phase.value, m.progress.value, busy))
+
+    run.on_event(capture)
+    run.wait(timeout=600)
+    phases = [e.get("phase") for e, *_ in seen]
+    assert "compiling" in phases, phases
+    for event, text, value, busy in seen:
+        if event.get("event") == "epoch":
+            assert not busy and value == event["epoch"] / event["epochs"]
+            assert f"loss {figure(event['loss'])}" in text
+        elif event.get("phase") in ("compiling",) or (
+            event.get("phase") == "training" and not event.get("total")
+        ):
+            assert busy and value == 0.0, (event, value)  # not a full bar while waiting
+            assert "…" in text
+        elif event.get("total"):
+            assert not busy and value == event["done"] / event["total"]
+    assert m.stop_button.description == "Done" and m.stop_button.button_style == ""
+    assert m.stop_button.disabled and m.progress.value == 1.0
+    assert "imgclass-indeterminate" not in m.progress._dom_classes
+
+
+def test_small_losses_keep_their_digits():
+    from jupyter_imgclass.vocabulary import figure
+
+    assert figure(0.0003) == "0.000300" and figure(0.000312) == "0.000312"
+    assert figure(0.8333) == "0.833" and figure(2.302585) == "2.303"

@@ -35,6 +35,8 @@ function render({ model, el }) {
   }
 
   function draw() {
+    // A redraw replaces the focused element; keep the keys with the widget.
+    const hadFocus = root === document.activeElement || root.contains(document.activeElement);
     urls.forEach((u) => URL.revokeObjectURL(u));
     urls = [];
     root.innerHTML = "";
@@ -64,7 +66,12 @@ function render({ model, el }) {
     const modeBtn = document.createElement("button");
     modeBtn.className = "imgclass-labeller-mode";
     modeBtn.textContent = mode === "grid" ? "One at a time" : "Grid";
-    modeBtn.onclick = () => { model.set("mode", mode === "grid" ? "single" : "grid"); model.save_changes(); };
+    modeBtn.onclick = (e) => {
+      e.stopPropagation();
+      model.set("mode", mode === "grid" ? "single" : "grid");
+      model.save_changes();
+      root.focus({ preventScroll: true }); // the keys work at once in the new view
+    };
     bar.appendChild(modeBtn);
 
     const undo = document.createElement("button");
@@ -87,6 +94,12 @@ function render({ model, el }) {
     pageText.textContent = ` page ${model.get("page") + 1} of ${model.get("n_pages")} (${model.get("total")} images) `;
     pager.append(prev, pageText, next);
     bar.appendChild(pager);
+    // A click on the header's text focuses the widget and shows which card the keys act on.
+    bar.onclick = (e) => {
+      if (e.target.closest("button, select, input")) return;
+      root.focus({ preventScroll: true });
+      showCurrent();
+    };
     root.appendChild(bar);
 
     const tagbar = document.createElement("div");
@@ -148,10 +161,24 @@ function render({ model, el }) {
       card.className = "imgclass-card" + (k === cursor ? " current" : "") + (it.tags.length ? " labelled" : "");
       card.dataset.imageId = String(it.id);
       const img = document.createElement("img");
-      if (it.thumb && it.thumb.byteLength) {
-        const url = URL.createObjectURL(new Blob([it.thumb], { type: "image/jpeg" }));
+      const preview = model.get("preview") || {};
+      const big = mode === "single" && preview.id === it.id && preview.data && preview.data.byteLength;
+      const bytes = big ? preview.data : it.thumb;
+      if (bytes && bytes.byteLength) {
+        const url = URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
         urls.push(url);
         img.src = url;
+      }
+      if (mode === "single") {
+        img.className = big ? "imgclass-preview" : "imgclass-preview pending";
+        // The image at its own size; a small one by a whole factor, pixels kept sharp.
+        img.onload = () => {
+          const side = Math.max(img.naturalWidth, img.naturalHeight) || 1;
+          const factor = side >= 240 ? 1 : Math.max(1, Math.floor(320 / side));
+          img.style.width = `${img.naturalWidth * factor}px`;
+          img.style.height = `${img.naturalHeight * factor}px`;
+          img.classList.toggle("upscaled", factor > 1);
+        };
       }
       img.alt = it.name;
       const cap = document.createElement("div");
@@ -166,10 +193,34 @@ function render({ model, el }) {
     const help = document.createElement("div");
     help.className = "imgclass-labeller-help";
     help.textContent = "Keys: 1–9 tag · 0 negative · ←/→ move · Enter confirm · Backspace/Ctrl+Z undo · S skip";
+    const focusNote = document.createElement("div");
+    focusNote.className = "imgclass-labeller-focus";
     const status = document.createElement("div");
     status.className = "imgclass-labeller-status";
     status.textContent = model.get("status");
-    root.append(status, help);
+    root.append(status, focusNote, help);
+    noteFocus();
+    if (hadFocus) {
+      root.focus({ preventScroll: true });
+      showCurrent();
+    }
+  }
+
+  // Which card the keys act on, said in words beside the highlight.
+  function noteFocus() {
+    const note = root.querySelector(".imgclass-labeller-focus");
+    if (!note) return;
+    const cur = current();
+    const focused = root === document.activeElement || root.contains(document.activeElement);
+    if (!cur) note.textContent = "";
+    else if (focused) note.textContent = `Keys act on the highlighted image: ${cur.name}`;
+    else note.textContent = "Click an image (or here) to label with the keys";
+    root.classList.toggle("keys-on", focused);
+  }
+
+  function showCurrent() {
+    const card = root.querySelector(".imgclass-card.current");
+    if (card && card.scrollIntoView) card.scrollIntoView({ block: "nearest" });
   }
 
   function onKey(e) {
@@ -201,14 +252,17 @@ function render({ model, el }) {
     }
   }
   root.addEventListener("keydown", onKey);
+  root.addEventListener("focusin", noteFocus);
+  root.addEventListener("focusout", () => setTimeout(noteFocus, 0));
 
   const keys = ["items", "tags", "cursor", "mode", "progress", "page", "n_pages", "filter",
-    "filter_options", "error", "status", "total"];
+    "filter_options", "error", "status", "total", "preview"];
   for (const key of keys) model.on(`change:${key}`, draw);
   draw();
   return () => {
     for (const key of keys) model.off(`change:${key}`, draw);
     root.removeEventListener("keydown", onKey);
+    root.removeEventListener("focusin", noteFocus);
     urls.forEach((u) => URL.revokeObjectURL(u));
   };
 }
