@@ -14,6 +14,8 @@ from .labeller import LabellerWidget
 from .tester import TesterWidget
 
 TABS = ("Data", "Label", "Train", "Evaluate", "Test", "Publish")
+AUTOMATIC = "automatic"
+"""The Train tab's model choice that lets the project pick (``Project.train(model=None)``)."""
 
 
 def _module_available(name: str) -> bool:
@@ -61,8 +63,9 @@ class Studio(StaticReprMixin, W.Tab):
 
         self.model = W.Dropdown(
             description="model",
-            options=[("automatic", None)] + [(n, n) for n in models.names()],
-            value=None,
+            # Not None as the value: a Dropdown shows a value of None as a blank choice.
+            options=[AUTOMATIC, *models.names()],
+            value=AUTOMATIC,
         )
         self.budget = W.Dropdown(description="budget", options=list(BUDGETS), value="quick")
         self.epochs = W.IntText(
@@ -123,7 +126,7 @@ class Studio(StaticReprMixin, W.Tab):
         try:
             self.run = self.project.train(
                 budget=self.budget.value,
-                model=self.model.value,
+                model=None if self.model.value == AUTOMATIC else self.model.value,
                 epochs=self.epochs.value or None,
                 show=False,
             )

@@ -1,4 +1,5 @@
-"""Try a trained iteration on new images: upload or drop, see probabilities, add to the project."""
+"""Try a trained iteration on new images: upload, drop or take with the camera, see
+probabilities, add to the project."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class ProbabilityBars(anywidget.AnyWidget):
     image = traitlets.Bytes(b"").tag(sync=True)
     name = traitlets.Unicode("").tag(sync=True)
     predictions = traitlets.List().tag(sync=True)  # [{"tag", "probability"}], highest first
-    dropped = traitlets.Bytes(b"").tag(sync=True)
+    # The front end sends a DataView, which arrives as a memoryview: made bytes here (a
+    # plain Bytes trait refuses a memoryview, and the drop was lost in the kernel's log).
+    dropped = traitlets.Bytes(b"").tag(sync=True, from_json=lambda value, _w: bytes(value or b""))
     dropped_name = traitlets.Unicode("").tag(sync=True)
 
 
@@ -41,7 +44,12 @@ class TesterWidget(StaticReprMixin, W.VBox):
         self.project = project
         self._fixed = iteration is not None
         self.iteration = iteration
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        self.upload = W.FileUpload(
+            accept="image/*",
+            multiple=False,
+            description="Upload image",
+            layout=W.Layout(width="auto", min_width="190px"),  # room for "(1)" after it
+        )
         self.upload.add_class("imgclass-tester-upload")
         self.upload.observe(self._on_upload, "value")
         self.choice = W.Dropdown(
@@ -83,6 +91,7 @@ class TesterWidget(StaticReprMixin, W.VBox):
         self.bars.name = name
         self.bars.image = self._bytes
         self.bars.predictions = []
+        self.tag.value = ""  # the last image's tag does not carry over to this one
         self.add_button.disabled = False
         if self.iteration is None:
             self._say(
@@ -92,11 +101,14 @@ class TesterWidget(StaticReprMixin, W.VBox):
         try:
             preds = self.iteration.predict(self._bytes)
         except Exception as exc:
+            # Nothing of the previous image stays on show beside the reason.
+            self._bytes = None
+            self.bars.image = b""
             self._say(f"{name}: {describe_error(exc)}", error=True)
             self.add_button.disabled = True
             return []
         self.bars.predictions = [{"tag": p.tag, "probability": float(p.probability)} for p in preds]
-        if preds and not self.tag.value:
+        if preds:
             self.tag.value = preds[0].tag
         self._say(
             f"{html.escape(name)}: {html.escape(preds[0].tag)} ({preds[0].probability:.1%})"
@@ -184,6 +196,7 @@ class TesterWidget(StaticReprMixin, W.VBox):
     def _on_drop(self, change) -> None:
         if change["new"]:
             self.test(bytes(change["new"]), self.bars.dropped_name or "dropped image")
+            self.bars.dropped = b""  # so that the same file dropped again is tested again
 
     def _on_add(self, _button: Any = None) -> None:
         self.add_to_project()

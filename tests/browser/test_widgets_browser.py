@@ -147,6 +147,13 @@ def test_evaluation_threshold_and_confusion_cell(notebook):
     assert nb.errors == []
 
 
+def wait_tester_message(page, text: str) -> None:
+    page.wait_for_function(
+        "t => document.querySelector('.imgclass-tester-message').textContent.includes(t)",
+        arg=text,
+    )
+
+
 def test_tester_upload(notebook, lab):
     import io
 
@@ -182,6 +189,49 @@ def test_tester_upload(notebook, lab):
     with ic.Project.open(lab["root"] / "tester-project") as p:
         assert len(p.images) == 25
         assert p.images[-1].tags == ("green",)  # the tag chosen in the box, not the guess
+    upload = tester.locator(".imgclass-tester-upload")
+    assert upload.evaluate("b => b.scrollWidth <= b.clientWidth"), upload.inner_text()  # not cut
+
+    # A bad upload: the reason, and nothing of leaf.png left on show.
+    with page.expect_file_chooser() as chooser:
+        upload.click()
+    chooser.value.set_files(
+        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}]
+    )
+    wait_tester_message(page, "notes.txt")
+    page.wait_for_function("() => !document.querySelector('.imgclass-bars img')")
+    assert tester.locator(".imgclass-bar-row").count() == 0 and tag_box.input_value() == ""
+    nb.screenshot(tester, "tester-bad-upload")
+
+    # Drag and drop of a file onto the drop zone.
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), (30, 40, 220), np.uint8)).save(buf, format="PNG")
+    page.evaluate(
+        """([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+        const zone = document.querySelector(".imgclass-drop");
+        for (const type of ["dragover", "drop"])
+          zone.dispatchEvent(
+            new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""",
+        [list(buf.getvalue()), "sky.png"],
+    )
+    wait_tester_message(page, "sky.png")
+    assert tester.locator(".imgclass-bar-row").count() == 3
+    page.wait_for_selector(".imgclass-bars img[alt='sky.png']")
+
+    # The camera (Chromium's fake device): open, capture, the frame is tested.
+    tester.locator(".imgclass-camera-start").click()
+    page.wait_for_function(
+        "() => (document.querySelector('.imgclass-camera video') || {}).videoWidth > 0"
+    )
+    tester.locator(".imgclass-camera-capture").click()
+    wait_tester_message(page, "camera.jpg")
+    assert tester.locator(".imgclass-bar-row").count() == 3
+    nb.screenshot(tester, "tester-camera")
+    tester.locator(".imgclass-camera-cancel").click()
+    assert tester.locator(".imgclass-camera video").count() == 0
     assert nb.errors == []
 
 
@@ -194,6 +244,11 @@ def test_studio_tabs(notebook):
     page.get_by_role("tab", name="Label").click()
     page.wait_for_selector(".imgclass-studio .imgclass-card img[src^='blob:']")
     nb.screenshot(studio, "studio-label")
+    page.get_by_role("tab", name="Train").click()
+    model = studio.locator(".widget-dropdown select").first
+    model.wait_for()
+    assert model.evaluate("s => s.options[s.selectedIndex].text") == "automatic"
+    nb.screenshot(studio, "studio-train")
     page.get_by_role("tab", name="Publish").click()
     page.wait_for_selector(".imgclass-studio >> text=Serve (REST)")
     assert nb.errors == []

@@ -34,6 +34,8 @@ def test_studio_import_label_train_evaluate(tmp_path, make_png):
     click(s.import_button)
     assert ic.Project.open(p.path).counts() == {"blue": 4, "red": 4, "untagged": 0}
     assert "red" in s.data_summary.value and s.labeller.total == 8
+    # The model choice shows "automatic" from the start, not a blank dropdown.
+    assert (s.model.index, s.model.label, s.model.value) == (0, "automatic", "automatic")
     s.model.value, s.budget.value, s.epochs.value = "small_cnn", "advanced", 1
     click(s.train_button)
     s.run.wait(timeout=600)

@@ -25,6 +25,12 @@ def upload(w: TesterWidget, data: bytes, name: str = "new.png") -> None:
     )
 
 
+def drop(w: TesterWidget, name: str, data: bytes) -> None:
+    """What the browser's drop (or camera capture) sends: the bytes as a binary buffer."""
+    state = {"method": "update", "state": {"dropped_name": name}, "buffer_paths": [["dropped"]]}
+    w.bars._handle_msg({"content": {"data": state}, "buffers": [memoryview(data)]})
+
+
 def test_upload_predicts_and_adds_with_chosen_tag(trained_project, make_png):
     p = trained_project
     w = p.tester()
@@ -44,13 +50,24 @@ def test_upload_predicts_and_adds_with_chosen_tag(trained_project, make_png):
     p.remove_images([p.images[-1].id])
 
 
-def test_bad_upload_and_drop_show_reason(trained_project, make_png):
+def test_bad_upload_clears_the_last_image_and_drops_work_twice(trained_project, make_png):
     w = trained_project.iterations[0].tester()
+    upload(w, make_png("green", seed=7), name="leaf.png")
+    assert w.bars.image and w.tag.value and w.bars.predictions
     upload(w, b"not an image at all", name="notes.txt")
     assert "notes.txt" in w.message.value and "imgclass-error" in w.message.value
-    assert w.bars.predictions == []
-    w.bars.set_state({"dropped_name": "drop.png", "dropped": make_png("red", seed=5)})
-    assert w.bars.predictions and "drop.png" in w.message.value
+    # Nothing of leaf.png is left beside the reason: no picture, no bars, no tag.
+    assert (w.bars.image, w.bars.predictions, w.tag.value) == (b"", [], "")
+    assert w.add_button.disabled
+    w.add_to_project("red")
+    assert "nothing to add" in w.message.value
+    red = make_png("red", seed=5)
+    for _ in range(2):  # the same file dropped twice is tested twice
+        w.message.value = ""
+        drop(w, "drop.png", red)
+        assert w.bars.predictions and "drop.png" in w.message.value
+        assert w.bars.image == red and w.tag.value == w.bars.predictions[0]["tag"]
+        assert w.bars.dropped == b""
 
 
 def test_without_iteration_explains(tmp_path, make_png):

@@ -1,8 +1,73 @@
-// Image under test, one probability bar per tag, and a drop zone for image files.
+// Image under test, one probability bar per tag, a drop zone for image files, and a
+// camera (the browser's getUserMedia) whose captured frame is tested like a dropped file.
+function send(model, name, buf) {
+  model.set("dropped_name", name);
+  model.set("dropped", new DataView(buf));
+  model.save_changes();
+}
+
+function camera(model) {
+  const box = document.createElement("div");
+  box.className = "imgclass-camera";
+  const start = document.createElement("button");
+  start.className = "imgclass-camera-start";
+  start.textContent = "Use camera";
+  const note = document.createElement("span");
+  note.className = "imgclass-camera-note";
+  box.append(start, note);
+  let stream = null;
+  const stop = () => {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    box.querySelectorAll("video, .imgclass-camera-capture, .imgclass-camera-cancel").forEach((e) => e.remove());
+    start.disabled = false;
+  };
+  start.onclick = async () => {
+    note.textContent = "";
+    if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
+      note.textContent = "camera not available here (the browser needs https or localhost)";
+      return;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    } catch (err) {
+      note.textContent = `camera not available: ${err.message || err.name}`;
+      return;
+    }
+    start.disabled = true;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.muted = true;
+    video.playsInline = true;
+    video.srcObject = stream;
+    const capture = document.createElement("button");
+    capture.className = "imgclass-camera-capture";
+    capture.textContent = "Capture";
+    const cancel = document.createElement("button");
+    cancel.className = "imgclass-camera-cancel";
+    cancel.textContent = "Close camera";
+    cancel.onclick = stop;
+    capture.onclick = () => {
+      if (!video.videoWidth) { note.textContent = "the camera has no picture yet"; return; }
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth;
+      canvas.height = video.videoHeight;
+      canvas.getContext("2d").drawImage(video, 0, 0);
+      canvas.toBlob(async (blob) => send(model, "camera.jpg", await blob.arrayBuffer()), "image/jpeg", 0.92);
+    };
+    box.append(video, capture, cancel);
+  };
+  return [box, stop];
+}
+
 function render({ model, el }) {
+  const outer = document.createElement("div");
+  outer.className = "imgclass-tester-view";
   const root = document.createElement("div");
   root.className = "imgclass-bars";
-  el.appendChild(root);
+  const [cam, stopCamera] = camera(model);
+  outer.append(root, cam);
+  el.appendChild(outer);
   let url = null;
   const draw = () => {
     if (url) URL.revokeObjectURL(url);
@@ -28,10 +93,7 @@ function render({ model, el }) {
       drop.classList.remove("over");
       const file = e.dataTransfer && e.dataTransfer.files[0];
       if (!file) return;
-      const buf = await file.arrayBuffer();
-      model.set("dropped_name", file.name);
-      model.set("dropped", new DataView(buf));
-      model.save_changes();
+      send(model, file.name, await file.arrayBuffer());
     };
     const bars = document.createElement("div");
     bars.className = "imgclass-bar-list";
@@ -59,7 +121,11 @@ function render({ model, el }) {
   const keys = ["image", "predictions"];
   keys.forEach((k) => model.on(`change:${k}`, draw));
   draw();
-  return () => { keys.forEach((k) => model.off(`change:${k}`, draw)); if (url) URL.revokeObjectURL(url); };
+  return () => {
+    keys.forEach((k) => model.off(`change:${k}`, draw));
+    if (url) URL.revokeObjectURL(url);
+    stopCamera();
+  };
 }
 
 export default { render };
