@@ -37,8 +37,11 @@ bench-deps:
 	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 		--no-install-recommends tuxpaint-stamps-default gcompris-qt-data
 
+# default_url: the printed URL and the browser tab land on the notebook, not the Launcher.
 run: install
-	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) notebooks/01-quickstart.ipynb
+	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) \
+		--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb $(LAB_ARGS)
+	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"
 
 test: install-test system-test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
