@@ -74,6 +74,10 @@ def lab():
         settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     ).write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+    # Notebook 7's page (the classic interface) exposes its app as JupyterLab's does.
+    (tmp / "JUPYTER_CONFIG_DIR" / "jupyter_server_config.json").write_text(
+        json.dumps({"JupyterNotebookApp": {"expose_app_in_browser": True}})
+    )
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
     )
@@ -143,14 +147,17 @@ def browser(lab):
 class Notebook:
     """A notebook open in JupyterLab, run top to bottom, with its page errors."""
 
-    def __init__(self, page, lab, name: str):
-        self.page, self.lab, self.name = page, lab, name
+    def __init__(self, page, lab, name: str, classic: bool = False):
+        self.page, self.lab, self.name, self.classic = page, lab, name, classic
         self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("pageerror", lambda exc: self.errors.append(f"{exc}\n{exc.stack}"))
 
     def open_and_run(self) -> None:
         page = self.page
-        page.goto(f"{self.lab['url']}/lab/tree/{self.name}?reset")
+        if self.classic:  # Notebook 7's own page, served by the same server
+            page.goto(f"{self.lab['url']}/notebooks/{self.name}")
+        else:
+            page.goto(f"{self.lab['url']}/lab/tree/{self.name}?reset")
         page.wait_for_function(
             "() => window.jupyterapp && window.jupyterapp.started && window.jupyterapp.restored"
             " && true"
@@ -186,10 +193,10 @@ def notebook(lab, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     opened: list[Notebook] = []
 
-    def open_notebook(name: str) -> Notebook:
+    def open_notebook(name: str, classic: bool = False) -> Notebook:
         page = context.new_page()
         page.set_default_timeout(60_000)
-        nb = Notebook(page, lab, name)
+        nb = Notebook(page, lab, name, classic)
         nb.open_and_run()
         opened.append(nb)
         return nb
