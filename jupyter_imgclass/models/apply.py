@@ -32,6 +32,7 @@ __all__ = [
     "bucket",
     "eval_split",
     "extract_features",
+    "extract_lower",
     "normalise",
     "probabilities",
     "run_batched",
@@ -155,9 +156,11 @@ def eval_split(model: nnx.Module) -> tuple[Any, Any]:
 
 @functools.lru_cache(maxsize=32)
 def apply_fn(
-    graphdef: Any, mean: tuple, std: tuple, what: str, kind: str = "multiclass"
+    graphdef: Any, mean: tuple, std: tuple, what: str, kind: str = "multiclass", split: int = 0
 ) -> Callable:
-    """Jitted ``f(state, uint8 batch)`` -> ``"logits"``, ``"features"`` or ``"probabilities"``.
+    """Jitted ``f(state, uint8 batch)`` -> ``"logits"``, ``"features"``, ``"probabilities"``
+    or ``"lower"`` (the activation entering block ``split``, see
+    ``EfficientNetLite.lower``).
 
     Args:
         graphdef: of an eval-mode network (see :func:`eval_split`).
@@ -165,6 +168,7 @@ def apply_fn(
         std: the same for its standard deviation.
         what: which output.
         kind: for ``"probabilities"``: softmax or sigmoids.
+        split: for ``"lower"``.
     """
 
     def apply(state, images):
@@ -172,6 +176,8 @@ def apply_fn(
         x = normalise(images, mean, std)
         if what == "features":
             return model.features(x)
+        if what == "lower":
+            return model.lower(x, split)
         logits = model(x)
         return probabilities(logits, kind) if what == "probabilities" else logits
 
@@ -204,3 +210,25 @@ def extract_features(
     fn = apply_fn(graphdef, tuple(spec.mean), tuple(spec.std), "features")
     out = run_batched(fn, state, images, batch_size, on_progress)
     return out.reshape(len(images), -1).astype(np.float32)
+
+
+def extract_lower(
+    model: nnx.Module,
+    spec: ModelSpec | str,
+    images: np.ndarray,
+    split: int,
+    *,
+    batch_size: int = 32,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """``model.lower(x, split)`` of uint8 ``[N, S, S, 3]`` images (eval mode, jitted): the
+    frozen part's activations, computed once so that the top can be fine-tuned on them.
+
+    Returns:
+        float32 ``[N, h, w, c]``.
+    """
+    spec = get(spec) if isinstance(spec, str) else spec
+    graphdef, state = eval_split(model)
+    fn = apply_fn(graphdef, tuple(spec.mean), tuple(spec.std), "lower", split=split)
+    out = run_batched(fn, state, np.asarray(images, np.uint8), batch_size, on_progress)
+    return out.astype(np.float32)

@@ -65,6 +65,7 @@ from .layers import DepthwiseConv, head_input, materialise, relu6
 __all__ = [
     "BASE_STAGES",
     "SPECS",
+    "TOP_STAGES",
     "VARIANTS",
     "EfficientNetLite",
     "MBConv",
@@ -94,6 +95,11 @@ BN_MOMENTUM = 0.99  # TF decay 0.99 (PyTorch momentum 0.01), as the weights were
 IMAGENET_CLASSES = 1000
 MEAN = (0.498, 0.498, 0.498)  # 127 / 255
 STD = (0.502, 0.502, 0.502)  # 128 / 255
+
+
+TOP_STAGES = 1
+"""Stages that the advanced budget fine-tunes (with ``conv_head`` and the head) on cached
+activations of the frozen rest (:meth:`EfficientNetLite.top_split`)."""
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -290,13 +296,29 @@ class EfficientNetLite(nnx.Module):
         self.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
         self.head_input = "raw"  # or "l2" (see layers.head_input); set by ModelSpec.create
 
-    def features(self, x: jax.Array) -> jax.Array:
-        """Globally average-pooled ``[N, 1280]`` features (before dropout and the head)."""
+    def top_split(self, stages: int = TOP_STAGES) -> int:
+        """The index of the first block of the last ``stages`` stages: what
+        :meth:`lower` stops before and :meth:`upper` starts at."""
+        repeats = [s[-1] for s in _variant(self.variant).stages]
+        return sum(repeats[: len(repeats) - stages])
+
+    def lower(self, x: jax.Array, split: int) -> jax.Array:
+        """The activation entering block ``split`` (stem and blocks ``[:split]``)."""
         x = relu6(self.bn0(self.stem(x)))
-        for block in self.blocks:
+        for block in self.blocks[:split]:
+            x = block(x)
+        return x
+
+    def upper(self, x: jax.Array, split: int) -> jax.Array:
+        """Pooled features from the activation entering block ``split`` (see :meth:`lower`)."""
+        for block in self.blocks[split:]:
             x = block(x)
         x = relu6(self.bn1(self.conv_head(x)))
         return jnp.mean(x, axis=(1, 2))
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Globally average-pooled ``[N, 1280]`` features (before dropout and the head)."""
+        return self.upper(self.lower(x, 0), 0)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits ``[N, num_classes]``."""

@@ -198,7 +198,8 @@ HEAD_INPUTS = ("raw", "l2")
 def l2_normalise(x: jax.Array) -> jax.Array:
     """Rows of ``[N, D]`` scaled to unit length (a zero row stays zero); numpy in, JAX out."""
     x = jnp.asarray(x, jnp.float32)
-    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+    # The floor before the root: a zero row has a finite gradient (0 * inf is NaN).
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
 
 
 def head_input(features: jax.Array, mode: str) -> jax.Array:

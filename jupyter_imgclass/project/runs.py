@@ -49,10 +49,8 @@ log = logging.getLogger(__name__)
 
 TRANSFER_MAX_IMAGES = 5000
 FEATURE_BATCH = 32
-FINE_TUNE_LR = 1e-4
 FINE_TUNE_DEFAULT_S = 120.0
 MIN_FINE_TUNE_S = 20.0
-TRIAL_SHARE = 0.6
 SAVE_MARGIN_S = 3.0
 RUN_EVENTS = ("event",)
 
@@ -313,9 +311,9 @@ def _train(run: TrainingRun, data, spec, input_size: int, started: float) -> _Tr
 
     Pretrained networks: the cross-validated logistic-regression head on cached features
     (every label in the final head; out-of-fold probabilities for the metrics); with
-    ``advanced``, fine-tuning is tried on the first fold's split and replaces the head
-    only when it wins there, then is refitted on every image. From-scratch networks keep
-    a seeded, stratified held-out split.
+    ``advanced``, the network's top is fine-tuned from the head over the same folds and
+    replaces the head only when its cross-validated figures are better, refitted on every
+    image. From-scratch networks keep a seeded, stratified held-out split.
     """
     from .. import training
 
@@ -360,87 +358,78 @@ def _train(run: TrainingRun, data, spec, input_size: int, started: float) -> _Tr
 
 
 def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadline):
-    """Fine-tunes from the head; keeps it only when it beats the head on held-out images."""
+    """Fine-tunes the network's top from the head on cached activations of its frozen
+    rest (:func:`training.fit_top`), over the same folds as the head; keeps it only when
+    its cross-validated figures beat the head's on the same images."""
     from .. import training
+    from ..models.apply import extract_lower
 
     if deadline is None:
-        deadline = time.time() + 2 * FINE_TUNE_DEFAULT_S
+        deadline = time.time() + FINE_TUNE_DEFAULT_S
     if deadline - time.time() < MIN_FINE_TUNE_S:
         return _keep(run, quick, "no time left to fine-tune; kept the transfer-learned head")
-    held = folds[0]
-    train_idx = np.setdiff1d(quick.train, held)
-    arrays = _load_images(run, data, input_size)
-    fold_head = quick.result.extra["fold_heads"][0]
-    start = training.weights_to_model(
-        spec,
-        len(data.classes),
-        {**quick.result.weights, "head.kernel": fold_head[0], "head.bias": fold_head[1]},
-        input_size=input_size,
-        head_input=quick.result.head_input,
-    )
-    # Part of the time to find out whether fine-tuning helps, the rest to refit on every
-    # image; both deadlines include compilation.
-    share = (deadline - time.time()) * TRIAL_SHARE
-    tune = dataclasses.replace(
-        tconf,
-        freeze_batchnorm=True,
-        learning_rate=tconf.learning_rate or FINE_TUNE_LR,
-        time_limit_s=share,
-        deadline=time.time() + share,
-    )
-    try:
-        trial = _fit(run, tune, arrays, data.labels, train_idx, held, model=start)
-    except training.DeadlineError as exc:
-        return _keep(run, quick, f"{exc}; kept the transfer-learned head")
-    baseline = _as_result(quick.result, held, data)
-    if not improves(trial, baseline, data.kind):
-        return _keep(
-            run,
-            quick,
-            "fine-tuning did not improve on held-out images; kept the transfer-learned head",
-            history=trial.history,
-        )
-    if run.stopping or not trial.best_epoch:
-        return _Trained(trial, held, train_idx, {"method": "holdout", "images": len(held)})
-    run.emit({"phase": "training", "message": "fine-tuning won; refitting on every image"})
-    start_all = training.weights_to_model(
+    model = training.weights_to_model(
         spec,
         len(data.classes),
         quick.result.weights,
         input_size=input_size,
         head_input=quick.result.head_input,
     )
+    if not hasattr(model, "top_split"):
+        return _keep(run, quick, f"{spec.name} has no top to fine-tune; kept the head")
+    split = model.top_split()
+    arrays = _load_images(run, data, input_size)
+    views = {"activation": arrays}
+    if "flip" in tconf.augmentations():
+        views["mirrored"] = arrays[:, :, ::-1]
+    total = len(arrays) * len(views)
+    acts = {}
     try:
-        refit = _fit(
-            run,
-            dataclasses.replace(
-                tune,
-                epochs=trial.best_epoch,
-                time_limit_s=max(1.0, deadline - time.time()),
-                deadline=deadline - SAVE_MARGIN_S,
-            ),
-            arrays,
-            data.labels,
-            np.arange(len(arrays)),
-            held,
-            model=start_all,
+        for k, (name, images) in enumerate(views.items()):
+
+            def progress(done: int, _total: int, k=k) -> None:
+                if run.stopping or time.time() > deadline - SAVE_MARGIN_S:
+                    raise training.DeadlineError("no time left while extracting activations")
+                run.emit({"phase": "extracting activations", "done": k * len(arrays) + done,
+                          "total": total})  # fmt: skip
+
+            acts[name] = extract_lower(model, spec, images, split, on_progress=progress)
+        top = training.fit_top(
+            dataclasses.replace(tconf, deadline=deadline - SAVE_MARGIN_S),
+            model,
+            {**acts, "label": data.labels},
+            split=split,
+            folds=folds,
+            fold_heads=quick.result.extra["fold_heads"],
+            epochs=tconf.epochs or training.TOP_EPOCHS,
+            learning_rate=tconf.learning_rate or training.TOP_LR,
+            on_event=run.emit,
+            should_stop=lambda: run.stopping,
         )
-    except training.DeadlineError:
-        # No time to refit: keep the trial's network (it did not see the held-out fold).
-        run.warnings.append("no time to refit the fine-tuned network on every image")
-        return _Trained(trial, held, train_idx, {"method": "holdout", "images": len(held)})
-    # The refit saw the held-out fold: its figures come from the trial, which did not.
-    final = dataclasses.replace(
-        refit,
-        val_probabilities=trial.val_probabilities,
-        history=trial.history + refit.history,
-        best_epoch=refit.best_epoch,
-    )
+    except training.DeadlineError as exc:
+        return _keep(run, quick, f"{exc}; kept the transfer-learned head")
+    except TrainingError:
+        if not run.stopping:
+            raise
+        return _keep(run, quick, "stopped while fine-tuning; kept the transfer-learned head")
+    if not improves(top, _as_result(quick.result, quick.scored, data), data.kind):
+        return _keep(
+            run,
+            quick,
+            "fine-tuning did not improve the cross-validated figures; "
+            "kept the transfer-learned head",
+            history=top.history,
+        )
     return _Trained(
-        final,
-        held,
+        top,
+        quick.scored,
         quick.train,
-        {"method": "holdout", "images": len(held), "note": "fine-tuned; refitted on every image"},
+        {
+            "method": "cross-validation",
+            "folds": len(folds),
+            "images": len(quick.scored),
+            "note": f"fine-tuned the top ({top.best_epoch} epochs, chosen by cross-validation)",
+        },
     )
 
 
