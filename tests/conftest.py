@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Notebooks run by nbval inherit this: the same code path on less data.
-os.environ.setdefault("IMGCLASS_FAST", "1")
 # Tests must never touch the user's caches: JAX's compilation cache goes to a temp folder.
 os.environ.setdefault(
     "IMGCLASS_JAX_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imgclass-test-jax-cache")

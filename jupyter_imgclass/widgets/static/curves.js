@@ -67,6 +67,12 @@ function panel(history, keys, title, w, h, bounded) {
     const d = pts.filter((p) => typeof p[k] === "number" && isFinite(p[k])).map((p) => `${X(p.epoch)},${Y(p[k])}`).join(" ");
     if (!d) return;
     svg.appendChild(el("polyline", { points: d, class: `imgclass-curve ${i === 0 ? "train" : "val"}` }));
+    if (pts.length <= 20) {  // a dot per epoch: a one-epoch run (the quick budget) is not an empty chart
+      for (const p of pts) {
+        if (typeof p[k] !== "number" || !isFinite(p[k])) continue;
+        svg.appendChild(el("circle", { cx: X(p.epoch), cy: Y(p[k]), r: 3.5, class: `imgclass-curve-dot ${i === 0 ? "train" : "val"}` }));
+      }
+    }
   });
   return svg;
 }
