@@ -442,6 +442,166 @@ are enough (see `01-quickstart.ipynb`).
 ]
 
 
+IMPROVE = [
+    ("md", """
+# Label, read the errors, improve
+
+A first model is rarely the best one, and its mistakes are the cheapest guide to the next
+labels. In this notebook the data has a few labelling mistakes on purpose (as real data
+does); we find them through the model's *top losses*, fix them, add images where the
+confusion matrix says the model is weak, train again and compare the two iterations.
+"""),
+    ("code", """
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import jupyter_imgclass as ic
+from jupyter_imgclass import datasets
+
+digits = datasets.digits()
+rng = np.random.default_rng(0)
+order = rng.permutation(len(digits))
+first, reserve, unseen = order[:150], order[150:450], order[450:750]
+project = ic.Project.create(Path(tempfile.mkdtemp(prefix="imgclass-improve-")) / "digits")
+truth = {}  # image id -> the true digit (what your eyes would say)
+
+
+def add(indices, wrong=()):
+    \"\"\"Adds digits with their tags; those in `wrong` get a wrong tag on purpose.\"\"\"
+    tags = []
+    for i in indices:
+        tag = digits.tags[digits.labels[i]]
+        if i in wrong:
+            tag = digits.tags[(digits.labels[i] + 1) % 10]  # a slip of the finger
+        tags.append([tag])
+    report = project.add_images([digits.images[i] for i in indices], tags=tags)
+    assert len(report.added) == len(indices), report.summary()  # no duplicate digits here
+    for image_id, i in zip(report.added, indices):
+        truth[image_id] = digits.tags[digits.labels[i]]
+    return report
+
+
+mistakes = set(first[:8].tolist())
+print(add(first, wrong=mistakes).summary(), "-", len(mistakes), "of them tagged wrongly")
+"""),
+    ("md", """
+## 1. Label
+New images arrive untagged. Label these ten in the labeller (click an image, press the
+number on its tag's button), or run the next cell, which tags them for you.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+report = project.add_images([digits.images[i] for i in reserve[:10]])
+for image_id, i in zip(report.added, reserve[:10]):
+    truth[image_id] = digits.tags[digits.labels[i]]
+project.labeller()
+"""),
+    ("code", """
+for image in project.filter_images("untagged"):  # what the labeller would do with your keys
+    project.set_tags(image.id, truth[image.id])
+print(project.counts()["untagged"], "untagged left")
+"""),
+    ("md", """
+## 2. Train and read the confusion matrix
+Rows are the true tags, columns what the model predicted, counted over every labelled
+image scored by cross-validation. Off the diagonal are the mistakes.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+first_iteration = project.train(budget="quick", seed=0, show=False).wait()
+tags = first_iteration.classes
+matrix = pd.DataFrame(first_iteration.metrics["confusion_matrix"], index=tags, columns=tags)
+matrix
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+first_iteration.report()  # the same with a threshold slider; click a cell to see its images
+"""),
+    ("md", """
+## 3. Top losses: where the model and the labels disagree most
+An image whose label the model finds very unlikely is either hard or mislabelled. Look at
+them: the mislabelled ones are easy to spot.
+"""),
+    ("code", """
+losses = first_iteration.top_losses(12)
+fig, axes = plt.subplots(2, 6, figsize=(10, 4))
+for ax, item in zip(axes.ravel(), losses):
+    ax.imshow(project.array(item["image_id"], 32))
+    ax.set_title(f"tagged {item['true']}\\nmodel: {item['predicted']}", fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+wrongly_tagged = {image_id for image_id, tag in truth.items()
+                  if project.image(image_id).tags != (tag,)}
+found = [item for item in losses if item["image_id"] in wrongly_tagged]
+print(f"{len(found)} of the {len(wrongly_tagged)} wrongly tagged images are among the 12 top losses")
+"""),
+    ("code", """
+print("most of the mistakes are found:", len(found) >= len(wrongly_tagged) // 2)
+"""),
+    ("md", """
+## 4. Fix them, and add images where the matrix says
+Fixing a label is one call (the labeller does the same with a key). Then the tag with the
+lowest recall gets more examples from the reserve.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+for item in losses:
+    if item["image_id"] in wrongly_tagged:
+        project.set_tags(item["image_id"], truth[item["image_id"]])  # what you saw
+recall = {tag: m["recall"] for tag, m in first_iteration.metrics["per_tag"].items()}
+weakest = min(recall, key=recall.get)
+extra = [i for i in reserve[10:] if digits.tags[digits.labels[i]] == weakest][:10]
+print(f"weakest tag {weakest!r} (recall {recall[weakest]:.2f}):", add(extra).summary())
+"""),
+    ("md", """
+## 5. Train again and compare
+The metrics of each iteration are cross-validated on its own labels, so fixed labels also
+change what is measured. The fair comparison is on digits neither iteration has seen.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+second_iteration = project.train(budget="quick", seed=0, show=False).wait()
+
+
+def unseen_accuracy(iteration):
+    predicted = [p[0].tag for p in iteration.predict([digits.images[i] for i in unseen])]
+    return np.mean(np.array(predicted) == [digits.tags[digits.labels[i]] for i in unseen])
+
+
+comparison = pd.DataFrame(
+    {
+        it.name: {
+            "labelled images": it.metrics["overall"]["count"],
+            "cross-validated accuracy": it.metrics["overall"]["accuracy"],
+            "accuracy on 300 unseen digits": unseen_accuracy(it),
+        }
+        for it in (first_iteration, second_iteration)
+    }
+).round(3)
+comparison
+"""),
+    ("code", """
+print("no worse on unseen digits:", comparison.iloc[2, 1] >= comparison.iloc[2, 0] - 0.02)
+"""),
+    ("md", """
+## Exercises
+1. Put 20 mistakes instead of 8: how many of them do the top 12 losses find?
+2. `project.suggest(10)` proposes unlabelled images to label next. Add 100 untagged
+   digits from `reserve`, label the suggested ones, and compare with ten random ones.
+3. Raise the threshold in the report until precision for every tag is above 0.95: what
+   happens to recall?
+"""),
+]
+
+
 def execute(path: Path) -> float:
     """Runs ``path`` top to bottom in place, as a participant would; returns the seconds."""
     from nbconvert.preprocessors import ExecutePreprocessor
@@ -461,6 +621,7 @@ def main():
     for name, cells in (
         ("01-quickstart.ipynb", QUICKSTART),
         ("02-classification-basics.ipynb", BASICS),
+        ("03-label-and-improve.ipynb", IMPROVE),
     ):
         nbformat.write(notebook(cells), HERE / name)
         print(f"{name}: ran top to bottom in {execute(HERE / name):.1f} s", flush=True)
