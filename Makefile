@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test system-test-deps bench-deps lint clean
+.PHONY: run test install install-test system-test-deps workshop-data bench-deps lint clean
 
 $(VENV)/.installed: pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv`; install it when missing.
@@ -37,8 +37,14 @@ bench-deps:
 	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 		--no-install-recommends tuxpaint-stamps-default gcompris-qt-data
 
+# The workshop notebooks' offline data (Fashion-MNIST from Debian); best effort for `run`.
+workshop-data:
+	@[ -d /usr/share/datasets/fashion-mnist ] || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q dataset-fashion-mnist; } || \
+		echo "notebooks/04 needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist"
+
 # default_url: the printed URL and the browser tab land on the notebook, not the Launcher.
-run: install
+run: install workshop-data
 	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) \
 		--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb $(LAB_ARGS)
 	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"
