@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+$(VENV)/.installed-workshop: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[workshop]'
+	touch $@
+
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
@@ -44,7 +48,7 @@ workshop-data:
 		echo "notebooks/04 needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist"
 
 # default_url: the printed URL and the browser tab land on the notebook, not the Launcher.
-run: install workshop-data
+run: $(VENV)/.installed-workshop workshop-data
 	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) \
 		--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb $(LAB_ARGS)
 	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import ImgClassError
@@ -83,7 +84,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _print_training(args, project, iteration, run, report) -> None:
+def _print_training(args, project, iteration, run, report, routes=None) -> None:
     """What ``train`` and ``demo`` print: one JSON object with ``--json``, else a line."""
     if args.json:
         record = {
@@ -97,7 +98,9 @@ def _print_training(args, project, iteration, run, report) -> None:
             "warnings": run.warnings,
             "import": report.to_json(),
         }
-        print(json.dumps(record))
+        if routes:
+            record["routes"] = routes
+        print(json.dumps(record), flush=True)
     else:
         print(iteration)
         for w in run.warnings:
@@ -236,8 +239,48 @@ def cmd_demo(args) -> int:
         run = project.train(budget=args.budget, model=args.model, show=False)
         run.on_event(_progress(args))
         iteration = run.wait()
-        _print_training(args, project, iteration, run, report)
+        if args.serve_seconds == 0:
+            _print_training(args, project, iteration, run, report)
+            return 0
+        server = iteration.serve(port=args.port)
+        try:
+            _print_training(args, project, iteration, run, report, routes=server.routes)
+            if not args.json:
+                print(_report_text(iteration))
+                print(f"serving {iteration.name} at {server.routes['image']}")
+                until = "Ctrl+C" if args.serve_seconds is None else f"{args.serve_seconds:g} s"
+                print(f"(POST an image there; stops after {until})", flush=True)
+            _wait(args.serve_seconds)
+        finally:
+            server.stop()
     return 0
+
+
+def _wait(seconds: float | None) -> None:
+    """Sleeps ``seconds`` (forever when None); Ctrl+C ends the wait quietly."""
+    try:
+        if seconds is None:
+            while True:
+                time.sleep(3600)
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
+
+
+def _report_text(iteration) -> str:
+    """The report in plain text: what the metrics rest on, overall and per tag."""
+    metrics = iteration.metrics
+    overall = metrics["overall"]
+    lines = [f"{iteration.name}: {iteration.evaluation_text()}"]
+    if overall.get("accuracy") is not None:
+        lines.append(f"accuracy {overall['accuracy']:.3f}")
+    lines.append(f"{'tag':<16}{'precision':>10}{'recall':>8}{'AP':>7}{'images':>8}")
+    for tag, m in metrics["per_tag"].items():
+        lines.append(
+            f"{tag:<16}{m['precision']:>10.3f}{m['recall']:>8.3f}"
+            f"{m['average_precision']:>7.3f}{m['count']:>8}"
+        )
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--budget", default="quick", choices=BUDGETS)
     d.add_argument("--model", default=None)
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    d.add_argument(
+        "--serve-seconds",
+        type=float,
+        default=None,
+        help="serve the model for N seconds, then exit (default: until Ctrl+C; 0: do not serve)",
+    )
+    d.add_argument("--port", type=int, default=8000, help="port to serve on (8000; 0: any free)")
     d.set_defaults(func=cmd_demo)
     return parser
 

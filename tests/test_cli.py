@@ -114,7 +114,10 @@ def test_cli_serve_warns_without_a_key_and_answers_to_a_given_project_id(
 def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_project):
     import os
 
-    demo = _cli("demo", "--project", tmp_path / "demo", "--per-class", "6", "--json", "--quiet")
+    demo = _cli(
+        "demo", "--project", tmp_path / "demo", "--per-class", "6", "--json", "--quiet",
+        "--serve-seconds", "0",
+    )  # fmt: skip
     assert demo.returncode == 0, demo.stderr
     record = json.loads(demo.stdout)
     assert record["status"] == "done" and record["metrics"]["overall"]["count"] == 60
@@ -132,3 +135,33 @@ def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_proj
         )  # fmt: skip
         assert shown.returncode == 0 and "usage: jupyter-imgclass" in shown.stdout
         assert "\x1b" not in shown.stdout  # plain text, even where colour is asked for
+
+
+def test_cli_demo_prints_the_report_and_serves_for_its_seconds(tmp_path, make_png):
+    """The quick-start path headless: import, train, the report, then a live endpoint."""
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_imgclass.cli", "demo", "--project", str(tmp_path / "d"),
+         "--per-class", "6", "--port", "0", "--serve-seconds", "15", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        while not any(line.startswith("serving ") for line in lines):
+            line = proc.stdout.readline()
+            assert line, (lines, proc.stderr.read())
+            lines.append(line)
+        text = "".join(lines)
+        assert "cross-validated over 60 images" in text and "precision" in text
+        assert all(f"\n{digit} " in text for digit in "0123456789")  # a row per tag
+        url = lines[-1].split(" at ", 1)[1].strip()
+        request = urllib.request.Request(
+            url, data=make_png((220, 30, 30)), headers={"Content-Type": "application/octet-stream"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = json.loads(answer.read())
+        assert len(body["predictions"]) == 10 and body["iteration"] == "Iteration1"
+        assert proc.wait(timeout=60) == 0  # it stops by itself after its seconds
+    finally:
+        proc.kill()

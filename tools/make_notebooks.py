@@ -736,6 +736,303 @@ images or when they look unlike the photos the network learned from.
 ]
 
 
+PUBLISH = [
+    ("md", """
+# Publish a model as a service
+
+A trained iteration leaves the notebook in three forms: a **bundle** folder to copy
+anywhere, an **ONNX** model for any runtime, and a **REST endpoint** that answers the
+hosted Custom Vision prediction API, so apps written for that service keep working.
+Choosing **thresholds** per tag is part of publishing: they decide which predictions a
+client acts on.
+"""),
+    ("code", """
+import io, json, tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import requests
+from PIL import Image
+
+import jupyter_imgclass as ic
+from jupyter_imgclass import datasets
+
+workdir = Path(tempfile.mkdtemp(prefix="imgclass-publish-"))
+digits = datasets.digits()
+project = ic.Project.create(workdir / "digits")
+digits.subset(30, seed=0).to_project(project)
+iteration = project.train(budget="quick", seed=0, show=False).wait()
+print(iteration.evaluation_text())
+"""),
+    ("md", """
+## 1. Thresholds per tag
+A probability threshold per tag trades false alarms (precision) against misses (recall).
+"Best F1" picks, per tag, the threshold that balances both on the cross-validated
+predictions. They are saved with the iteration and travel into the bundle, the ONNX
+model's metadata and the endpoint's answers.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+thresholds = iteration.set_thresholds("best_f1")
+{tag: round(value, 2) for tag, value in thresholds.items()}
+"""),
+    ("md", """
+**When a miss is expensive.** A classifier that flags damaged bridges in aerial photos,
+or a suspicious spot in a medical image, is there so that a person looks again: a missed
+case costs far more than a false alarm. Lower that tag's threshold until recall is close
+to 1, and accept the extra false alarms (the report's slider shows both as you move it).
+Such classifiers also need images like the ones they will see (the same camera, season,
+scanner) and many of the rare class; a workshop laptop carries none of those datasets
+offline, which is why these notebooks use digits and clothing.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+iteration.report()
+"""),
+    ("md", """
+## 2. The bundle, and ONNX without this package
+"""),
+    ("code", """
+bundle = iteration.export(workdir / "bundle", onnx=True)
+print(sorted(p.name for p in bundle.iterdir()))
+card = json.loads((bundle / "model.json").read_text())
+print("tags:", [t["name"] for t in card["tags"]])
+print("input:", card["onnx"]["input"], "| output:", card["onnx"]["output"])
+"""),
+    ("code", """
+image = digits.images[1500]  # not among the training images
+session = ort.InferenceSession(str(bundle / "model.onnx"))
+size = card["preprocessing"]["input_size"]
+batch = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float32)[None]
+onnx_probabilities = session.run(["probabilities"], {"image": batch})[0][0]
+ours = {p.tag: p.probability for p in ic.load_model(bundle).predict(image)}
+tags = [t["name"] for t in card["tags"]]
+print("ONNX and load_model agree:",
+      max(abs(onnx_probabilities[k] - ours[t]) for k, t in enumerate(tags)) < 1e-3)
+"""),
+    ("md", """
+## 3. The REST endpoint
+`iteration.serve()` starts the service in the background on 127.0.0.1 (from a shell:
+`jupyter-imgclass serve bundle/ --key SECRET`). With a key, every request needs the
+`Prediction-Key` header, as on the hosted service.
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+KEY = "workshop-key"
+server = iteration.serve(key=KEY)
+server.routes
+"""),
+    ("code", """
+buffer = io.BytesIO()
+Image.fromarray(image).save(buffer, format="PNG")
+picture = buffer.getvalue()
+
+answer = requests.post(
+    server.routes["image"],
+    data=picture,
+    headers={"Prediction-Key": KEY, "Content-Type": "application/octet-stream"},
+    timeout=30,
+)
+print(answer.status_code, sorted(answer.json()))
+top = answer.json()["predictions"][0]
+print("top tag agrees with the notebook:", top["tagName"] == max(ours, key=ours.get))
+"""),
+    ("code", """
+wrong = requests.post(server.routes["image"], data=picture,
+                      headers={"Prediction-Key": "guess"}, timeout=30)
+print(wrong.status_code, wrong.json()["code"])
+"""),
+    ("md", """
+## 4. The hosted service's own SDK, pointed here
+Code written for Azure Custom Vision changes only its endpoint (and key, and project id):
+"""),
+    ("code", """
+from azure.cognitiveservices.vision.customvision.prediction import CustomVisionPredictionClient
+from msrest.authentication import ApiKeyCredentials
+
+client = CustomVisionPredictionClient(
+    server.url, ApiKeyCredentials(in_headers={"Prediction-key": KEY})
+)
+result = client.classify_image(project.id, iteration.published_name, picture)
+best = max(result.predictions, key=lambda p: p.probability)
+print("the SDK gets the same top tag:", best.tag_name == top["tagName"])
+"""),
+    ("md", """
+## 5. Thresholds in client code
+Each prediction carries its tag's `threshold` and whether it passed (`aboveThreshold`);
+hosted clients ignore the extra fields. A client acts only on tags that pass:
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+def tags_to_act_on(answer: dict) -> list[str]:
+    return [p["tagName"] for p in answer["predictions"] if p["aboveThreshold"]]
+
+
+print("act on:", tags_to_act_on(answer.json()))
+print("thresholds:", {p["tagName"]: round(p["threshold"], 2) for p in answer.json()["predictions"]})
+"""),
+    ("code", """
+server.stop()
+print("stopped:", not server.running)
+"""),
+    ("md", """
+## Exercises
+1. Export without `onnx=True` and serve the bundle from a terminal:
+   `jupyter-imgclass serve <bundle> --key SECRET`, then call it with `curl`.
+2. Set a threshold of 0.95 for one tag with `iteration.set_thresholds({...})`, export
+   again and check `aboveThreshold` in the answers.
+3. Send a text file to the endpoint: what does it answer, and with which code?
+"""),
+]
+
+
+UNDER_THE_HOOD = [
+    ("md", """
+# Under the hood: convolutions, jit, grad, one optimiser step, XLA
+
+For the curious: the pieces a CNN is built from, run by hand on a real photo
+(scikit-image's samples), and what JAX does with them.
+"""),
+    ("code", """
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from flax import nnx
+from PIL import Image
+from skimage import data
+
+photo = data.chelsea()  # a cat, 300 x 451 pixels, RGB
+grey = photo.mean(axis=2).astype(np.float32) / 255.0
+print(photo.shape, photo.dtype, "->", grey.shape)
+"""),
+    ("md", """
+## 1. A convolution
+A 3x3 kernel slides over the image; each output pixel is the weighted sum of the 3x3
+pixels under it. These two kernels respond to vertical and horizontal edges: the first
+patterns a CNN learns look like them.
+"""),
+    ("code", """
+vertical = jnp.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], jnp.float32)
+kernels = jnp.stack([vertical, vertical.T], axis=-1)[:, :, None, :]  # HWIO: 3x3, 1 in, 2 out
+x = jnp.asarray(grey)[None, :, :, None]                                # NHWC: 1 image, 1 channel
+edges = jax.lax.conv_general_dilated(
+    x, kernels, window_strides=(1, 1), padding="SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+)
+fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+for ax, img, title in zip(axes, [grey, edges[0, :, :, 0], edges[0, :, :, 1]],
+                          ["the photo", "vertical edges", "horizontal edges"]):
+    ax.imshow(np.abs(img), cmap="gray")
+    ax.set_title(title)
+    ax.axis("off")
+plt.show()
+print("output shape:", edges.shape)
+"""),
+    ("md", """
+## 2. `jax.jit`: compile once, run fast
+`jax.jit` traces the Python function into a program and hands it to XLA, which fuses and
+compiles it for this CPU (or a GPU). The first call compiles; later calls reuse it.
+"""),
+    ("code", """
+def edge_strength(image):
+    out = jax.lax.conv_general_dilated(image, kernels, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sqrt(jnp.sum(out ** 2, axis=-1)).mean()
+
+
+fast = jax.jit(edge_strength)
+print("same value compiled and not:", bool(jnp.allclose(fast(x), edge_strength(x))))
+program = jax.make_jaxpr(edge_strength)(x)  # the traced program, primitive by primitive
+print("primitives:", [equation.primitive.name for equation in program.eqns])
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+print(program.pretty_print(use_color=False))
+"""),
+    ("code", """
+# NBVAL_IGNORE_OUTPUT
+import re
+
+hlo = fast.lower(x).compile().as_text()  # what XLA made of it for this machine
+entry = re.sub(r", metadata=\{[^}]*\}", "", hlo[hlo.index("ENTRY"):])
+print(entry[:1200])
+"""),
+    ("md", """
+## 3. `jax.grad`: how the output changes with each input
+Training needs the gradient of the loss with respect to every weight; `jax.grad` builds it
+from the same program. Here: the gradient of a tiny loss with respect to a weight vector,
+checked against the formula we can write by hand.
+"""),
+    ("code", """
+features = jnp.array([0.5, -1.0, 2.0])
+target = 1.0
+
+
+def loss(w):
+    return (jnp.dot(w, features) - target) ** 2
+
+
+w = jnp.array([0.1, 0.2, 0.3])
+by_jax = jax.grad(loss)(w)
+by_hand = 2 * (jnp.dot(w, features) - target) * features
+print("jax.grad:", np.round(by_jax, 4), "| by hand:", np.round(by_hand, 4))
+"""),
+    ("md", """
+## 4. One optimiser step
+An optimiser turns gradients into updates. With plain gradient descent (`optax.sgd`),
+the update is `-learning_rate * gradient`, and the loss goes down.
+"""),
+    ("code", """
+optimiser = optax.sgd(learning_rate=0.1)
+state = optimiser.init(w)
+updates, state = optimiser.update(by_jax, state)
+w_next = optax.apply_updates(w, updates)
+print("update == -0.1 * gradient:", bool(jnp.allclose(updates, -0.1 * by_jax)))
+print(f"loss {float(loss(w)):.4f} -> {float(loss(w_next)):.4f}")
+"""),
+    ("md", """
+## 5. What a pretrained network sees
+EfficientNet-Lite0, trained on ImageNet, applied to the cat. Early layers respond to
+edges and colours; deeper ones to parts and textures at a coarser grid. Below: a few
+channels after the first stage (112 x 112) and before the last stage (7 x 7).
+"""),
+    ("code", """
+from jupyter_imgclass import models
+from jupyter_imgclass.models.apply import normalise
+
+spec = models.get("efficientnet_lite0")
+network = spec.create(1000, rngs=nnx.Rngs(0))  # ImageNet weights and classifier
+network.eval()
+size = spec.input_size
+pixels = np.asarray(Image.fromarray(photo).resize((size, size)))[None]
+x224 = normalise(pixels, spec.mean, spec.std)
+early = network.lower(x224, 1)                 # after the stem and the first block
+late = network.lower(x224, network.top_split())  # entering the last stage
+fig, axes = plt.subplots(2, 6, figsize=(12, 4))
+for row, maps in zip(axes, [early, late]):
+    for ax, channel in zip(row, range(6)):
+        ax.imshow(np.asarray(maps[0, :, :, channel]), cmap="magma")
+        ax.set_title(f"{maps.shape[1]}x{maps.shape[2]} ch {channel}", fontsize=8)
+        ax.axis("off")
+plt.show()
+"""),
+    ("code", """
+probabilities = np.asarray(jax.nn.softmax(network(x224)))[0]
+print("ImageNet class 285 (Egyptian cat) is in the top 5:", 285 in np.argsort(probabilities)[-5:])
+"""),
+    ("md", """
+## Exercises
+1. Write a 3x3 kernel that blurs (all weights 1/9) and apply it.
+2. `jax.grad` of `edge_strength` with respect to the image: which pixels matter most?
+   Show it with `imshow`.
+3. Replace `optax.sgd` by `optax.adam(0.1)`: is the first update the same size?
+"""),
+]
+
+
 def execute(path: Path) -> float:
     """Runs ``path`` top to bottom in place, as a participant would; returns the seconds."""
     from nbconvert.preprocessors import ExecutePreprocessor
@@ -758,6 +1055,8 @@ def main(only=()):
         ("02-classification-basics.ipynb", BASICS),
         ("03-label-and-improve.ipynb", IMPROVE),
         ("04-transfer-learning.ipynb", TRANSFER),
+        ("05-publish-as-a-service.ipynb", PUBLISH),
+        ("06-under-the-hood.ipynb", UNDER_THE_HOOD),
     ):
         if only and not name.startswith(tuple(only)):
             continue
