@@ -952,7 +952,7 @@ print("primitives:", [equation.primitive.name for equation in program.eqns])
 # NBVAL_IGNORE_OUTPUT
 print(program.pretty_print(use_color=False))
 """),
-    ("code", """
+    ("code", r"""
 # NBVAL_IGNORE_OUTPUT
 import re
 
