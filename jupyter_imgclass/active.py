@@ -26,6 +26,9 @@ from .vocabulary import check_kind
 
 __all__ = [
     "METHODS",
+    "STRATEGIES",
+    "choose",
+    "k_center",
     "closeness_to_half",
     "entropy",
     "informativeness",
@@ -167,3 +170,93 @@ def rank(
     scores = informativeness(probabilities, method, kind)
     order = np.argsort(-scores, kind="stable")
     return order if n is None else order[:n]
+
+
+STRATEGIES = ("diverse", "coverage", "margin", "entropy", "least_confidence", "random")
+"""``Project.suggest`` strategies: ``"diverse"`` (uncertain and spread out, the default),
+``"coverage"`` (k-center on the features alone), the uncertainty :data:`METHODS`, and
+``"random"`` (the baseline every strategy is measured against)."""
+DIVERSE_POOL = 3
+"""``"diverse"`` spreads its picks over the ``DIVERSE_POOL * n`` most uncertain images."""
+
+
+def k_center(features: Any, chosen: Any, candidates: Any, n: int) -> np.ndarray:
+    """Greedy k-center (farthest-first): ``n`` candidates, each the farthest (cosine
+    distance on L2-normalised rows) from everything chosen or picked before it.
+
+    Args:
+        features: ``[N, D]`` feature rows of every image.
+        chosen: indices already covered (the labelled images); may be empty.
+        candidates: indices to pick from.
+        n: how many to pick.
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+
+    Examples:
+        >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+        >>> k_center(x, [0], [1, 2, 3], 2).tolist()
+        [3, 2]
+    """
+    x = np.asarray(features, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    candidates = np.asarray(candidates, np.int64)
+    chosen = np.asarray(chosen, np.int64)
+    n = min(int(n), len(candidates))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    cand = x[candidates]
+    if len(chosen):
+        distance = 1.0 - (cand @ x[chosen].T).max(axis=1)
+    else:  # nothing covered yet: start from the candidate nearest the centre
+        distance = np.full(len(candidates), np.inf)
+        distance[int(np.argmax(cand @ cand.mean(axis=0)))] = np.finfo(np.float64).max
+    picked = []
+    for _ in range(n):
+        k = int(np.argmax(distance))
+        picked.append(k)
+        distance = np.minimum(distance, 1.0 - cand @ cand[k])
+        distance[picked] = -np.inf
+    return candidates[picked]
+
+
+def choose(
+    strategy: str,
+    n: int,
+    *,
+    features: Any,
+    labelled: Any,
+    candidates: Any,
+    probabilities: Any = None,
+    kind: str = "multiclass",
+    seed: int = 0,
+) -> np.ndarray:
+    """The ``n`` candidates to label next by ``strategy`` (see :data:`STRATEGIES`).
+
+    Args:
+        strategy: a name of :data:`STRATEGIES`.
+        n: how many.
+        features: ``[N, D]`` backbone features of every image (labelled and candidates).
+        labelled: indices of the labelled images.
+        candidates: indices of the unlabelled images to choose from.
+        probabilities: ``[len(candidates), T]`` predictions for the candidates, needed by
+            the uncertainty strategies and ``"diverse"``; without them (no model yet)
+            those fall back to ``"coverage"``.
+        kind: ``"multiclass"`` or ``"multilabel"``.
+        seed: for ``"random"``.
+
+    Returns:
+        int64 indices from ``candidates``, most wanted first.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    candidates = np.asarray(candidates, np.int64)
+    n = min(max(int(n), 0), len(candidates))
+    if strategy == "random":
+        return np.random.default_rng(seed).permutation(candidates)[:n]
+    if strategy == "coverage" or probabilities is None:
+        return k_center(features, labelled, candidates, n)
+    if strategy in METHODS:
+        return candidates[rank(probabilities, strategy, n, kind=kind)]
+    uncertain = candidates[rank(probabilities, "margin", DIVERSE_POOL * n, kind=kind)]
+    return k_center(features, labelled, uncertain, n)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from jupyter_imgclass.active import (
+    choose,
     closeness_to_half,
     entropy,
     informativeness,
+    k_center,
     least_confidence,
     margin,
     rank,
@@ -96,3 +98,34 @@ def test_bad_arguments():
         entropy([0.5, 0.5])
     with pytest.raises(ValueError, match="n must be"):
         rank(P, n=-1)
+
+
+def test_k_center_picks_the_farthest_first_and_covers_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 10
+    x = np.concatenate([c + rng.normal(0, 0.1, (25, 4)) for c in centres])  # 4 clusters
+    labelled = [0]  # one image of cluster 0 is labelled
+    picked = k_center(x, labelled, np.arange(1, 100), 3)
+    assert sorted(int(p) // 25 for p in picked) == [1, 2, 3]  # one per uncovered cluster
+    assert len(set(picked.tolist())) == 3 and 0 not in picked
+    assert k_center(x, [], np.arange(100), 4).size == 4  # no labels yet: still spread
+    assert sorted({int(p) // 25 for p in k_center(x, [], np.arange(100), 4)}) == [0, 1, 2, 3]
+    assert k_center(x, labelled, [], 3).size == 0 and k_center(x, labelled, [5, 6], 9).size == 2
+
+
+def test_choose_strategies():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 8))
+    candidates = np.arange(10, 40)
+    probs = np.tile([0.98, 0.02], (30, 1))
+    probs[[3, 7, 11, 12]] = [0.5, 0.5]  # four uncertain candidates: 13, 17, 21, 22
+    kw = dict(features=x, labelled=np.arange(10), candidates=candidates)
+    assert sorted(choose("margin", 4, probabilities=probs, **kw).tolist()) == [13, 17, 21, 22]
+    diverse = choose("diverse", 2, probabilities=probs, **kw)
+    # diverse: from the 6 most uncertain (the 4 ties, then the first certain ones), spread
+    assert set(diverse.tolist()) <= {13, 17, 21, 22, 10, 11} and len(set(diverse.tolist())) == 2
+    assert choose("diverse", 3, **kw).tolist() == choose("coverage", 3, **kw).tolist()  # no model
+    a, b = choose("random", 5, seed=3, **kw), choose("random", 5, seed=3, **kw)
+    assert a.tolist() == b.tolist() and set(a.tolist()) <= set(candidates.tolist())
+    with pytest.raises(ValueError, match="strategy 'best'"):
+        choose("best", 2, **kw)

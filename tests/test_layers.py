@@ -22,7 +22,7 @@ LAYERS = [
     ("base", ["errors", "vocabulary", "_version"]),
     ("data", ["data"]),
     ("models", ["models"]),
-    ("engine", ["training", "evaluate", "predict", "active", "publish"]),
+    ("engine", ["training", "evaluate", "predict", "active", "datacheck", "publish"]),
     ("project", ["project"]),
     ("widgets", ["widgets"]),
     ("cli", ["cli", ""]),  # "" is the package root: the public facade, above everything

@@ -635,26 +635,80 @@ class Project:
             f"iteration {number!r}: not found (have {', '.join(str(i.number) for i in its)})"
         )
 
-    def suggest(self, n: int = 20, *, method: str = "margin", iteration=None) -> list[ImageRecord]:
-        """The ``n`` most informative untagged images to label next (active learning).
+    def suggest(
+        self,
+        n: int = 20,
+        *,
+        strategy: str = "diverse",
+        iteration=None,
+        seed: int = 0,
+    ) -> list[ImageRecord]:
+        """The ``n`` untagged images to label next (active learning).
 
-        Uses the latest iteration's predictions; without one, returns untagged images in
-        import order.
+        Args:
+            n: how many.
+            strategy: ``"diverse"`` (default: the most uncertain images, spread over the
+                feature space by k-center), ``"coverage"`` (k-center on the backbone's
+                features alone; what every strategy does before a model exists),
+                ``"margin"``, ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or
+                ``"random"``. ``benchmarks/active_learning.py`` measures them.
+            iteration: whose predictions to use; the latest by default.
+            seed: for ``"random"``.
+
+        Returns:
+            Image records, most wanted first.
         """
-        from ..active import rank
+        from .. import models
+        from ..active import STRATEGIES, choose
+        from ..models.apply import probabilities
+        from ..models.layers import head_input
+        from .runs import project_features
 
-        untagged = [im for im in self.images if not im.tags]
+        if strategy not in STRATEGIES:
+            raise ImgClassError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        images = self.images
+        untagged = [k for k, im in enumerate(images) if not im.tags]
         if not untagged or n <= 0:
             return []
+        labelled = [k for k, im in enumerate(images) if im.tags]
         try:
             it = iteration or self.iteration()
         except ImgClassError:
-            return untagged[:n]
-        probs = it.predictor.predict_arrays(
-            np.stack([self.array(im.id, it.predictor.input_size) for im in untagged])
+            it = None
+        feats = project_features(self, [im.id for im in images], it)
+        probs = None
+        if it is not None and strategy not in ("coverage", "random"):
+            if models.get(it.model).pretrained:  # the head on the cached features
+                w = it.weights()
+                x = head_input(feats[untagged], it.config.get("head_input", "raw"))
+                probs = np.asarray(probabilities(x @ w["head.kernel"] + w["head.bias"], it.kind))
+            else:
+                arrays = np.stack([self.array(images[k].id, it.input_size) for k in untagged])
+                probs = it.predictor.predict_arrays(arrays)
+        picked = choose(
+            strategy,
+            n,
+            features=feats,
+            labelled=labelled,
+            candidates=untagged,
+            probabilities=probs,
+            kind=self.kind,
+            seed=seed,
         )
-        order = rank(probs, method=method, n=n, kind=it.kind)
-        return [untagged[int(i)] for i in order]
+        return [images[int(k)] for k in picked]
+
+    def check(self, iteration=None):
+        """What is probably wrong with the data: likely label errors (cleanlab on the
+        latest iteration's out-of-fold predictions), near-duplicate pairs and whether
+        they straddle folds, thin and imbalanced tags, odd sizes and outliers.
+
+        Returns:
+            A :class:`~jupyter_imgclass.project.check.DataCheck`; fix what it finds with
+            :meth:`set_tags`, :meth:`remove_images` or :meth:`merge_tags`.
+        """
+        from .check import check_project
+
+        return check_project(self, iteration)
 
     def prediction_logger(
         self,

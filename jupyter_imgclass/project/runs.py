@@ -224,26 +224,55 @@ def load_arrays(project: Project, image_ids, size: int, on_progress=None) -> np.
 
 
 def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np.ndarray:
+    """:func:`cached_features` for a training run: progress events, and a stop ends it."""
+
+    def progress(done: int, total: int) -> None:
+        if run.stopping:
+            raise TrainingError("stopped while extracting features; nothing to keep yet")
+        run.emit({"phase": "extracting features", "done": done, "total": total})
+
+    return cached_features(run.project, model, spec, image_ids, size, on_progress=progress)
+
+
+FEATURE_BACKBONE = "efficientnet_lite0"
+"""Whose features ``suggest`` and ``check`` use when no pretrained iteration exists."""
+
+
+def project_features(project: Project, image_ids, iteration=None) -> np.ndarray:
+    """Cached backbone features of ``image_ids``: the pretrained ``iteration``'s backbone
+    at its input size, else :data:`FEATURE_BACKBONE`'s (extracting missing ones)."""
+    from flax import nnx
+
+    from .. import models
+
+    spec = models.get(FEATURE_BACKBONE)
+    size = spec.input_size
+    if iteration is not None and models.get(iteration.model).pretrained:
+        spec, size = models.get(iteration.model), iteration.input_size
+    backbone = spec.create(1, rngs=nnx.Rngs(0), pretrained=True)
+    return cached_features(project, backbone, spec, list(image_ids), size)
+
+
+def cached_features(
+    project: Project, model, spec, image_ids, size: int, on_progress=None
+) -> np.ndarray:
     """Backbone features per image at ``size`` pixels, computed once and cached by content
-    hash + model + size."""
+    hash + model + size; ``on_progress(done, total)`` while missing ones are extracted."""
     from ..models.apply import extract_features
 
-    project = run.project
     records = project.images_by_id(image_ids)
     shas = [im.sha256 for im in records]
     cached, missing = project.cache.features_many(shas, spec.name, size)
     total = len(records)
     if not missing:
         return np.asarray(cached, np.float32)
-    run.emit({"phase": "extracting features", "done": total - len(missing), "total": total})
+    if on_progress is not None:
+        on_progress(total - len(missing), total)
     arrays = project.cache.arrays([(records[k].sha256, records[k].path) for k in missing], size)
 
     def progress(done: int, _total: int) -> None:
-        if run.stopping:
-            raise TrainingError("stopped while extracting features; nothing to keep yet")
-        run.emit(
-            {"phase": "extracting features", "done": total - len(missing) + done, "total": total}
-        )
+        if on_progress is not None:
+            on_progress(total - len(missing) + done, total)
 
     vecs = extract_features(model, spec, arrays, batch_size=FEATURE_BATCH, on_progress=progress)
     project.cache.features_put_many([shas[k] for k in missing], spec.name, size, vecs)

@@ -318,3 +318,24 @@ def test_advanced_on_a_pretrained_network_keeps_to_its_minutes(colour_project):
         assert any("kept the transfer-learned head" in w for w in run.warnings)
         assert it.config["warnings"] == run.warnings
     assert it.predict(_colour_images(COLOURS["green"], 1, seed=90)[0])[0].tag == "green"
+
+
+def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
+    from jupyter_imgclass.active import STRATEGIES
+
+    p = colour_project
+    for k, colour in enumerate(COLOURS.values()):
+        p.add_images(_colour_images(colour, 4, seed=60 + k))  # 12 untagged
+    untagged = {im.id for im in p.images if not im.tags}
+    before = p.suggest(3)  # no iteration yet: coverage of the backbone's features
+    assert len({im.id for im in before}) == 3 and {im.id for im in before} <= untagged
+    p.train(budget="quick", seed=0, show=False).wait()
+    for strategy in STRATEGIES:
+        picked = [im.id for im in p.suggest(5, strategy=strategy, seed=1)]
+        assert len(set(picked)) == 5 and set(picked) <= untagged, strategy
+    assert [im.id for im in p.suggest(5, strategy="random", seed=1)] == [
+        im.id for im in p.suggest(5, strategy="random", seed=1)
+    ]
+    assert len(p.suggest(50)) == 12 and p.suggest(0) == []
+    with pytest.raises(ic.ImgClassError, match="strategy 'best'"):
+        p.suggest(3, strategy="best")

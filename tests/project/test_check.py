@@ -1,0 +1,86 @@
+"""Project.check(): label issues (cleanlab), near-duplicates, thin and imbalanced tags."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+import jupyter_imgclass as ic
+from jupyter_imgclass import datacheck
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def _images(colour, n, seed, size=32):
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, np.int16)
+    return [
+        np.clip(base + rng.integers(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+        for _ in range(n)
+    ]
+
+
+def test_check_finds_planted_mislabels_copies_and_thin_tags(tmp_path):
+    p = ic.Project.create(tmp_path / "p")
+    added = {}
+    for k, (tag, colour) in enumerate(COLOURS.items()):
+        added[tag] = p.add_images(_images(colour, 10, seed=k), tags=[tag]).added
+    wrong = added["red"][0]
+    p.set_tags(wrong, "blue")  # a red image tagged blue
+    original = p.array(added["green"][0], 32)
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, format="JPEG", quality=85)
+    jpeg = p.add_images([buffer.getvalue()], tags=["green"]).added[0]  # re-encoded copy
+    bigger = np.asarray(Image.fromarray(original).resize((48, 48), Image.BICUBIC))
+    resized = p.add_images([bigger], tags=["green"]).added[0]  # resized copy
+    p.add_images(_images((128, 128, 128), 3, seed=9, size=200), tags=["grey"])  # thin, big
+    p.train(budget="quick", seed=0, show=False).wait()
+
+    report = p.check()
+    assert report.iteration == 1
+    first = report.label_issues[0]
+    assert (first["image_id"], first["tag"], first["suggested"]) == (wrong, "blue", "red")
+    pairs = {(d["a"], d["b"]): d for d in report.near_duplicates}
+    for copy in (jpeg, resized):
+        pair = pairs[tuple(sorted((added["green"][0], copy)))]
+        assert pair["similarity"] > 0.9 and isinstance(pair["straddles_folds"], bool)
+    assert report.thin_tags == ["grey"]
+    assert "grey" in report.imbalance and "3" in report.imbalance
+    assert sorted(report.odd_sizes) == sorted(im.id for im in p.images if im.width == 200)
+    assert "likely label issue" in report.summary() and f"image {wrong}" in repr(report)
+
+    p.set_tags(wrong, "red")  # the fix; it is no longer flagged
+    assert wrong not in [i["image_id"] for i in p.check().label_issues]
+    p.close()
+
+
+def test_check_before_any_iteration_and_on_an_empty_project(tmp_path):
+    p = ic.Project.create(tmp_path / "p")
+    assert p.check().summary().startswith("0 likely label issue(s), 0 near-duplicate")
+    p.add_images(_images(COLOURS["red"], 4, seed=1), tags=["red"])
+    report = p.check()
+    assert report.label_issues == [] and report.iteration is None
+    assert report.thin_tags == ["red"]
+    p.close()
+
+
+def test_datacheck_functions_by_hand():
+    x = np.array([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [-1.0, 0.1]])
+    assert datacheck.near_duplicates(x) == [(0, 1, 0.9987)]
+    hashes = np.zeros((4, 64), bool)
+    hashes[3, :3] = True  # 3 bits from the others
+    assert (2, 3, 0.0995) in datacheck.near_duplicates(x, hashes, hamming=3)
+    assert datacheck.tag_warnings({"a": 10, "b": 2, "c": 0}) == (
+        ["b"],
+        "'a' has 10 images, 'b' 2 (5.0:1)",
+    )
+    assert datacheck.tag_warnings({"a": 6, "b": 5}) == ([], None)
+    assert datacheck.odd_sizes([(32, 32)] * 5 + [(300, 300), (4, 4)]) == [5, 6]
+    labels = np.array([0] * 10 + [1] * 10)
+    probs = np.tile([[0.95, 0.05]], (20, 1))
+    probs[10:] = [0.05, 0.95]
+    probs[3] = [0.02, 0.98]  # tagged 0, clearly a 1
+    assert datacheck.label_issues(labels, probs)[0][:2] == (3, 1)
+    assert datacheck.label_issues(np.zeros(4, int), np.tile([[0.9, 0.1]], (4, 1))) == []
