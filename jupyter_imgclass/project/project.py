@@ -697,6 +697,20 @@ class Project:
         )
         return [images[int(k)] for k in picked]
 
+    def guesses(self, image_ids: Iterable[int], iteration=None) -> dict[int, str]:
+        """The latest (or given) iteration's most likely tag for each image: what the
+        labeller pre-selects when it walks the suggestions. Empty without an iteration."""
+        try:
+            it = iteration or self.iteration()
+        except ImgClassError:
+            return {}
+        ids = [int(i) for i in image_ids]
+        if not ids:
+            return {}
+        arrays = np.stack([self.array(i, it.input_size) for i in ids])
+        probs = it.predictor.predict_arrays(arrays)
+        return {i: it.classes[int(np.argmax(row))] for i, row in zip(ids, probs, strict=True)}
+
     def check(self, iteration=None):
         """What is probably wrong with the data: likely label errors (cleanlab on the
         latest iteration's out-of-fold predictions), near-duplicate pairs and whether

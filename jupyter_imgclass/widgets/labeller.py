@@ -18,6 +18,9 @@ from ..errors import ImgClassError
 from ._common import STATIC, StaticReprMixin, describe_error
 
 THUMB_SIZE = 160
+SUGGESTED = "suggested"
+"""The filter that walks ``project.suggest(SUGGEST_N)`` with the model's guesses."""
+SUGGEST_N = 24
 PREVIEW_SIZE = 480  # the single view: the image itself up to this size, never upscaled
 
 
@@ -29,7 +32,9 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
 
     Args:
         project: the :class:`~jupyter_imgclass.Project` to label.
-        filter: ``"untagged"`` (default), ``"all"``, ``"tagged"`` or a tag name.
+        filter: ``"untagged"`` (default), ``"suggested"`` (the images to label next, in
+            order, each with the model's guess: Enter accepts it), ``"all"``,
+            ``"tagged"`` or a tag name.
         page_size: thumbnails per page.
         mode: ``"grid"`` or ``"single"`` (one large image at a time).
 
@@ -98,6 +103,15 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         multiclass projects (multilabel ones wait for Enter).
         """
         self._guard(self._label, int(image_id), str(tag), advance)
+
+    def confirm(self) -> None:
+        """Enter: an untagged image with a guess (the ``"suggested"`` view) gets the guess;
+        otherwise the cursor moves on."""
+        item = next((it for it in self.items if it["id"] == self.current_id), None)
+        if item is not None and not item["tags"] and item.get("guess"):
+            self.label(item["id"], item["guess"], advance=True)
+        else:
+            self.move(1)
 
     def undo(self) -> None:
         """Undoes the last labelling action and moves the cursor to that image."""
@@ -170,8 +184,13 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
             self.cursor = cursor
 
     def _reload_ids(self) -> None:
+        self._guesses = {}
         try:
-            self._ids = [im.id for im in self.project.filter_images(self.filter)]
+            if self.filter == SUGGESTED:  # the images to label next, the model's guess on each
+                self._ids = [im.id for im in self.project.suggest(SUGGEST_N)]
+                self._guesses = self.project.guesses(self._ids)
+            else:
+                self._ids = [im.id for im in self.project.filter_images(self.filter)]
         except ImgClassError as exc:
             self.error = describe_error(exc)
             self._ids = []
@@ -195,7 +214,15 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
             except Exception:  # a damaged file shows as a blank card, not a broken page
                 thumb = b""
             name = str(im.source or im.path.name).rsplit("/", 1)[-1]
-            items.append({"id": im.id, "thumb": thumb, "tags": list(im.tags), "name": name})
+            items.append(
+                {
+                    "id": im.id,
+                    "thumb": thumb,
+                    "tags": list(im.tags),
+                    "name": name,
+                    "guess": getattr(self, "_guesses", {}).get(im.id),
+                }
+            )
         self.items = items
         self.cursor = min(self.cursor, max(0, len(items) - 1))
         self._refresh_counts()
@@ -233,7 +260,7 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
             if t.is_negative
         ]
         self.tags = tags
-        self.filter_options = ["untagged", "all", "tagged"] + [t["name"] for t in tags]
+        self.filter_options = ["untagged", SUGGESTED, "all", "tagged"] + [t["name"] for t in tags]
         self._refresh_counts()
 
     def _refresh_counts(self) -> None:
@@ -282,7 +309,7 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         elif kind == "move":
             self.move(int(req.get("step", 1)))
         elif kind == "confirm":
-            self.move(1)
+            self.confirm()
         elif kind == "skip":
             self.skip()
 

@@ -308,3 +308,26 @@ def test_quickstart_notebook_runs_in_jupyterlab(notebook, lab):
     assert dots.first.evaluate("c => getComputedStyle(c).fill") == "rgb(25, 118, 210)"  # styled
     nb.screenshot(page.locator(".imgclass-monitor"), "quickstart-monitor")
     assert nb.errors == []
+
+
+def test_labeller_walks_suggestions_and_enter_accepts_the_guess(notebook, lab):
+    nb = notebook("labeller-suggested.ipynb")
+    page = nb.page
+    widget = page.locator(".imgclass-labeller")
+    widget.wait_for(timeout=180_000)
+    guess = widget.locator(".imgclass-card-guess").first
+    guess.wait_for()
+    first = widget.locator(".imgclass-card").first
+    guessed = guess.inner_text().split()[1]  # "guess: red (Enter)"
+    image_id = int(first.get_attribute("data-image-id"))
+    assert "18 of 21 labelled" in widget.inner_text()
+    nb.screenshot(widget, "labeller-suggested")
+    first.click()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-labeller-progress').textContent"
+        ".startsWith('19 of 21')"
+    )
+    with ic.Project.open(lab["root"] / "suggested-project") as p:
+        assert p.image(image_id).tags == (guessed,)
+    assert nb.errors == []

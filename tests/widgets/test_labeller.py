@@ -165,3 +165,30 @@ def test_single_view_gets_the_image_itself_not_the_thumbnail(tmp_path):
     w.mode = "grid"
     assert w.preview == {}
     p.close()
+
+
+def test_suggested_view_walks_the_suggestions_and_enter_accepts_the_guess(tmp_path, make_images):
+    p = ic.Project.create(tmp_path / "p")
+    for name in ("red", "green", "blue"):
+        p.add_images(make_images(name, 6, seed=1), tags=[name])
+    new = {}
+    for name in ("red", "green", "blue"):
+        for image_id in p.add_images(make_images(name, 2, seed=7)).added:
+            new[image_id] = name
+    w = LabellerWidget(p, filter="suggested")
+    assert "suggested" in w.filter_options
+    assert set(w.image_ids) == set(new) and all(it["guess"] is None for it in w.items)
+    press(w, action="confirm")  # no model yet: Enter only moves on
+    assert w.cursor == 1 and all(not on_disk(p)[i] for i in new)
+    p.train(budget="quick", seed=0, show=False).wait()
+    w.filter = "untagged"
+    w.filter = "suggested"  # a fresh walk, now with the model's guesses
+    first = w.items[0]
+    assert first["guess"] == new[first["id"]]  # colours this clear are guessed right
+    assert w.cursor == 0
+    press(w, action="confirm")
+    assert on_disk(p)[first["id"]] == (new[first["id"]],) and w.cursor == 1
+    press(w, action="label", tag="blue")  # a key still overrides the guess
+    assert on_disk(p)[w.items[1]["id"]] == ("blue",)
+    w.close()
+    p.close()

@@ -56,7 +56,8 @@ function render({ model, el }) {
     for (const f of model.get("filter_options")) {
       const o = document.createElement("option");
       o.value = f;
-      o.textContent = f === "untagged" || f === "all" || f === "tagged" ? f : `tag: ${f}`;
+      const views = { untagged: "untagged", all: "all", tagged: "tagged", suggested: "suggested next (model's guess)" };
+      o.textContent = views[f] || `tag: ${f}`;
       if (f === model.get("filter")) o.selected = true;
       filter.appendChild(o);
     }
@@ -185,6 +186,12 @@ function render({ model, el }) {
       cap.className = "imgclass-card-tags";
       cap.textContent = it.tags.length ? it.tags.join(", ") : "—";
       card.append(img, cap);
+      if (!it.tags.length && it.guess) {  // the model's guess, accepted with Enter
+        const guess = document.createElement("div");
+        guess.className = "imgclass-card-guess";
+        guess.textContent = `guess: ${it.guess} (Enter)`;
+        card.appendChild(guess);
+      }
       card.onclick = () => { model.set("cursor", k); model.save_changes(); root.focus(); };
       grid.appendChild(card);
     }
@@ -192,7 +199,7 @@ function render({ model, el }) {
 
     const help = document.createElement("div");
     help.className = "imgclass-labeller-help";
-    help.textContent = "Keys: 1–9 tag · 0 negative · ←/→ move · Enter confirm · Backspace/Ctrl+Z undo · S skip";
+    help.textContent = "Keys: 1–9 tag · 0 negative · ←/→ move · Enter accept the guess / next · Backspace/Ctrl+Z undo · S skip";
     const focusNote = document.createElement("div");
     focusNote.className = "imgclass-labeller-focus";
     const status = document.createElement("div");
