@@ -46,6 +46,13 @@ class DataCheck:
     odd_sizes: list[int] = field(default_factory=list)
     outliers: list[tuple[int, float]] = field(default_factory=list)
     iteration: int | None = None
+    project: Any = field(default=None, repr=False, compare=False)
+
+    def panel(self):
+        """This report as a widget panel with a one-click fix beside each finding."""
+        from . import views
+
+        return views.make("check", self.project, self)
 
     def summary(self) -> str:
         """One line: how many findings of each kind."""
@@ -87,7 +94,7 @@ def check_project(project: Project, iteration: Any = None) -> DataCheck:
     from ..errors import ImgClassError
     from .runs import project_features
 
-    report = DataCheck()
+    report = DataCheck(project=project)
     images = project.images
     if not images:
         return report

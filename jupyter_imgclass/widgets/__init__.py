@@ -6,16 +6,25 @@ stay in sync.
 """
 
 from ..project import views as _views
+from .datacheck import DataCheckWidget
 from .evaluation import EvaluationWidget
 from .labeller import LabellerWidget
 from .monitor import TrainingMonitor
 from .studio import Studio
 from .tester import TesterWidget
 
-__all__ = ["EvaluationWidget", "LabellerWidget", "Studio", "TesterWidget", "TrainingMonitor"]
+__all__ = [
+    "DataCheckWidget",
+    "EvaluationWidget",
+    "LabellerWidget",
+    "Studio",
+    "TesterWidget",
+    "TrainingMonitor",
+]
 
 # The project layer's view methods (project.labeller(), iteration.report(), ...) reach
 # these classes through project.views, never by importing this layer.
+_views.provide("check", DataCheckWidget)
 _views.provide("evaluation", EvaluationWidget)
 _views.provide("labeller", LabellerWidget)
 _views.provide("monitor", TrainingMonitor)
