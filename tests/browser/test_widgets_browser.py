@@ -331,3 +331,22 @@ def test_labeller_walks_suggestions_and_enter_accepts_the_guess(notebook, lab):
     with ic.Project.open(lab["root"] / "suggested-project") as p:
         assert p.image(image_id).tags == (guessed,)
     assert nb.errors == []
+
+
+def test_data_check_panel_relabels_with_one_click(notebook, lab):
+    nb = notebook("check.ipynb")
+    page = nb.page
+    panel = page.locator(".imgclass-check")
+    panel.wait_for(timeout=180_000)
+    relabel = panel.locator("button.imgclass-check-relabel").first
+    assert relabel.inner_text() == "Relabel as red"
+    assert "thin tags (fewer than 5 images): grey" in panel.inner_text()
+    assert panel.locator("img").count() >= 3  # thumbnails beside the findings
+    nb.screenshot(panel, "data-check")
+    relabel.click()
+    page.wait_for_function(
+        "() => document.querySelector('.imgclass-check-message').textContent.includes('now')"
+    )
+    with ic.Project.open(lab["root"] / "check-project") as p:
+        assert p.counts()["red"] == 10 and p.counts()["blue"] == 10
+    assert nb.errors == []
