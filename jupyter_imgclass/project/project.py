@@ -776,6 +776,43 @@ class Project:
                 out.append({**row, "path": self.root / row.pop("image_path")})
         return out
 
+    def review_queue(self) -> list[dict]:
+        """Kept images the endpoint (or the tester) saw that are not in the project yet,
+        most uncertain first: each :meth:`served_images` entry plus ``guess`` (the served
+        top tag), ``probability`` and ``margin`` (top minus runner-up probability)."""
+        present = {im.sha256 for im in self.images}
+        seen: set[str] = set()
+        queue = []
+        for entry in self.served_images():  # newest first: the latest answer per image
+            sha = entry["image_sha256"]
+            if sha in present or sha in seen or not entry["predictions"]:
+                continue
+            seen.add(sha)
+            ranked = sorted(entry["predictions"], key=lambda p: -float(p["probability"]))
+            top = float(ranked[0]["probability"])
+            runner_up = float(ranked[1]["probability"]) if len(ranked) > 1 else 0.0
+            queue.append(
+                {
+                    **entry,
+                    "guess": ranked[0].get("tagName"),
+                    "probability": top,
+                    "margin": top - runner_up,
+                }
+            )
+        return sorted(queue, key=lambda e: e["margin"])
+
+    def add_review_queue(self) -> list[tuple[int, str | None]]:
+        """Adds the :meth:`review_queue`'s images to the project, untagged (untagged images
+        do not train); returns ``(image_id, served guess)`` in queue order. Tagging one
+        (in the labeller's ``"review"`` view) moves it into the training set."""
+        queue = self.review_queue()
+        if queue:
+            self.add_images([e["path"] for e in queue])
+        by_sha = {im.sha256: im.id for im in self.images}
+        return [
+            (by_sha[e["image_sha256"]], e["guess"]) for e in queue if e["image_sha256"] in by_sha
+        ]
+
     # ------------------------------------------------------------------ widgets
     def labeller(self, filter: str | None = "untagged", **kwargs: Any):
         """The labelling widget (keys 1-9, 0 negative, arrows, Backspace undo, S skip)."""

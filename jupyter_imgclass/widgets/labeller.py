@@ -21,6 +21,8 @@ THUMB_SIZE = 160
 SUGGESTED = "suggested"
 """The filter that walks ``project.suggest(SUGGEST_N)`` with the model's guesses."""
 SUGGEST_N = 24
+REVIEW = "review"
+"""The filter over the review queue: images the endpoint or tester saw, added untagged."""
 PREVIEW_SIZE = 480  # the single view: the image itself up to this size, never upscaled
 
 
@@ -189,6 +191,13 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
             if self.filter == SUGGESTED:  # the images to label next, the model's guess on each
                 self._ids = [im.id for im in self.project.suggest(SUGGEST_N)]
                 self._guesses = self.project.guesses(self._ids)
+            elif self.filter == REVIEW:  # what the endpoint and tester saw, served guess on each
+                queued = self.project.add_review_queue()
+                untagged = {im.id for im in self.project.filter_images("untagged")}
+                queued = [(i, g) for i, g in queued if i in untagged]
+                self._ids = [i for i, _ in queued]
+                self._guesses = {i: g for i, g in queued if g}
+                self.status = f"review: {len(queued)} served image(s), most uncertain first"
             else:
                 self._ids = [im.id for im in self.project.filter_images(self.filter)]
         except ImgClassError as exc:
@@ -260,7 +269,9 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
             if t.is_negative
         ]
         self.tags = tags
-        self.filter_options = ["untagged", SUGGESTED, "all", "tagged"] + [t["name"] for t in tags]
+        self.filter_options = ["untagged", SUGGESTED, REVIEW, "all", "tagged"] + [
+            t["name"] for t in tags
+        ]
         self._refresh_counts()
 
     def _refresh_counts(self) -> None:

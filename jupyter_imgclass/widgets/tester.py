@@ -108,6 +108,7 @@ class TesterWidget(StaticReprMixin, W.VBox):
             self.add_button.disabled = True
             return []
         self.bars.predictions = [{"tag": p.tag, "probability": float(p.probability)} for p in preds]
+        self._keep_for_review(preds)
         if preds:
             self.tag.value = preds[0].tag
         self._say(
@@ -151,6 +152,15 @@ class TesterWidget(StaticReprMixin, W.VBox):
         self.message.value = (
             f"<div class='{cls}'>{text if not error else html.escape(text)}</div>" if text else ""
         )
+
+    def _keep_for_review(self, preds) -> None:
+        """Keeps the tried image with its predictions for the labeller's review queue (as
+        the endpoint keeps what it serves)."""
+        answer = {"predictions": [{"tagName": p.tag, "probability": p.probability} for p in preds]}
+        try:
+            self.project.prediction_logger(f"{self.iteration.name} (tester)")(self._bytes, answer)
+        except ImgClassError as exc:
+            self._say(f"not kept for review: {describe_error(exc)}", error=True)
 
     def _refresh_choices(self) -> None:
         its = self.project.iterations

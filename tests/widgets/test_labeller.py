@@ -192,3 +192,41 @@ def test_suggested_view_walks_the_suggestions_and_enter_accepts_the_guess(tmp_pa
     assert on_disk(p)[w.items[1]["id"]] == ("blue",)
     w.close()
     p.close()
+
+
+def test_review_view_queues_served_and_tester_images_most_uncertain_first(tmp_path, make_png):
+    import json
+    import urllib.request
+
+    from jupyter_imgclass.widgets import TesterWidget
+
+    p = ic.Project.create(tmp_path / "p")
+    for name in ("red", "green", "blue"):
+        p.add_images([make_png(name, seed=s) for s in range(6)], tags=[name])
+    it = p.train(budget="quick", seed=0, show=False).wait()
+    with it.serve() as server:
+        for route, seed in (("image", 50), ("image", 51), ("image nostore", 52)):
+            request = urllib.request.Request(
+                server.routes[route],
+                data=make_png("red", seed=seed),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert json.loads(answer.read())["predictions"]
+    TesterWidget(p).test(make_png("green", seed=60), "tried.png")
+    queue = p.review_queue()
+    assert len(queue) == 3  # two served (the nostore one is not kept) and the tester's
+    assert [e["margin"] for e in queue] == sorted(e["margin"] for e in queue)
+
+    w = LabellerWidget(p, filter="review")
+    assert "review" in w.filter_options and len(w.image_ids) == 3
+    assert [it["guess"] for it in w.items] == [e["guess"] for e in queue]
+    assert "3 served image(s)" in w.status
+    first = w.items[0]
+    before = p.counts()[first["guess"]]
+    press(w, action="confirm")  # Enter: the served guess; the image now trains
+    assert on_disk(p)[first["id"]] == (first["guess"],)
+    assert p.counts()[first["guess"]] == before + 1
+    assert len(p.review_queue()) == 0  # all three are in the project now
+    w.close()
+    p.close()

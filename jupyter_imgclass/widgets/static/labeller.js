@@ -56,7 +56,7 @@ function render({ model, el }) {
     for (const f of model.get("filter_options")) {
       const o = document.createElement("option");
       o.value = f;
-      const views = { untagged: "untagged", all: "all", tagged: "tagged", suggested: "suggested next (model's guess)" };
+      const views = { untagged: "untagged", all: "all", tagged: "tagged", suggested: "suggested next (model's guess)", review: "review served images" };
       o.textContent = views[f] || `tag: ${f}`;
       if (f === model.get("filter")) o.selected = true;
       filter.appendChild(o);
