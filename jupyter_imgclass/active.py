@@ -29,6 +29,7 @@ __all__ = [
     "STRATEGIES",
     "choose",
     "k_center",
+    "typical",
     "closeness_to_half",
     "entropy",
     "informativeness",
@@ -172,12 +173,29 @@ def rank(
     return order if n is None else order[:n]
 
 
-STRATEGIES = ("diverse", "coverage", "margin", "entropy", "least_confidence", "random")
-"""``Project.suggest`` strategies: ``"diverse"`` (uncertain and spread out, the default),
-``"coverage"`` (k-center on the features alone), the uncertainty :data:`METHODS`, and
-``"random"`` (the baseline every strategy is measured against)."""
+STRATEGIES = (
+    "diverse",
+    "typical",
+    "coverage",
+    "margin",
+    "entropy",
+    "least_confidence",
+    "random",
+)
+"""``Project.suggest`` strategies: ``"typical"`` (TypiClust, the default), ``"diverse"``
+(uncertain and spread out), ``"coverage"`` (k-center on the features alone), the
+uncertainty :data:`METHODS`, and ``"random"`` (the baseline every strategy is measured
+against)."""
 DIVERSE_POOL = 3
 """``"diverse"`` spreads its picks over the ``DIVERSE_POOL * n`` most uncertain images."""
+
+
+def _selection(features: Any, chosen: Any, candidates: Any, n: int):
+    """L2-normalised features, index arrays, and ``n`` capped by the candidates."""
+    x = np.asarray(features, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    candidates = np.asarray(candidates, np.int64)
+    return x, np.asarray(chosen, np.int64), candidates, min(int(n), len(candidates))
 
 
 def k_center(features: Any, chosen: Any, candidates: Any, n: int) -> np.ndarray:
@@ -198,11 +216,7 @@ def k_center(features: Any, chosen: Any, candidates: Any, n: int) -> np.ndarray:
         >>> k_center(x, [0], [1, 2, 3], 2).tolist()
         [3, 2]
     """
-    x = np.asarray(features, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    candidates = np.asarray(candidates, np.int64)
-    chosen = np.asarray(chosen, np.int64)
-    n = min(int(n), len(candidates))
+    x, chosen, candidates, n = _selection(features, chosen, candidates, n)
     if n <= 0:
         return np.zeros(0, np.int64)
     cand = x[candidates]
@@ -218,6 +232,48 @@ def k_center(features: Any, chosen: Any, candidates: Any, n: int) -> np.ndarray:
         distance = np.minimum(distance, 1.0 - cand @ cand[k])
         distance[picked] = -np.inf
     return candidates[picked]
+
+
+def typical(
+    features: Any, chosen: Any, candidates: Any, n: int, *, neighbours: int = 20, seed: int = 0
+) -> np.ndarray:
+    """TypiClust (Hacohen et al., 2022): k-means the images into ``len(chosen) + n``
+    clusters; from the largest clusters holding no chosen image, the most typical
+    candidate (the densest: smallest mean cosine distance to its nearest neighbours in the
+    cluster). Spreads the labels over the data's dense regions, which is what helps most
+    when only a few labels exist; :func:`k_center` fills in when every cluster is covered.
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+    """
+    from sklearn.cluster import KMeans
+
+    x, chosen, candidates, n = _selection(features, chosen, candidates, n)
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    rows = np.concatenate([chosen, candidates])
+    k = min(len(rows), len(chosen) + n)
+    assign = KMeans(k, n_init=3, random_state=seed).fit_predict(x[rows])
+    covered = set(assign[: len(chosen)].tolist())
+    cand_assign = assign[len(chosen) :]
+    sizes = np.bincount(assign, minlength=k)
+    picked: list[int] = []
+    for c in sorted(set(range(k)) - covered, key=lambda c: -sizes[c]):
+        members = np.flatnonzero(cand_assign == c)
+        if not len(members):
+            continue
+        m = x[candidates[members]]
+        distance = 1.0 - m @ m.T
+        np.fill_diagonal(distance, np.inf)
+        nearest = np.sort(distance, axis=1)[:, : max(1, min(neighbours, len(members) - 1))]
+        density = -np.where(np.isfinite(nearest), nearest, 0.0).mean(axis=1)
+        picked.append(int(candidates[members[int(np.argmax(density))]]))
+        if len(picked) == n:
+            break
+    if len(picked) < n:
+        rest = np.setdiff1d(candidates, picked)
+        picked += k_center(x, np.concatenate([chosen, picked]), rest, n - len(picked)).tolist()
+    return np.asarray(picked, np.int64)
 
 
 def choose(
@@ -254,6 +310,8 @@ def choose(
     n = min(max(int(n), 0), len(candidates))
     if strategy == "random":
         return np.random.default_rng(seed).permutation(candidates)[:n]
+    if strategy == "typical":
+        return typical(features, labelled, candidates, n, seed=seed)
     if strategy == "coverage" or probabilities is None:
         return k_center(features, labelled, candidates, n)
     if strategy in METHODS:

@@ -16,6 +16,7 @@ from jupyter_imgclass.active import (
     least_confidence,
     margin,
     rank,
+    typical,
 )
 
 P = np.array(
@@ -129,3 +130,18 @@ def test_choose_strategies():
     assert a.tolist() == b.tolist() and set(a.tolist()) <= set(candidates.tolist())
     with pytest.raises(ValueError, match="strategy 'best'"):
         choose("best", 2, **kw)
+
+
+def test_typical_picks_the_densest_image_of_the_largest_uncovered_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 10
+    sizes = [30, 25, 15, 5]
+    x = np.concatenate(
+        [c + rng.normal(0, 0.3, (s, 4)) for c, s in zip(centres, sizes, strict=True)]
+    )
+    x[30] = centres[1]  # the most typical image of cluster 1 sits at its centre
+    cluster = np.repeat(np.arange(4), sizes)
+    picked = typical(x, [0], np.arange(1, len(x)), 2)
+    assert [int(cluster[p]) for p in picked] == [1, 2]  # largest uncovered first
+    assert int(picked[0]) == 30
+    assert len(set(typical(x, [], np.arange(len(x)), 6).tolist())) == 6  # fills in when covered

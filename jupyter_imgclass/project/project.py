@@ -639,7 +639,7 @@ class Project:
         self,
         n: int = 20,
         *,
-        strategy: str = "diverse",
+        strategy: str = "typical",
         iteration=None,
         seed: int = 0,
     ) -> list[ImageRecord]:
@@ -647,13 +647,15 @@ class Project:
 
         Args:
             n: how many.
-            strategy: ``"diverse"`` (default: the most uncertain images, spread over the
-                feature space by k-center), ``"coverage"`` (k-center on the backbone's
-                features alone; what every strategy does before a model exists),
-                ``"margin"``, ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or
-                ``"random"``. ``benchmarks/active_learning.py`` measures them.
+            strategy: ``"typical"`` (default: TypiClust, the densest image of each of the
+                largest clusters holding no label; chosen by
+                ``benchmarks/active_learning.py`` on digits and real photos),
+                ``"diverse"`` (the most uncertain images, spread by k-center),
+                ``"coverage"`` (k-center on the backbone's features alone; what the
+                uncertainty strategies do before a model exists), ``"margin"``,
+                ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or ``"random"``.
             iteration: whose predictions to use; the latest by default.
-            seed: for ``"random"``.
+            seed: for ``"random"`` and the k-means of ``"typical"``.
 
         Returns:
             Image records, most wanted first.
@@ -677,7 +679,7 @@ class Project:
             it = None
         feats = project_features(self, [im.id for im in images], it)
         probs = None
-        if it is not None and strategy not in ("coverage", "random"):
+        if it is not None and strategy not in ("coverage", "random", "typical"):
             if models.get(it.model).pretrained:  # the head on the cached features
                 w = it.weights()
                 x = head_input(feats[untagged], it.config.get("head_input", "raw"))
