@@ -49,9 +49,9 @@ workshop-data:
 
 # default_url: the printed URL and the browser tab land on the notebook, not the Launcher.
 run: $(VENV)/.installed-workshop workshop-data
+	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"
 	$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) \
 		--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb $(LAB_ARGS)
-	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"
 
 test: install-test system-test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
