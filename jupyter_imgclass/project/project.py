@@ -660,10 +660,7 @@ class Project:
         Returns:
             Image records, most wanted first.
         """
-        from .. import models
         from ..active import STRATEGIES, choose
-        from ..models.apply import probabilities
-        from ..models.layers import head_input
         from .runs import project_features
 
         if strategy not in STRATEGIES:
@@ -680,13 +677,7 @@ class Project:
         feats = project_features(self, [im.id for im in images], it)
         probs = None
         if it is not None and strategy not in ("coverage", "random", "typical"):
-            if models.get(it.model).pretrained:  # the head on the cached features
-                w = it.weights()
-                x = head_input(feats[untagged], it.config.get("head_input", "raw"))
-                probs = np.asarray(probabilities(x @ w["head.kernel"] + w["head.bias"], it.kind))
-            else:
-                arrays = np.stack([self.array(images[k].id, it.input_size) for k in untagged])
-                probs = it.predictor.predict_arrays(arrays)
+            probs = self._predicted(it, [images[k].id for k in untagged], feats[untagged])
         picked = choose(
             strategy,
             n,
@@ -709,9 +700,26 @@ class Project:
         ids = [int(i) for i in image_ids]
         if not ids:
             return {}
-        arrays = np.stack([self.array(i, it.input_size) for i in ids])
-        probs = it.predictor.predict_arrays(arrays)
+        probs = self._predicted(it, ids)
         return {i: it.classes[int(np.argmax(row))] for i, row in zip(ids, probs, strict=True)}
+
+    def _predicted(self, it, image_ids: list[int], features=None) -> np.ndarray:
+        """``it``'s probabilities for project images. A quick-budget iteration's backbone
+        is the frozen pretrained one, so its head runs on the cached features (given, or
+        looked up); any other network (fine-tuned, from scratch) runs on the images."""
+        from .. import models
+        from ..models.apply import probabilities
+        from ..models.layers import head_input
+        from .runs import project_features
+
+        if it.budget == "quick" and models.get(it.model).pretrained:
+            if features is None:
+                features = project_features(self, image_ids, it)
+            w = it.weights()
+            x = head_input(features, it.config.get("head_input", "raw"))
+            return np.asarray(probabilities(x @ w["head.kernel"] + w["head.bias"], it.kind))
+        arrays = np.stack([self.array(i, it.input_size) for i in image_ids])
+        return it.predictor.predict_arrays(arrays)
 
     def check(self, iteration=None):
         """What is probably wrong with the data: likely label errors (cleanlab on the

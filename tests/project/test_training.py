@@ -337,5 +337,10 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
         im.id for im in p.suggest(5, strategy="random", seed=1)
     ]
     assert len(p.suggest(50)) == 12 and p.suggest(0) == []
+    # The quick head on cached features answers as the whole network does on the images.
+    it = p.iterations[-1]
+    ids = sorted(untagged)
+    expected = {i: it.predict(p.array(i, it.input_size))[0].tag for i in ids}
+    assert p.guesses(ids) == expected and p.guesses(ids, iteration=it) == expected
     with pytest.raises(ic.ImgClassError, match="strategy 'best'"):
         p.suggest(3, strategy="best")
