@@ -204,11 +204,7 @@ def extract_features(
     Returns:
         float32 ``[N, feature_dim]``.
     """
-    spec = get(spec) if isinstance(spec, str) else spec
-    images = np.asarray(images, np.uint8)
-    graphdef, state = eval_split(model)
-    fn = apply_fn(graphdef, tuple(spec.mean), tuple(spec.std), "features")
-    out = run_batched(fn, state, images, batch_size, on_progress)
+    out = _evaluate(model, spec, images, "features", batch_size, on_progress)
     return out.reshape(len(images), -1).astype(np.float32)
 
 
@@ -227,8 +223,14 @@ def extract_lower(
     Returns:
         float32 ``[N, h, w, c]``.
     """
+    return _evaluate(model, spec, images, "lower", batch_size, on_progress, split).astype(
+        np.float32
+    )
+
+
+def _evaluate(model, spec, images, what: str, batch_size: int, on_progress, split: int = 0):
+    """``apply_fn``'s ``what`` of uint8 images, in eval mode, in fixed-shape batches."""
     spec = get(spec) if isinstance(spec, str) else spec
     graphdef, state = eval_split(model)
-    fn = apply_fn(graphdef, tuple(spec.mean), tuple(spec.std), "lower", split=split)
-    out = run_batched(fn, state, np.asarray(images, np.uint8), batch_size, on_progress)
-    return out.astype(np.float32)
+    fn = apply_fn(graphdef, tuple(spec.mean), tuple(spec.std), what, split=split)
+    return run_batched(fn, state, np.asarray(images, np.uint8), batch_size, on_progress)
