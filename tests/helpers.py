@@ -50,3 +50,15 @@ def small_cnn_iteration(project, tags=("red", "green")):
     iteration.folder.mkdir(parents=True)
     save_file(small_cnn_weights(len(tags)), str(iteration.folder / "weights.safetensors"))
     return iteration
+
+
+def terminate(proc, timeout: float = 10) -> None:
+    """Ends a child process: SIGTERM, then SIGKILL when it has not exited in ``timeout``."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from helpers import terminate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,9 +61,4 @@ def test_make_run_prints_the_notebook_url_and_it_opens(tmp_path):
                 time.sleep(0.3)
         assert page and page[0] == 200 and "JupyterLab" in page[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout=20)

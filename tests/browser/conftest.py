@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import terminate
 
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -125,11 +126,7 @@ def lab():
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
     log.close()
     shutil.rmtree(tmp, ignore_errors=True)
 

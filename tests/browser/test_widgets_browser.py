@@ -25,15 +25,9 @@ def test_labeller_keyboard_and_undo(notebook, lab):
     progress = widget.locator(".imgclass-labeller-progress")
     for key, expected in (("1", "1 of 24"), ("2", "2 of 24"), ("3", "3 of 24")):
         page.keyboard.press(key)
-        page.wait_for_function(
-            f"() => document.querySelector('.imgclass-labeller-progress').textContent"
-            f".startsWith('{expected}')"
-        )
+        wait_progress(page, expected)
     page.keyboard.press("Backspace")
-    page.wait_for_function(
-        "() => document.querySelector('.imgclass-labeller-progress').textContent"
-        ".startsWith('2 of 24')"
-    )
+    wait_progress(page, "2 of 24")
     assert progress.inner_text().startswith("2 of 24 labelled")
     cards = widget.locator(".imgclass-card")
     # Keys follow the tag bar: 1 = blue, 2 = green, 3 = red (tags sorted by name).
@@ -54,10 +48,7 @@ def test_labeller_keyboard_and_undo(notebook, lab):
     widget.locator("button.imgclass-labeller-mode").click()
     page.wait_for_selector(".imgclass-labeller-single img.imgclass-preview:not(.pending)")
     page.keyboard.press("3")
-    page.wait_for_function(
-        "() => document.querySelector('.imgclass-labeller-progress').textContent"
-        ".startsWith('3 of 24')"
-    )
+    wait_progress(page, "3 of 24")
     page.wait_for_function(
         "() => { const i = document.querySelector('.imgclass-labeller-single img');"
         " return i && i.complete && i.naturalWidth === 20"
@@ -146,6 +137,14 @@ def test_evaluation_threshold_and_confusion_cell(notebook):
     assert "true" in report.inner_text() and "predicted" in report.inner_text()
     nb.screenshot(report, "evaluation-confusion-cell")
     assert nb.errors == []
+
+
+def wait_progress(page, prefix: str) -> None:
+    """Waits until the labeller's progress line starts with ``prefix`` ("3 of 24")."""
+    page.wait_for_function(
+        "p => document.querySelector('.imgclass-labeller-progress').textContent.startsWith(p)",
+        arg=prefix,
+    )
 
 
 def wait_tester_message(page, text: str) -> None:
@@ -324,10 +323,7 @@ def test_labeller_walks_suggestions_and_enter_accepts_the_guess(notebook, lab):
     nb.screenshot(widget, "labeller-suggested")
     first.click()
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('.imgclass-labeller-progress').textContent"
-        ".startsWith('19 of 21')"
-    )
+    wait_progress(page, "19 of 21")
     with ic.Project.open(lab["root"] / "suggested-project") as p:
         assert p.image(image_id).tags == (guessed,)
     assert nb.errors == []
