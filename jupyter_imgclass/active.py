@@ -36,6 +36,7 @@ __all__ = [
     "least_confidence",
     "margin",
     "rank",
+    "unit_rows",
 ]
 
 METHODS = ("margin", "entropy", "least_confidence")
@@ -190,10 +191,21 @@ DIVERSE_POOL = 3
 """``"diverse"`` spreads its picks over the ``DIVERSE_POOL * n`` most uncertain images."""
 
 
+def unit_rows(features: Any) -> np.ndarray:
+    """float64 rows scaled to unit length (a zero row stays zero): cosine similarity is
+    then a dot product.
+
+    Examples:
+        >>> unit_rows([[3.0, 4.0], [0.0, 0.0]]).tolist()
+        [[0.6, 0.8], [0.0, 0.0]]
+    """
+    x = np.asarray(features, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _selection(features: Any, chosen: Any, candidates: Any, n: int):
     """L2-normalised features, index arrays, and ``n`` capped by the candidates."""
-    x = np.asarray(features, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(features)
     candidates = np.asarray(candidates, np.int64)
     return x, np.asarray(chosen, np.int64), candidates, min(int(n), len(candidates))
 

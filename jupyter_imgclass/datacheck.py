@@ -13,7 +13,7 @@ project layer gathers the arrays (``Project.check``).
 Examples:
     >>> import numpy as np
     >>> near_duplicates(np.array([[1.0, 0.0], [0.999, 0.04], [0.0, 1.0]]))
-    [(0, 1, 0.999)]
+    [(0, 1, 0.9992)]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .active import unit_rows
 
 __all__ = [
     "COSINE",
@@ -108,10 +110,9 @@ def near_duplicates(
         cosine: feature similarity from which a pair counts.
         hamming: hash distance up to which a pair counts.
     """
-    x = np.asarray(features, np.float64)
+    x = unit_rows(features)
     if len(x) < 2:
         return []
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     similarity = x @ x.T
     close = similarity >= cosine
     if hashes is not None:
@@ -125,11 +126,10 @@ def outliers(features: Any, k: int = 5, z: float = 3.0) -> list[tuple[int, float
     """``(index, score)`` of images far from their ``k`` nearest neighbours: the mean
     cosine distance to them, more than ``z`` robust standard deviations above the median
     (median absolute deviation), farthest first."""
-    x = np.asarray(features, np.float64)
+    x = unit_rows(features)
     n = len(x)
     if n <= k + 1:
         return []
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     distance = 1.0 - x @ x.T
     np.fill_diagonal(distance, np.inf)
     score = np.sort(distance, axis=1)[:, :k].mean(axis=1)
