@@ -6,8 +6,8 @@ project layer gathers the arrays (``Project.check``).
   out-of-fold predicted probabilities, most suspect first, each with the tag the model
   prefers;
 * near-duplicates: pairs whose backbone features are nearly parallel (cosine) or whose
-  perceptual hashes (``imagehash.phash``) nearly agree -- re-encoded, resized or slightly
-  cropped copies;
+  perceptual hashes (``imagehash.phash``) nearly agree -- re-encoded or resized copies --
+  or whose hash matches a centre crop's hash of the other -- slightly cropped copies;
 * outliers: images far from their nearest neighbours in feature space.
 
 Examples:
@@ -27,6 +27,8 @@ from .active import unit_rows
 
 __all__ = [
     "COSINE",
+    "CROPS",
+    "CROP_HAMMING",
     "HAMMING",
     "hash_distances",
     "label_issues",
@@ -41,6 +43,10 @@ COSINE = 0.97
 """Feature cosine similarity from which two images count as near-duplicates."""
 HAMMING = 6
 """Perceptual-hash bits (of 64) up to which two images count as near-duplicates."""
+CROPS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10)
+"""Centre crops (fraction dropped from every side) hashed to find cropped copies."""
+CROP_HAMMING = 4
+"""Bits up to which one image's hash and a crop hash of another count as a cropped copy."""
 THIN = 5
 IMBALANCE = 3.0
 
@@ -79,18 +85,34 @@ def label_issues(labels: Any, probabilities: Any, kind: str = "multiclass") -> l
     return [(int(i), int(np.argmax(rows[i])), float(rows[i, int(y[i])])) for i in found]
 
 
-def perceptual_hash(image: Any) -> np.ndarray:
-    """The 64-bit DCT perceptual hash (``imagehash.phash``) of an RGB array, as 64 bools."""
+def perceptual_hash(image: Any, crops: Sequence[float] = ()) -> np.ndarray:
+    """The 64-bit DCT perceptual hash (``imagehash.phash``) of an RGB array, packed in a
+    ``uint64``; with ``crops``, an array of ``1 + len(crops)`` hashes: the whole image's,
+    then the hash of each centre crop that drops that fraction of every side.
+
+    A copy cropped by some 2-10% and resized back hashes like the original's crop of the
+    same fraction (measured: within 4 bits for 40 of 40 random crops of photos, offsets
+    included), while the whole-image hashes of the two are far apart.
+    """
     import imagehash
     from PIL import Image
 
-    return np.asarray(imagehash.phash(Image.fromarray(np.asarray(image, np.uint8))).hash).ravel()
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    w, h = im.size
+    views = [im] + [
+        im.crop((round(f * w), round(f * h), w - round(f * w), h - round(f * h))) for f in crops
+    ]
+    bits = [np.asarray(imagehash.phash(v).hash, np.uint8).ravel() for v in views]
+    packed = np.array([int(np.packbits(b).view(">u8")[0]) for b in bits], np.uint64)
+    return packed if crops else packed[0]
 
 
-def hash_distances(hashes: Any) -> np.ndarray:
-    """``[N, N]`` Hamming distances between rows of ``[N, 64]`` boolean hashes."""
-    h = np.asarray(hashes, np.int32)
-    return (h[:, None, :] != h[None, :, :]).sum(axis=2)
+def hash_distances(a: Any, b: Any = None) -> np.ndarray:
+    """``[N, M]`` Hamming distances between packed hashes ``a`` ``[N]`` and ``b`` ``[M]``
+    (``b = a`` when omitted)."""
+    a = np.asarray(a, np.uint64)
+    b = a if b is None else np.asarray(b, np.uint64)
+    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.int32)
 
 
 def near_duplicates(
@@ -99,27 +121,48 @@ def near_duplicates(
     *,
     cosine: float = COSINE,
     hamming: int = HAMMING,
+    crop_hamming: int = CROP_HAMMING,
+    block: int = 1024,
 ) -> list[tuple[int, int, float]]:
     """Pairs ``(a, b, similarity)`` with ``a < b`` that look like copies of each other, most
-    similar first; ``similarity`` is the features' cosine similarity.
+    similar first; ``similarity`` is the features' cosine similarity. Compares ``block`` rows
+    at a time, so memory stays ``O(block x N)`` however large the project.
 
     Args:
         features: ``[N, D]`` backbone features.
-        hashes: optional ``[N, 64]`` perceptual hashes (:func:`perceptual_hash`); a pair
-            also counts when its hashes differ in at most ``hamming`` bits.
+        hashes: optional perceptual hashes (:func:`perceptual_hash`): ``[N]`` whole-image
+            hashes, or ``[N, 1 + C]`` with centre-crop hashes after the whole-image one. A
+            pair also counts when the whole-image hashes differ in at most ``hamming``
+            bits, or one image's whole hash is within ``crop_hamming`` bits of a crop of the
+            other (a cropped copy).
         cosine: feature similarity from which a pair counts.
-        hamming: hash distance up to which a pair counts.
+        hamming: whole-image hash distance up to which a pair counts.
+        crop_hamming: whole-to-crop hash distance up to which a pair counts.
+        block: rows compared at a time.
     """
     x = unit_rows(features)
-    if len(x) < 2:
+    n = len(x)
+    if n < 2:
         return []
-    similarity = x @ x.T
-    close = similarity >= cosine
-    if hashes is not None:
-        close |= hash_distances(hashes) <= hamming
-    a, b = np.nonzero(np.triu(close, k=1))
-    pairs = [(int(i), int(j), round(float(similarity[i, j]), 4)) for i, j in zip(a, b, strict=True)]
-    return sorted(pairs, key=lambda t: -t[2])
+    h = None if hashes is None else np.asarray(hashes, np.uint64).reshape(n, -1)
+    pairs = []
+    for start in range(0, n, block):
+        rows = slice(start, min(n, start + block))
+        similarity = x[rows] @ x.T
+        close = similarity >= cosine
+        if h is not None:
+            close |= hash_distances(h[rows, 0], h[:, 0]) <= hamming
+            for c in range(1, h.shape[1]):
+                close |= hash_distances(h[rows, 0], h[:, c]) <= crop_hamming
+                close |= hash_distances(h[rows, c], h[:, 0]) <= crop_hamming
+        i, j = np.nonzero(close)
+        i = i + start
+        for a, b in zip(i[i < j], j[i < j], strict=True):
+            pairs.append((int(a), int(b), round(float(similarity[a - start, b]), 4)))
+        # a pair found only from the later row's side (crop of the earlier) is kept once
+        for a, b in zip(i[i > j], j[i > j], strict=True):
+            pairs.append((int(b), int(a), round(float(similarity[a - start, b]), 4)))
+    return sorted(set(pairs), key=lambda t: (-t[2], t[0], t[1]))
 
 
 def outliers(features: Any, k: int = 5, z: float = 3.0) -> list[tuple[int, float]]:

@@ -109,7 +109,9 @@ def check_project(project: Project, iteration: Any = None) -> DataCheck:
         it = None
     ids = [im.id for im in images]
     feats = project_features(project, ids, it)
-    hashes = np.stack([datacheck.perceptual_hash(project.array(i, 64)) for i in ids])
+    hashes = np.stack(
+        [datacheck.perceptual_hash(project.array(i, 128), datacheck.CROPS) for i in ids]
+    )
     report.outliers = [(ids[k], s) for k, s in datacheck.outliers(feats)]
 
     fold_of: dict[int, int] = {}

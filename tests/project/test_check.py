@@ -69,9 +69,43 @@ def test_check_before_any_iteration_and_on_an_empty_project(tmp_path):
 def test_datacheck_functions_by_hand():
     x = np.array([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [-1.0, 0.1]])
     assert datacheck.near_duplicates(x) == [(0, 1, 0.9987)]
-    hashes = np.zeros((4, 64), bool)
-    hashes[3, :3] = True  # 3 bits from the others
+    hashes = np.zeros(4, np.uint64)
+    hashes[3] = 0b111  # 3 bits from the others
     assert (2, 3, 0.0995) in datacheck.near_duplicates(x, hashes, hamming=3)
+    assert (2, 3, 0.0995) not in datacheck.near_duplicates(x, hashes, hamming=2)
+    # a crop hash of image 3 matches image 1's whole hash: a cropped copy, found once
+    # whichever of the two is compared first, and in blocks of one row as in one block
+    full = 0xFFFFFFFFFFFFFFFF
+    crops = np.array(  # whole hash, then two crop hashes; whole hashes >= 32 bits apart
+        [
+            [0, 0x1, 0x2],
+            [full, 0x4, 0x8],
+            [0xFFFFFFFF, 0x10, 0x20],
+            [full ^ 0xFFFFFFFF, 0x40, full],
+        ],
+        np.uint64,
+    )
+    found = datacheck.near_duplicates(np.eye(4), crops, crop_hamming=0, block=1)
+    assert found == [(1, 3, 0.0)] == datacheck.near_duplicates(np.eye(4), crops, crop_hamming=0)
+
+
+def test_perceptual_hash_matches_a_cropped_copy_and_not_another_photo():
+    from skimage import data
+
+    photo = np.asarray(Image.fromarray(data.chelsea()).resize((128, 128)))
+    other = np.asarray(Image.fromarray(data.coffee()).resize((128, 128)))
+    w = photo.shape[1]
+    cropped = np.asarray(
+        Image.fromarray(photo).crop((8, 7, w - 7, w - 8)).resize((128, 128), Image.BICUBIC)
+    )
+    hashes = np.stack(
+        [datacheck.perceptual_hash(im, datacheck.CROPS) for im in (photo, cropped, other)]
+    )
+    assert hashes.shape == (3, 1 + len(datacheck.CROPS)) and hashes.dtype == np.uint64
+    whole = datacheck.hash_distances(hashes[:, 0])
+    assert whole[0, 1] > datacheck.HAMMING  # the whole-image hashes alone miss the copy
+    pairs = datacheck.near_duplicates(np.eye(3), hashes)
+    assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
     assert datacheck.tag_warnings({"a": 10, "b": 2, "c": 0}) == (
         ["b"],
         "'a' has 10 images, 'b' 2 (5.0:1)",
