@@ -57,34 +57,73 @@ def _progress(args) -> callable:
 
 
 def cmd_train(args) -> int:
+    from .models import runtime
     from .project import Project
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise ImgClassError(f"{data_dir}: not a folder of images (root/<tag>/*.jpg)")
+    spread = (args.coordinator, args.num_processes, args.process_id)
+    try:
+        processes = runtime.start_processes(*spread)
+    except ValueError as exc:
+        raise ImgClassError(str(exc).replace("num_processes", "--num-processes")) from None
+    import jax
+
+    if processes > 1:
+        _keep_stdout_for_results()
+    rank = jax.process_index()
     project_dir = Path(args.project)
-    if (project_dir / "project.sqlite").exists():
-        project = Project.open(project_dir)
-    else:
-        project = Project.create(project_dir, kind=args.kind)
-    with project:
+    report = None
+    if rank == 0:  # process 0 imports and writes the project; the others read it
+        if (project_dir / "project.sqlite").exists():
+            project = Project.open(project_dir)
+        else:
+            project = Project.create(project_dir, kind=args.kind)
         report = project.add_folder(data_dir)
         print(f"import: {report.summary()}", file=sys.stderr)
+    runtime.barrier("imgclass-imported")
+    if rank != 0:
+        project = Project.open(project_dir)
+    with project:
         run = project.train(
             budget=args.budget,
             model=args.model,
             epochs=args.epochs,
             minutes=args.minutes,
             seed=args.seed,
+            batch_size=args.batch_size,
             show=False,
+            coordinator=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
         )
         run.on_event(_progress(args))
         iteration = run.wait()
-        _print_training(args, project, iteration, run, report)
+        fit = iteration.config.get("fit") or {}
+        spread = {
+            "processes": processes,
+            "process_id": rank,
+            "devices": len(jax.devices()),
+            "batch_size": fit.get("batch_size"),
+            "precision": fit.get("precision"),
+        }
+        _print_training(args, project, iteration, run, report, extra=spread)
     return 0
 
 
-def _print_training(args, project, iteration, run, report, routes=None) -> None:
+def _keep_stdout_for_results() -> None:
+    """Sends what C++ libraries print on file 1 (gloo's "connected to 1 peer ranks") to
+    stderr, keeping stdout for the results."""
+    import os
+
+    sys.stdout.flush()
+    results = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(results, "w", buffering=1)
+
+
+def _print_training(args, project, iteration, run, report, routes=None, extra=None) -> None:
     """What ``train`` and ``demo`` print: one JSON object with ``--json``, else a line."""
     if args.json:
         record = {
@@ -96,7 +135,8 @@ def _print_training(args, project, iteration, run, report, routes=None) -> None:
             "metrics": iteration.metrics,
             "evaluation": iteration.evaluation,
             "warnings": run.warnings,
-            "import": report.to_json(),
+            "import": report.to_json() if report is not None else None,
+            **(extra or {}),
         }
         if routes:
             record["routes"] = routes
@@ -312,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=None)
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=None, help="global batch (advanced)")
+    t.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address, to train over several processes or hosts",
+    )
+    t.add_argument("--num-processes", type=int, default=None, help="processes taking part")
+    t.add_argument("--process-id", type=int, default=None, help="this process: 0 to N-1")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     t.set_defaults(func=cmd_train)
 

@@ -135,9 +135,10 @@ class DerivativeCache:
     def arrays(
         self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
     ) -> np.ndarray:
-        """Stacked uint8 ``[N, size, size, 3]`` arrays for ``(sha, path)`` pairs.
+        """Stacked uint8 ``[N, size, size, 3]`` arrays for ``(sha, path)`` pairs, in memory.
 
-        Cached entries are read; missing ones are built in ``workers`` threads.
+        Cached entries are read; missing ones are built in ``workers`` threads. For a set
+        too large for memory, :meth:`rows` gives the same rows read on demand.
 
         Args:
             items: ``(sha256, source path)`` per image.
@@ -145,14 +146,38 @@ class DerivativeCache:
             on_progress: optional ``callback(done, total)``.
         """
         size = int(size)
+        out = np.empty((len(items), size, size, 3), np.uint8)
+        self._fill(items, size, out, on_progress)
+        return out
+
+    def rows(
+        self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
+    ) -> CachedRows:
+        """The images' uint8 arrays as a :class:`CachedRows` view ``[N, size, size, 3]``
+        that reads only the rows it is indexed with: missing entries are built first (one
+        image per worker in memory at a time), so memory does not grow with ``N``.
+
+        Args: as :meth:`arrays`.
+        """
+        size = int(size)
+        self._fill(items, size, None, on_progress)
+        return CachedRows(self, list(items), size)
+
+    def _fill(self, items, size: int, out: np.ndarray | None, on_progress) -> None:
+        """Builds missing array entries (``workers`` threads); copies every row into
+        ``out`` when given."""
         total = len(items)
-        out = np.empty((total, size, size, 3), np.uint8)
         missing: list[int] = []
         for k, (sha, _) in enumerate(items):
-            arr = _load_npy(self.array_path(sha, size))
-            if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
-                out[k] = arr
+            path = self.array_path(sha, size)
+            if out is None:
+                ok = _npy_header_ok(path, (size, size, 3))
             else:
+                arr = _load_npy(path)
+                ok = arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8
+                if ok:
+                    out[k] = arr
+            if not ok:
                 missing.append(k)
         done = total - len(missing)
         if on_progress and missing:
@@ -160,7 +185,9 @@ class DerivativeCache:
 
         def build(k: int) -> int:
             sha, src = items[k]
-            out[k] = self.array(sha, src, size)
+            arr = self.array(sha, src, size)
+            if out is not None:
+                out[k] = arr
             return k
 
         if len(missing) > 1 and self.workers > 1:
@@ -175,7 +202,6 @@ class DerivativeCache:
                 done += 1
                 if on_progress and (done % 50 == 0 or done == total):
                     on_progress(done, total)
-        return out
 
     # -------------------------------------------------------------------- features
 
@@ -229,3 +255,87 @@ class DerivativeCache:
             raise ValueError(f"{len(shas)} hashes but {len(vecs)} feature rows")
         for sha, vec in zip(shas, vecs, strict=True):
             self.features_put(sha, model, size, vec)
+
+
+def _npy_header_ok(path: Path, shape: tuple) -> bool:
+    """Whether ``path`` holds a whole uint8 array of ``shape`` (header and length checked,
+    the pixels not read)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            fmt = np.lib.format
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            got, fortran, dtype = read(fh)
+            offset = fh.tell()
+            fh.seek(0, os.SEEK_END)
+            length = fh.tell()
+    except (OSError, ValueError, EOFError):
+        return False
+    need = int(np.prod(shape))
+    return got == shape and dtype == np.uint8 and not fortran and length - offset == need
+
+
+class CachedRows:
+    """A read-only ``[N, size, size, 3]`` uint8 view of cached image arrays that reads the
+    rows it is indexed with from disk (made by :meth:`DerivativeCache.rows`).
+
+    Indexing takes what a numpy array takes along the first axis (an int, a slice, an
+    integer or boolean array) and returns an ordinary array of those rows; ``len``,
+    ``shape``, ``dtype`` and ``ndim`` are a numpy array's. An entry damaged after the view
+    was made is rebuilt from its source image.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (40, 30), "red").save(root / "a.png")
+        >>> view = DerivativeCache(root / "cache").rows([("ab" * 32, root / "a.png")] * 3, 8)
+        >>> view.shape, view[[0, 2]].shape, int(view[1][0, 0, 0])
+        ((3, 8, 8, 3), (2, 8, 8, 3), 255)
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, cache: DerivativeCache, items: list, size: int):
+        self._cache = cache
+        self._items = items
+        self.size = int(size)
+        self.shape = (len(items), self.size, self.size, 3)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"CachedRows(shape={self.shape})"
+
+    def _row(self, k: int) -> np.ndarray:
+        sha, src = self._items[k]
+        arr = _load_npy(self._cache.array_path(sha, self.size))
+        if arr is None or arr.shape != self.shape[1:] or arr.dtype != np.uint8:
+            arr = self._cache.array(sha, src, self.size)
+        return arr
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self._row(range(len(self))[index])
+        if isinstance(index, slice):
+            rows = np.arange(len(self))[index]
+        else:
+            rows = np.arange(len(self))[np.asarray(index)]
+            if rows.ndim != 1:
+                raise IndexError("CachedRows takes an int, a slice or a 1-D index array")
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for j, k in enumerate(rows):
+            out[j] = self._row(int(k))
+        return out
+
+    def select(self, rows) -> CachedRows:
+        """A view of some rows (an integer or boolean index), nothing read."""
+        picked = np.arange(len(self))[np.asarray(rows)]
+        return CachedRows(self._cache, [self._items[int(k)] for k in picked], self.size)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)

@@ -87,13 +87,17 @@ class DepthwiseConv(nnx.Module):
         self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape))
         self.stride = stride
         self.impl = "auto"
+        self.dtype = None  # the computation's dtype (None: the input's), as nnx.Conv's
 
     def __call__(self, x: jax.Array) -> jax.Array:
         impl = self.impl
         if impl == "auto":
             impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
         fn = depthwise_shifted if impl == "shifted" else depthwise_grouped
-        return fn(x, self.kernel[...], self.stride)
+        kernel = self.kernel[...]
+        if self.dtype is not None:
+            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return fn(x, kernel, self.stride)
 
 
 def set_depthwise_impl(model: nnx.Module, impl: str) -> int:

@@ -149,3 +149,115 @@ def start() -> None:
     tune_malloc()
     if _cache_dir is None:
         enable_compilation_cache()
+
+
+# ------------------------------------------------------------------- processes
+_processes: tuple[str, int, int] | None = None
+
+
+def check_processes(coordinator: str | None, num_processes: int | None, process_id: int | None):
+    """Checked ``(coordinator, num_processes, process_id)`` of a multi-process run, or None
+    for one process (all three unset, or ``num_processes == 1``).
+
+    Raises:
+        ValueError: naming the option and the reason.
+    """
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if not any(given):
+        return None
+    if num_processes is not None and num_processes == 1 and process_id in (None, 0):
+        return None
+    if not all(given):
+        raise ValueError(
+            "coordinator, num_processes and process_id: give all three (or none, for one process)"
+        )
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise ValueError(f"num_processes {num_processes!r}: must be a whole number of 1 or more")
+    if (
+        isinstance(process_id, bool)
+        or not isinstance(process_id, int)
+        or not 0 <= process_id < num_processes
+    ):
+        raise ValueError(f"process_id {process_id!r}: must be 0 to {num_processes - 1}")
+    host, sep, port = str(coordinator).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234 (process 0 "
+            "listens there; every process gives the same address)"
+        )
+    return str(coordinator), num_processes, process_id
+
+
+def start_processes(
+    coordinator: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+    *,
+    timeout_s: int = 300,
+) -> int:
+    """Joins this process to a multi-process JAX run (``jax.distributed.initialize``) and
+    returns the number of processes (1 when none is asked for: nothing happens).
+
+    Every process of the run calls it with the same ``coordinator`` and
+    ``num_processes`` and its own ``process_id``, before JAX's first computation; after
+    it, ``jax.devices()`` lists every process's devices and a jitted step over a global
+    mesh reduces gradients across processes (on CPU through gloo collectives). Calling it
+    again with the same values does nothing.
+
+    Raises:
+        ValueError: bad values, other values than an earlier call's, or JAX already
+            started in this process.
+    """
+    global _processes
+    checked = check_processes(coordinator, num_processes, process_id)
+    if checked is None:
+        return 1 if _processes is None else _processes[1]
+    if _processes is not None:
+        if _processes != checked:
+            raise ValueError(
+                f"this process already joined {_processes[1]} processes at {_processes[0]} "
+                f"as process {_processes[2]}; restart the kernel to join another run"
+            )
+        return checked[1]
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(
+            checked[0],
+            num_processes=checked[1],
+            process_id=checked[2],
+            initialization_timeout=timeout_s,
+        )
+    except RuntimeError as exc:
+        if "before" in str(exc).lower() or "already" in str(exc).lower():
+            raise ValueError(
+                "multi-process training must start before JAX's first computation in the "
+                "process: pass the options first thing (a fresh kernel or the CLI)"
+            ) from exc
+        raise
+    _processes = checked
+    return checked[1]
+
+
+def agree(value: int) -> int:
+    """Process 0's ``value`` in every process (the value itself in a one-process run): the
+    processes of a run take decisions that change control flow (stop, deadline) together."""
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the run reaches ``barrier(name)`` (no-op for one)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -83,7 +83,7 @@ def _weight_grad(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
     # The barrier keeps XLA from fusing the copies into the product (a slow loop nest).
     patches = lax.optimization_barrier(patches)
     dyp = jnp.pad(dy, ((0, 0), (0, k - 1), (0, k - 1), (0, 0))).reshape(rows, cout)
-    dw = lax.dot_general(patches, dyp, (((0,), (0,)), ((), ())))
+    dw = lax.dot_general(patches, dyp, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
     return dw.reshape(k, k, cin, cout)
 
 
@@ -110,11 +110,15 @@ class Conv(nnx.Module):
         self.kernel = nnx.Param(init(rngs.params(), (k, k, cin, cout), jnp.float32))
         self.grad = grad
         self.deterministic = False
+        self.dtype = None  # the computation's dtype (None: the input's), as nnx.Conv's
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        if self.dtype is not None:
+            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if not self.deterministic and self.grad == "matmul":
-            return conv_same_matmul_grad(x, self.kernel[...])
-        return _conv(x, self.kernel[...])
+            return conv_same_matmul_grad(x, kernel)
+        return _conv(x, kernel)
 
 
 class SmallCNN(nnx.Module):

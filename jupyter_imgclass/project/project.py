@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 from ..data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
 from ..data.labelled import check_trainable, data_warnings, labelled_set
 from ..data.store import ImageStore
-from ..errors import ImgClassError, ProjectError, TagError
+from ..errors import ImgClassError, ProjectError, TagError, TrainingError
 from ..vocabulary import check_kind
 from .events import Events, Subscription
 from .iteration import Iteration
@@ -537,6 +537,9 @@ class Project:
         batch_size: int | None = None,
         learning_rate: float | None = None,
         show: bool = True,
+        coordinator: str | None = None,
+        num_processes: int | None = None,
+        process_id: int | None = None,
     ) -> TrainingRun:
         """Starts training a new iteration in the background and returns at once.
 
@@ -554,6 +557,16 @@ class Project:
             batch_size: images per training step (``advanced``).
             learning_rate: peak learning rate (``advanced``).
             show: display the live training monitor when running in a notebook.
+            coordinator: ``"HOST:PORT"`` of process 0, for training over several processes
+                or hosts (``jax.distributed``): run the same call once per process, each
+                with the same ``coordinator`` and ``num_processes`` and its own
+                ``process_id``, before any other JAX computation in the process, on one
+                project folder every process can read. A network trained from scratch
+                (``budget="advanced"``) trains data-parallel over every device of every
+                process; process 0 writes the iteration and ``run.wait()`` returns it in
+                every process.
+            num_processes: how many processes take part.
+            process_id: this process's index, 0 to ``num_processes - 1``.
 
         Returns:
             A :class:`~jupyter_imgclass.project.runs.TrainingRun`; ``run.wait()`` blocks.
@@ -578,6 +591,15 @@ class Project:
             learning_rate=learning_rate,
         )
         check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
+        from ..models import runtime
+
+        try:
+            processes = runtime.start_processes(coordinator, num_processes, process_id)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        if processes > 1:
+            # every process reads the next iteration number before process 0 takes it
+            runtime.barrier("imgclass-train-start")
         with self._runs_lock:
             number = self._store.next_iteration_number() + len(self._runs)
             run = TrainingRun(self, number, options)

@@ -10,10 +10,18 @@ temporary folder that is renamed to ``iterations/<n>/``, then the store is updat
 transaction. While a run trains it holds an OS lock (``iterations/.<n>.lock``); opening a
 project marks an iteration left "training" with no live lock (its kernel died) as
 "failed" (:func:`recover_interrupted`).
+
+Several processes (``Project.train(coordinator=..., num_processes=..., process_id=...)``,
+one call per process on one project folder that every process reads): a network trained
+from scratch (``budget="advanced"``) trains data-parallel over every process's devices,
+each process reading its share of every batch from the cache; process 0 alone writes the
+iteration, and the others open it once it is saved. Other budgets train in process 0 while
+the others wait for its iteration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -53,6 +61,7 @@ FINE_TUNE_DEFAULT_S = 120.0
 MIN_FINE_TUNE_S = 20.0
 SAVE_MARGIN_S = 3.0
 RUN_EVENTS = ("event",)
+FIT_FIELDS = ("batch_size", "devices", "processes", "precision", "steps")
 
 
 @dataclass(frozen=True)
@@ -198,7 +207,12 @@ class TrainingRun:
     def _run(self) -> None:
         self.status = "running"
         try:
-            with FileLock(lock_path(self.project.root, self.number)):
+            lock = (
+                FileLock(lock_path(self.project.root, self.number))
+                if _rank() == 0  # process 0 writes the iteration; the others only read it
+                else contextlib.nullcontext()
+            )
+            with lock:
                 self.iteration = run_training(self)
             self.status = "stopped" if self._stop.is_set() else "done"
         except Exception as exc:  # reported to the user via status/error and wait()
@@ -216,11 +230,11 @@ class TrainingRun:
 
 
 # ---------------------------------------------------------------------------- the path
-def load_arrays(project: Project, image_ids, size: int, on_progress=None) -> np.ndarray:
-    """uint8 ``[N, size, size, 3]`` for the images (from the cache, built when missing)."""
-    records = project.images_by_id(image_ids)
-    pairs = [(im.sha256, im.path) for im in records]
-    return project.cache.arrays(pairs, size, on_progress=on_progress)
+def _rank() -> int:
+    """This process's index in a multi-process run (0 alone)."""
+    import jax
+
+    return jax.process_index()
 
 
 def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np.ndarray:
@@ -288,6 +302,8 @@ def run_training(run: TrainingRun) -> Iteration:
     project = run.project
     opts = run.options
     started = time.time()
+    if _rank() != 0:
+        return _follow(run, started)
     data = labelled_set(project.store)
     run.warnings = check_trainable(data)
     for w in run.warnings:
@@ -323,6 +339,36 @@ def run_training(run: TrainingRun) -> Iteration:
     except BaseException:
         project.store.finish_iteration(run.number, status="failed", metrics=None)
         raise
+    finally:
+        from ..models import runtime
+
+        runtime.barrier(f"imgclass-saved-{run.number}")  # the other processes read it now
+
+
+def _follow(run: TrainingRun, started: float) -> Iteration:
+    """A process other than 0 of a multi-process run: trains its share when the network
+    trains data-parallel, then opens the iteration process 0 saved."""
+    from .. import models
+    from ..models import runtime
+
+    opts = run.options
+    data = labelled_set(run.project.store)
+    spec = models.get(opts.model or default_model(len(data.image_ids)))
+    try:
+        if _spreads(spec, opts):
+            input_size = int(opts.input_size or spec.input_size)
+            _train(run, data, spec, input_size, started)
+    finally:
+        runtime.barrier(f"imgclass-saved-{run.number}")
+    rows = [r for r in run.project.store.iterations() if r["number"] == run.number]
+    if not rows or rows[0]["status"] not in ("done", "stopped"):
+        raise TrainingError(f"process 0 did not save iteration {run.number}; its output says why")
+    return Iteration(run.project, rows[0])
+
+
+def _spreads(spec, opts: RunOptions) -> bool:
+    """Whether the run's training is data-parallel over processes (``training.fit``)."""
+    return not spec.pretrained and opts.budget == "advanced"
 
 
 @dataclass
@@ -361,8 +407,17 @@ def _train(run: TrainingRun, data, spec, input_size: int, started: float) -> _Tr
         learning_rate=opts.learning_rate,
     )
     everything = np.arange(len(data.image_ids))
-    if not spec.pretrained and opts.budget == "advanced":
+    if _spreads(spec, opts):
         return _train_from_scratch(run, data, tconf, input_size)
+    import jax
+
+    if jax.process_count() > 1:
+        _warn(
+            run,
+            f"budget {opts.budget!r} with {spec.name}: trained in process 0 alone; only a "
+            "network trained from scratch (budget='advanced', e.g. model='small_cnn') "
+            "spreads over processes",
+        )
     run.emit({"phase": "preparing", "message": "loading the pretrained backbone"})
     backbone = training.create_model(tconf, pretrained=True)
     features = backbone_features(run, backbone, spec, data.image_ids, input_size)
@@ -468,20 +523,33 @@ def _fit(run: TrainingRun, tconf, arrays, labels, train_idx, val_idx, model=None
 
     return training.fit(
         tconf,
-        {"image": arrays[train_idx], "label": labels[train_idx]},
-        {"image": arrays[val_idx], "label": labels[val_idx]},
+        {"image": _select(arrays, train_idx), "label": labels[train_idx]},
+        {"image": _select(arrays, val_idx), "label": labels[val_idx]},
         on_event=run.emit,
         should_stop=lambda: run.stopping,
         model=model,
     )
 
 
-def _load_images(run: TrainingRun, data, size: int) -> np.ndarray:
-    """Every labelled image at ``size`` (cached arrays), reporting progress."""
+def _select(arrays, rows: np.ndarray):
+    """``arrays[rows]``; a ``CachedRows`` view stays a view (nothing read yet)."""
+    return arrays.select(rows) if hasattr(arrays, "select") else arrays[rows]
+
+
+def _warn(run: TrainingRun, message: str) -> None:
+    run.warnings.append(message)
+    run.emit({"phase": "warning", "message": message})
+
+
+def _load_images(run: TrainingRun, data, size: int, *, stream: bool = False):
+    """Every labelled image at ``size`` from the cache (built when missing), reporting
+    progress: in memory, or with ``stream`` a :class:`CachedRows` view read batch by batch
+    (memory does not grow with the project)."""
     run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
-    return load_arrays(
-        run.project,
-        data.image_ids,
+    records = run.project.images_by_id(data.image_ids)
+    load = run.project.cache.rows if stream else run.project.cache.arrays
+    return load(
+        [(im.sha256, im.path) for im in records],
         size,
         on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
     )
@@ -511,7 +579,7 @@ def _train_from_scratch(run: TrainingRun, data, tconf, input_size: int) -> _Trai
     train_idx, val_idx = stratified_split(data.labels, data.kind, seed=tconf.seed)
     if len(val_idx) == 0:
         raise TrainingError("too few images to hold any out for validation; add more")
-    arrays = _load_images(run, data, input_size)
+    arrays = _load_images(run, data, input_size, stream=True)
     result = _fit(run, tconf, arrays, data.labels, train_idx, val_idx)
     return _Trained(result, val_idx, train_idx, {"method": "holdout", "images": len(val_idx)})
 
@@ -541,6 +609,9 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
     )
     if "c" in result.extra:
         config["head_c"] = result.extra["c"]
+    fit = {k: result.extra[k] for k in FIT_FIELDS if k in result.extra}
+    if fit:  # how the network trained: global batch, devices, processes, precision
+        config["fit"] = {**fit, "images_per_s": result.images_per_s}
     iterations = project.root / "iterations"
     final = iterations / str(run.number)
     tmp = iterations / f".tmp-{run.number}-{uuid.uuid4().hex[:8]}"

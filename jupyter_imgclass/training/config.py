@@ -65,6 +65,12 @@ class TrainConfig:
         deadline: wall-clock time (``time.time()``) by which the run returns, compilation
             and the last validation pass included; a first step that cannot compile in
             time raises :class:`DeadlineError`.
+        precision: the training step's compute type: ``"float32"``, ``"bfloat16"``
+            (convolutions and dense layers in bfloat16, float32 master weights, optimizer
+            state, batch-norm statistics and loss), or ``"auto"``: bfloat16 on a GPU or
+            TPU, float32 on CPU, where bfloat16 measured slower (XLA:CPU upcasts bfloat16
+            convolutions; ``benchmarks/scaling.py --precision``). Validation runs in
+            float32.
     """
 
     model: str = "small_cnn"
@@ -87,8 +93,13 @@ class TrainConfig:
     freeze_batchnorm: bool = False
     step_event_interval_s: float = 0.5
     deadline: float | None = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TrainingError(
+                f"precision {self.precision!r}: choose from {', '.join(PRECISIONS)}"
+            )
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -106,6 +117,18 @@ class TrainConfig:
                 f"augment {sorted(unknown)}: unknown; choose from {', '.join(AUGMENTATIONS)}"
             )
         return tuple(sorted(self.augment))
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def compute_dtype(precision: str, backend: str) -> Any:
+    """The step's compute dtype for ``precision`` on ``backend`` (None: float32 as is)."""
+    import jax.numpy as jnp
+
+    if precision == "bfloat16" or (precision == "auto" and backend in ("gpu", "cuda", "tpu")):
+        return jnp.bfloat16
+    return None
 
 
 @dataclass
@@ -158,7 +181,9 @@ def _check_set(name: str, data: Mapping[str, Any], key: str, kind: str) -> tuple
     check_kind(kind, error=TrainingError)
     if key not in data or "label" not in data:
         raise TrainingError(f"{name} set: needs {key!r} and 'label' arrays")
-    x, y = np.asarray(data[key]), np.asarray(data["label"])
+    x, y = data[key], np.asarray(data["label"])
+    if not (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__")):
+        x = np.asarray(x)  # a row-indexed view (CachedRows) stays as it is: not read whole
     if len(x) != len(y):
         raise TrainingError(f"{name} set: {len(x)} {key}s but {len(y)} labels")
     if kind == "multilabel" and y.ndim != 2:

@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import time
@@ -33,6 +34,7 @@ from flax import nnx
 from .. import models
 from ..errors import TrainingError
 from ..evaluate import validation_metrics
+from ..models import runtime
 from ..models.apply import apply_fn, probabilities, run_batched
 from ..models.weights import model_to_weights
 from .config import (
@@ -43,6 +45,7 @@ from .config import (
     TrainConfig,
     checked_sets,
     class_weights,
+    compute_dtype,
 )
 from .step import adamw, learning_rates, make_train_step, schedule
 
@@ -146,8 +149,6 @@ def _first_step(step_fn: Callable, args: tuple, deadline: float) -> Any:
     persistent compilation cache for the next run) while the caller gets
     :class:`DeadlineError` on time.
     """
-    import concurrent.futures
-
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="imgclass-compile")
     future = pool.submit(lambda: jax.block_until_ready(step_fn(*args)))
     pool.shutdown(wait=False)
@@ -159,8 +160,31 @@ def _first_step(step_fn: Callable, args: tuple, deadline: float) -> Any:
         ) from None
 
 
+def _is_key(a: Any) -> bool:
+    return jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def _global_copy(a: Any, sharding: Any) -> jax.Array:
+    """A global array of ``sharding`` from this process's copy of a replicated value
+    (random keys travel as their key data)."""
+    if _is_key(a):
+        data = np.asarray(jax.random.key_data(a))
+        data = jax.make_array_from_process_local_data(sharding, data)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+
+
+def _host_copy(a: Any) -> Any:
+    """This process's copy of a replicated global array, off the global mesh."""
+    if _is_key(a):
+        data = np.asarray(jax.random.key_data(a.addressable_data(0)))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    return np.asarray(a.addressable_data(0))
+
+
 def _mesh_shardings():
-    """``(data sharding, replicated sharding)`` over all devices, or ``(None, None)``."""
+    """``(data sharding, replicated sharding)`` over every device of every process (a
+    one-axis ``Mesh``: data parallel), or ``(None, None)`` for a single device."""
     devices = jax.devices()
     if len(devices) < 2:
         return None, None
@@ -183,8 +207,18 @@ def fit(
 
     Args:
         config: see :class:`TrainConfig`.
-        train: ``{'image': uint8 [N, S, S, 3], 'label': int [N] or float 0/1 [N, T]}``.
+        train: ``{'image': uint8 [N, S, S, 3], 'label': int [N] or float 0/1 [N, T]}``;
+            the images may be any array-like indexed by rows (a ``CachedRows`` view reads
+            only each batch from disk, so memory does not grow with ``N``).
         val: the same for validation (the best epoch is chosen on it).
+
+    Devices and processes: each global batch (``batch_size``, rounded up to a multiple of
+    the devices) is split over every device of every process (``jax.devices()``: a
+    ``Mesh`` with ``NamedSharding``); parameters and optimizer state are replicated and
+    XLA reduces the gradients. In a multi-process run (``runtime.start_processes``) every
+    process calls ``fit`` with the same sets and config; each reads only its share of
+    every batch, and stop and deadline decisions are process 0's. The learning rate is
+    not rescaled with the device count: the global batch is what the rate is tuned for.
         on_event: gets ``{'phase': 'compiling'|'training'}``, throttled
             ``{'event': 'step', 'step', 'loss'}`` and ``{'event': 'epoch', 'epoch',
             'epochs', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'elapsed_s',
@@ -221,6 +255,8 @@ def fit(
         epochs, time_limit = DEFAULT_EPOCHS, DEFAULT_TIME_LIMIT_S
     data_sharding, replicated = _mesh_shardings()
     ndev = len(jax.devices()) if data_sharding is not None else 1
+    nproc, rank = jax.process_count(), jax.process_index()
+    dtype = compute_dtype(config.precision, jax.default_backend())
     batch = min(batch, len(x_train))
     batch = -(-batch // ndev) * ndev  # a multiple of the device count
     steps_per_epoch = max(1, -(-len(x_train) // batch))
@@ -232,12 +268,14 @@ def fit(
         graphdef0, state0 = nnx.split(model)
         model = nnx.merge(graphdef0, state0)  # a copy: the caller's network is not trained
     model.train()
+    model.set_attributes(dtype=dtype, raise_if_not_found=False)
     if config.freeze_batchnorm:
         # Fine-tuning on a few images: keep the pretrained batch statistics (tiny batches
         # would replace them with noise) while the weights still train.
         model.set_attributes(use_running_average=True, raise_if_not_found=False)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
+    model.set_attributes(dtype=None, raise_if_not_found=False)  # validation in float32
     eval_graphdef, _ = nnx.split(model)
     tx = adamw(peak_lr, config.weight_decay)
     sched = schedule(peak_lr, config.warmup_fraction)
@@ -246,8 +284,12 @@ def fit(
         graphdef, tx, spec, kind, config.label_smoothing, config.augmentations()
     )
     logits_fn = apply_fn(eval_graphdef, tuple(spec.mean), tuple(spec.std), "logits")
-    if replicated is not None:
+    if replicated is not None and nproc == 1:
         params, rest, opt_state = jax.device_put((params, rest, opt_state), replicated)
+    elif replicated is not None:  # every process gives its (identical) copy
+        params, rest, opt_state = jax.tree.map(
+            lambda a: _global_copy(a, replicated), (params, rest, opt_state)
+        )
     cw = class_weights(config, y_train, num_classes)
     y_train = y_train.astype(np.float32 if kind == "multilabel" else np.int32)
     sample_w_all = (
@@ -259,6 +301,8 @@ def fit(
     base_key = jax.random.key(config.seed)
 
     def evaluate(p, r) -> tuple[np.ndarray, dict]:
+        if nproc > 1:  # replicated over processes: validate this process's copy locally
+            p, r = jax.tree.map(_host_copy, (p, r))
         state = nnx.merge_state(p, r)  # the eval graph takes one state
         logits = run_batched(logits_fn, state, x_val, EVAL_BATCH)
         probs = np.asarray(probabilities(logits.reshape(len(x_val), num_classes), kind))
@@ -278,6 +322,21 @@ def fit(
     epoch = 0
     deadline_hit = False
 
+    local = batch // nproc  # this process's rows of each global batch
+
+    def gather(order: np.ndarray, b: int) -> tuple:
+        idx = order[b * batch : (b + 1) * batch][rank * local : (rank + 1) * local]
+        return x_train[idx], y_train[idx], sample_w_all[idx]
+
+    def put(arrays: tuple) -> tuple:
+        if data_sharding is None:
+            return arrays
+        return tuple(
+            jax.make_array_from_process_local_data(data_sharding, a, (batch, *a.shape[1:]))
+            for a in arrays
+        )
+
+    prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="imgclass-batches")
     emit({"phase": "compiling", "model": config.model})
     while epochs is None or epoch < epochs:
         epoch += 1
@@ -288,21 +347,26 @@ def fit(
             order = np.concatenate([order, extra])
         losses, accs = [], []
         loop_started = time.perf_counter()
-        for b in range(len(order) // batch):
+        batches = len(order) // batch
+        pending = prefetch.submit(gather, order, 0)  # the next batch is read during a step
+        for b in range(batches):
+            halt = 0
             if should_stop is not None and should_stop():
-                stopped = True
-                break
-            if time_limit is not None and train_started is not None:
+                halt = 1
+            elif time_limit is not None and train_started is not None:
                 if time.perf_counter() - train_started >= time_limit:
-                    deadline_hit = True
-                    break
+                    halt = 2
             if config.deadline is not None and (time.time() + step_s + eval_s >= config.deadline):
-                deadline_hit = True
+                halt = halt or 2
+            if nproc > 1:
+                halt = runtime.agree(halt)  # every process stops at the same step
+            if halt:
+                stopped, deadline_hit = halt == 1, halt == 2
+                pending.cancel()
                 break
-            idx = order[b * batch : (b + 1) * batch]
-            images, labels, sw = x_train[idx], y_train[idx], sample_w_all[idx]
-            if data_sharding is not None:
-                images, labels, sw = jax.device_put((images, labels, sw), data_sharding)
+            images, labels, sw = put(pending.result())
+            if b + 1 < batches:
+                pending = prefetch.submit(gather, order, b + 1)
             progress = step / total_steps if total_steps else 0.0
             if time_limit is not None and train_started is not None:
                 progress = max(progress, (time.perf_counter() - train_started) / time_limit)
@@ -310,7 +374,7 @@ def fit(
             key = jax.random.fold_in(base_key, step)
             t0 = time.perf_counter()
             args = (params, rest, opt_state, images, labels, sw, key, np.float32(lr))
-            if train_started is None and config.deadline is not None:
+            if train_started is None and config.deadline is not None and nproc == 1:
                 params, rest, opt_state, loss, acc = _first_step(step_fn, args, config.deadline)
             else:
                 params, rest, opt_state, loss, acc = step_fn(*args)
@@ -372,6 +436,7 @@ def fit(
         if stopped or deadline_hit:
             break
 
+    prefetch.shutdown(wait=False)
     if deadline_hit and train_started is None:
         raise DeadlineError("the time budget ran out before the first training step")
     if best.state is None:  # stopped before the first step finished
@@ -386,5 +451,11 @@ def fit(
         compile_s=round(compile_s, 3),
         images_per_s=round(images_seen / train_time, 1) if train_time > 0 else 0.0,
         head_input=final.head_input,
-        extra={"batch_size": batch, "devices": ndev, "steps": step},
+        extra={
+            "batch_size": batch,
+            "devices": ndev,
+            "processes": nproc,
+            "precision": "bfloat16" if dtype is not None else "float32",
+            "steps": step,
+        },
     )

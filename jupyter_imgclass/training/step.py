@@ -109,7 +109,7 @@ def make_train_step(
         def loss_fn(p):
             # copy=True: fresh Variables at this trace level (BatchNorm writes its statistics).
             model = nnx.merge(graphdef, p, rest, copy=True)
-            logits = model(x)
+            logits = model(x).astype(jnp.float32)  # the loss in float32 at any precision
             _, _, new_rest = nnx.split(model, nnx.Param, ...)
             return loss(logits, labels, sample_weight, kind, smoothing), (logits, new_rest)
 
