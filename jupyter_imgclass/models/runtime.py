@@ -165,14 +165,16 @@ def check_processes(coordinator: str | None, num_processes: int | None, process_
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if not any(given):
         return None
-    if num_processes is not None and num_processes == 1 and process_id in (None, 0):
+    if num_processes is not None and (
+        isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1
+    ):
+        raise ValueError(f"num_processes {num_processes!r}: must be a whole number of 1 or more")
+    if num_processes == 1 and process_id in (None, 0):
         return None
     if not all(given):
         raise ValueError(
             "coordinator, num_processes and process_id: give all three (or none, for one process)"
         )
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
-        raise ValueError(f"num_processes {num_processes!r}: must be a whole number of 1 or more")
     if (
         isinstance(process_id, bool)
         or not isinstance(process_id, int)

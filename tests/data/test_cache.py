@@ -178,3 +178,44 @@ def test_concurrent_readers_and_writers_never_see_half_a_file(tmp_path, sources)
         t.join()
     assert not errors and len(seen) == 3 * 15 + 3 * 30 and all(seen)
     assert not tmp_leftovers(tmp_path / "cache")
+
+
+def test_rows_view_indexes_like_the_stacked_arrays(tmp_path, sources):
+    """``cache.rows`` answers every index a numpy array takes along the first axis with the
+    same rows as ``cache.arrays``, reading only those rows."""
+    cache = DerivativeCache(tmp_path / "cache")
+    whole = cache.arrays(sources, 16)
+    view = DerivativeCache(tmp_path / "cache").rows(sources, 16)
+    assert view.shape == whole.shape and view.dtype == whole.dtype and len(view) == 6
+    mask = np.array([True, False, True, False, False, True])
+    for index in (0, -1, 3, slice(None), slice(1, 5, 2), slice(-2, None), [4, 0, 4],
+                  np.array([5, 1]), mask, np.array([], int)):  # fmt: skip
+        np.testing.assert_array_equal(view[index], whole[index])
+    sub = view.select(np.array([5, 2, 0]))
+    np.testing.assert_array_equal(sub[1:], whole[[2, 0]])
+    np.testing.assert_array_equal(np.asarray(view), whole)
+    with pytest.raises(IndexError):
+        view[6]
+    with pytest.raises(IndexError):
+        view[np.zeros((2, 2), int)]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garbage"])
+def test_rows_view_rebuilds_entries_damaged_before_or_after_it_was_made(tmp_path, sources, damage):
+    cache = DerivativeCache(tmp_path / "cache")
+    expected = cache.arrays(sources, 16)
+    path = cache.array_path(sources[2][0], 16)
+
+    def spoil() -> None:
+        if damage == "delete":
+            path.unlink()
+        elif damage == "truncate":
+            path.write_bytes(path.read_bytes()[:-10])
+        else:
+            path.write_bytes(b"not an array")
+
+    spoil()
+    view = cache.rows(sources, 16)  # the header check finds it and rebuilds it
+    assert path.exists() and path.stat().st_size > 16 * 16 * 3
+    spoil()
+    np.testing.assert_array_equal(view[[1, 2, 3]], expected[[1, 2, 3]])  # rebuilt on read

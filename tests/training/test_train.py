@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -235,3 +237,68 @@ def test_bad_arrays_are_refused_with_reasons(digits):
         training.fit(config, {"image": tr["image"].astype(np.float32), "label": tr["label"]}, va)
     with pytest.raises(TrainingError, match="augment"):
         training.fit(training.TrainConfig(augment=("rotate",), epochs=1), tr, va)
+
+
+def test_fit_streams_cached_rows_a_batch_at_a_time(tmp_path):
+    """Images given as a ``CachedRows`` view are read from disk batch by batch (the train
+    batch, or the validation pass's part), never all at once; training equals training
+    on the same arrays held in memory."""
+    from jupyter_imgclass.data.cache import CachedRows, DerivativeCache
+
+    reads: list[int] = []
+
+    class Counted(CachedRows):
+        def __getitem__(self, index):
+            out = super().__getitem__(index)
+            reads.append(len(out))
+            return out
+
+        def select(self, rows):
+            inner = super().select(rows)
+            return Counted(inner._cache, inner._items, inner.size)
+
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(320):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(path)
+        items.append((f"{k:064x}", path))
+    cache = DerivativeCache(tmp_path / "cache")
+    view = cache.rows(items, 28)
+    view = Counted(cache, items, 28)
+    whole = cache.arrays(items, 28)
+    labels = (whole[..., 0].mean(axis=(1, 2)) > 127).astype(np.int32)
+    config = training.TrainConfig(model="small_cnn", epochs=2, batch_size=32, augment=False)
+    streamed = training.fit(
+        config,
+        {"image": view.select(np.arange(256)), "label": labels[:256]},
+        {"image": view.select(np.arange(256, 320)), "label": labels[256:]},
+    )
+    assert reads and max(reads) <= 64 < 320  # batches of 32; the 64 validation images
+    held = training.fit(
+        config,
+        {"image": whole[:256], "label": labels[:256]},
+        {"image": whole[256:], "label": labels[256:]},
+    )
+    np.testing.assert_allclose(
+        [h["loss"] for h in streamed.history], [h["loss"] for h in held.history], rtol=1e-5
+    )
+
+
+def test_bfloat16_precision_trains_with_float32_master_weights(digits, trained):
+    train, val = digits
+    config = training.TrainConfig(
+        model="small_cnn", epochs=2, batch_size=64, augment=NO_FLIP, precision="bfloat16"
+    )
+    result = training.fit(config, train, val)
+    assert result.extra["precision"] == "bfloat16"
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    # float32 reaches 0.90 here; bfloat16 0.84 after 2 epochs and the same after 4
+    # (0.983 / 0.992 against 0.986 / 0.989 over two seeds)
+    assert result.history[-1]["val_accuracy"] > trained[0].history[-1]["val_accuracy"] - 0.15
+    assert {w.dtype for w in result.weights.values()} == {np.dtype(np.float32)}
+    small = {k: v[:128] for k, v in train.items()}
+    auto = training.fit(dataclasses.replace(config, precision="auto", epochs=1), small, val)
+    assert auto.extra["precision"] == "float32"  # on CPU: bfloat16 measured slower
+    with pytest.raises(TrainingError, match="precision 'fp8': choose from auto, float32"):
+        training.TrainConfig(precision="fp8")
