@@ -13,6 +13,11 @@ in one command, printed beside its peer in the same run:
   (``budget="advanced"``, 20 s) streaming from the cache, beside a child that first holds
   every array in memory (what training did before).
 - ``precision``: small_cnn images/s in float32 and bfloat16 on this backend.
+- ``loader``: images/s of reading random batches of 128 from the array cache of a
+  generated project: ``CachedRows`` alone and with the one-thread prefetch that
+  ``training.fit`` uses, beside Grain (``grain``, benchmark-only install) reading the same
+  rows with 1 and 4 threads, and beside small_cnn's training step (what a loader must
+  keep up with).
 - ``accelerator``: backend, device, images/s and peak device memory of small_cnn and
   EfficientNet-Lite0/1/2 (random initial weights: the speed is the same) in float32 and
   bfloat16 -- the same command reports GPU figures where JAX sees one.
@@ -286,6 +291,8 @@ def part_accelerator(args) -> None:
         ("efficientnet_lite2", 260, args.accel_batch, ("float32", "bfloat16")),
     ]
     for model, size, batch, precisions in cases:
+        if args.models and model not in args.models:
+            continue
         for precision in precisions:
             opts = {"model": model, "size": size, "batch": batch, "steps": args.accel_steps,
                     "precision": precision, "epochs": 2}  # fmt: skip
@@ -304,11 +311,76 @@ def part_accelerator(args) -> None:
             )
 
 
+def part_loader(args) -> None:
+    import concurrent.futures
+
+    import numpy as np
+
+    print("\n## loader: random batches of 128 rows (28 px) from the array cache (images/s)")
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        import jupyter_imgclass as ic
+
+        make_project(Path(tmp) / "p", args.loader_images)
+        project = ic.Project.open(Path(tmp) / "p")
+        items = [(im.sha256, im.path) for im in project.images]
+        view = project.cache.rows(items, 28)
+        rng = np.random.default_rng(0)
+        batches = [rng.choice(len(view), 128, replace=False) for _ in range(args.loader_batches)]
+        n = 128 * len(batches)
+
+        def timed(label: str, fn) -> None:
+            started = time.perf_counter()
+            fn()
+            print(f"{label:<44}{n / (time.perf_counter() - started):>10.0f}", flush=True)
+
+        def plain() -> None:
+            for idx in batches:
+                view[idx]
+
+        def prefetched() -> None:
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            pending = pool.submit(view.__getitem__, batches[0])
+            for b in range(1, len(batches) + 1):
+                pending.result()
+                if b < len(batches):
+                    pending = pool.submit(view.__getitem__, batches[b])
+            pool.shutdown()
+
+        timed("CachedRows, one batch at a time", plain)
+        timed("CachedRows + one-thread prefetch (fit's)", prefetched)
+        try:
+            import grain
+        except ImportError:
+            print("grain not installed (benchmark-only: .venv/bin/pip install grain)")
+        else:
+            flat = np.concatenate(batches)
+            for threads in (1, 4):
+
+                def with_grain(threads=threads) -> None:
+                    ds = (
+                        grain.MapDataset.source(flat)
+                        .map(lambda i: view[int(i)])
+                        .batch(128)
+                        .to_iter_dataset(
+                            grain.ReadOptions(num_threads=threads, prefetch_buffer_size=256)
+                        )
+                    )
+                    for _ in ds:
+                        pass
+
+                timed(f"Grain {grain.__version__ if hasattr(grain, '__version__') else ''}"
+                      f" MapDataset, {threads} read thread(s)", with_grain)  # fmt: skip
+        project.close()
+    r = run_child("fit", {"model": "small_cnn", "size": 28, "batch": 128, "steps": 20})
+    print(f"{'small_cnn training step (what it feeds)':<44}{r['images_per_s']:>10.0f}")
+
+
 PARTS = {
     "throughput": part_throughput,
     "precision": part_precision,
     "memory": part_memory,
     "accelerator": part_accelerator,
+    "loader": part_loader,
 }
 
 
@@ -324,6 +396,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--minutes", type=float, default=0.33, help="training time (memory)")
     ap.add_argument("--work", default=None, help="folder for the generated projects")
+    ap.add_argument("--models", nargs="+", default=None, help="accelerator: only these")
+    ap.add_argument("--loader-images", type=int, default=20_000)
+    ap.add_argument("--loader-batches", type=int, default=100)
     args = ap.parse_args(argv)
     if args.child:
         return child_main(*args.child)

@@ -165,17 +165,25 @@ def near_duplicates(
     return sorted(set(pairs), key=lambda t: (-t[2], t[0], t[1]))
 
 
-def outliers(features: Any, k: int = 5, z: float = 3.0) -> list[tuple[int, float]]:
+def outliers(
+    features: Any, k: int = 5, z: float = 3.0, *, block: int = 1024
+) -> list[tuple[int, float]]:
     """``(index, score)`` of images far from their ``k`` nearest neighbours: the mean
     cosine distance to them, more than ``z`` robust standard deviations above the median
-    (median absolute deviation), farthest first."""
+    (median absolute deviation), farthest first. Compares ``block`` rows at a time
+    (memory ``O(block x N)``)."""
     x = unit_rows(features)
     n = len(x)
     if n <= k + 1:
         return []
-    distance = 1.0 - x @ x.T
-    np.fill_diagonal(distance, np.inf)
-    score = np.sort(distance, axis=1)[:, :k].mean(axis=1)
+    score = np.empty(n)
+    for start in range(0, n, block):
+        distance = 1.0 - x[start : start + block] @ x.T
+        rows = np.arange(len(distance))
+        distance[rows, rows + start] = np.inf  # not its own neighbour
+        score[start : start + len(distance)] = np.sort(
+            np.partition(distance, k - 1, axis=1)[:, :k], axis=1
+        ).mean(axis=1)
     median = np.median(score)
     spread = 1.4826 * np.median(np.abs(score - median)) + 1e-12
     far = np.flatnonzero((score - median) / spread > z)

@@ -118,3 +118,16 @@ def test_perceptual_hash_matches_a_cropped_copy_and_not_another_photo():
     probs[3] = [0.02, 0.98]  # tagged 0, clearly a 1
     assert datacheck.label_issues(labels, probs)[0][:2] == (3, 1)
     assert datacheck.label_issues(np.zeros(4, int), np.tile([[0.9, 0.1]], (4, 1))) == []
+
+
+def test_outliers_and_pairs_in_blocks_equal_the_whole_comparison():
+    """Blocks of rows keep memory O(block x N) for large projects; the answers do not
+    depend on the block size."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8))
+    x = centres[rng.integers(0, 3, 300)] + 0.1 * rng.normal(size=(300, 8))
+    x[17] = rng.normal(size=8)  # a direction of its own
+    x[40] = x[3] + 1e-3  # a near copy
+    assert datacheck.outliers(x, block=7) == datacheck.outliers(x) != []
+    assert (3, 40) in [(a, b) for a, b, _ in datacheck.near_duplicates(x, block=7)]
+    assert datacheck.near_duplicates(x, block=7) == datacheck.near_duplicates(x)
