@@ -205,13 +205,6 @@ def fit(
 ) -> FitResult:
     """Trains (or fine-tunes) the whole network on images; keeps the best epoch's weights.
 
-    Args:
-        config: see :class:`TrainConfig`.
-        train: ``{'image': uint8 [N, S, S, 3], 'label': int [N] or float 0/1 [N, T]}``;
-            the images may be any array-like indexed by rows (a ``CachedRows`` view reads
-            only each batch from disk, so memory does not grow with ``N``).
-        val: the same for validation (the best epoch is chosen on it).
-
     Devices and processes: each global batch (``batch_size``, rounded up to a multiple of
     the devices) is split over every device of every process (``jax.devices()``: a
     ``Mesh`` with ``NamedSharding``); parameters and optimizer state are replicated and
@@ -219,6 +212,13 @@ def fit(
     process calls ``fit`` with the same sets and config; each reads only its share of
     every batch, and stop and deadline decisions are process 0's. The learning rate is
     not rescaled with the device count: the global batch is what the rate is tuned for.
+
+    Args:
+        config: see :class:`TrainConfig`.
+        train: ``{'image': uint8 [N, S, S, 3], 'label': int [N] or float 0/1 [N, T]}``;
+            the images may be any array-like indexed by rows (a ``CachedRows`` view reads
+            only each batch from disk, so memory does not grow with ``N``).
+        val: the same for validation (the best epoch is chosen on it).
         on_event: gets ``{'phase': 'compiling'|'training'}``, throttled
             ``{'event': 'step', 'step', 'loss'}`` and ``{'event': 'epoch', 'epoch',
             'epochs', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'elapsed_s',
