@@ -284,6 +284,28 @@ class ImageStore:
             rows.sort(key=lambda r: order[r["id"]])
         return self._with_tags(rows)
 
+    def image_ids(self, which: str = "all", tag_id: int | None = None) -> list[int]:
+        """Ids of every image (``"all"``), the ``"untagged"`` or ``"tagged"`` ones, or those
+        with tag ``tag_id`` (``which="tag"``), oldest first, without reading the rows."""
+        queries = {
+            "all": ("SELECT id FROM images ORDER BY id", ()),
+            "untagged": (
+                "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM image_tags) "
+                "ORDER BY id",
+                (),
+            ),
+            "tagged": (
+                "SELECT id FROM images WHERE id IN (SELECT image_id FROM image_tags) ORDER BY id",
+                (),
+            ),
+            "tag": (
+                "SELECT image_id FROM image_tags WHERE tag_id = ? ORDER BY image_id",
+                (tag_id,),
+            ),  # fmt: skip
+        }
+        sql, args = queries[which]
+        return [int(r[0]) for r in self._query(sql, args)]
+
     def image_count(self) -> int:
         """How many images are stored."""
         return int(self._query("SELECT count(*) FROM images")[0][0])

@@ -294,17 +294,23 @@ class Project:
 
     def filter_images(self, filter: str | None = None) -> list[ImageRecord]:
         """Images matching a filter: None/``"all"``, ``"untagged"``, ``"tagged"`` or a tag name."""
-        images = self.images
         if filter in (None, "all"):
-            return images
-        if filter == "untagged":
-            return [im for im in images if not im.tags]
-        if filter == "tagged":
-            return [im for im in images if im.tags]
+            return self.images
+        return self.images_by_id(self.image_ids(filter))
+
+    def image_ids(self, filter: str | None = None) -> list[int]:
+        """Ids of the images :meth:`filter_images` gives, oldest first, read without the
+        images' records (fast on large projects: what a paged view needs).
+
+        Raises:
+            TagError: ``filter`` names no tag.
+        """
+        if filter in (None, "all", "untagged", "tagged"):
+            return self._store.image_ids(filter or "all")
         tag = self._store.tag(filter)
         if tag is None:
             raise TagError(f"filter {filter!r}: no such tag")
-        return [im for im in images if tag.name in im.tags]
+        return self._store.image_ids("tag", tag.id)
 
     def _importer(self) -> Importer:
         return Importer(

@@ -193,13 +193,13 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
                 self._guesses = self.project.guesses(self._ids)
             elif self.filter == REVIEW:  # what the endpoint and tester saw, served guess on each
                 queued = self.project.add_review_queue()
-                untagged = {im.id for im in self.project.filter_images("untagged")}
+                untagged = set(self.project.image_ids("untagged"))
                 queued = [(i, g) for i, g in queued if i in untagged]
                 self._ids = [i for i, _ in queued]
                 self._guesses = {i: g for i, g in queued if g}
                 self.status = f"review: {len(queued)} served image(s), most uncertain first"
             else:
-                self._ids = [im.id for im in self.project.filter_images(self.filter)]
+                self._ids = self.project.image_ids(self.filter)
         except ImgClassError as exc:
             self.error = describe_error(exc)
             self._ids = []
@@ -277,7 +277,7 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
     def _refresh_counts(self) -> None:
         counts = self.project.counts()
         if self.multilabel:
-            total = len(self.project.images)
+            total = len(self.project.image_ids())
         else:  # one tag or "untagged" per image
             total = sum(counts.values())
         labelled = total - counts.get("untagged", 0)

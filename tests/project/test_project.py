@@ -209,3 +209,23 @@ def test_remove_images_deletes_rows_and_copies(project, make_png):
 def test_per_item_tag_count_mismatch_is_clear(project, make_png):
     with pytest.raises(ic.TagError, match="2 per-item entries for 3 items"):
         project.add_images([make_png((i, 0, 0), seed=i) for i in range(3)], tags=[["a"], ["b"]])
+
+
+def test_image_ids_match_the_filters_without_reading_records(tmp_path):
+    """``image_ids(filter)`` (what the paged labeller reads) gives the ids
+    ``filter_images`` gives, for every filter, oldest first."""
+    p = ic.Project.create(tmp_path / "ids", kind="multilabel")
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(9)]
+    p.add_images(arrays[:3], tags=["cat"])
+    p.add_images(arrays[3:5])
+    p.add_images(arrays[5:7], tags=[["cat", "dog"], ["dog"]])
+    p.add_images(arrays[7:])
+    p.create_tag("empty")
+    for name in (None, "all", "untagged", "tagged", "cat", "dog", "DOG", "empty"):
+        ids = p.image_ids(name)
+        assert ids == [im.id for im in p.filter_images(name)] == sorted(ids)
+    assert len(p.image_ids()) == 9 and len(p.image_ids("untagged")) == 4
+    with pytest.raises(ic.TagError, match="filter 'bird': no such tag"):
+        p.image_ids("bird")
+    p.close()
