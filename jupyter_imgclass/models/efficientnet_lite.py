@@ -60,7 +60,7 @@ from flax import nnx
 
 from ..errors import ImgClassError
 from . import ModelSpec, register
-from .layers import DepthwiseConv, head_input, materialise, relu6
+from .layers import Conv, DepthwiseConv, head_input, materialise, relu6
 
 __all__ = [
     "BASE_STAGES",
@@ -222,7 +222,8 @@ def _bn(n: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 def _conv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
     # XLA's "SAME" is TensorFlow's: the extra padding row/column goes bottom/right.
-    return nnx.Conv(cin, cout, (k, k), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+    # layers.Conv: 1x1 convolutions train as matrix products (fast gradients on CPU).
+    return Conv(cin, cout, (k, k), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
 
 
 class MBConv(nnx.Module):

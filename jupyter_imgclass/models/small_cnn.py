@@ -100,12 +100,16 @@ conv_same_matmul_grad.defvjp(_conv_fwd, _conv_bwd)
 class Conv(nnx.Module):
     """k×k stride-1 "SAME" convolution without bias, kernel ``[k, k, in, out]``.
 
-    In training mode (``deterministic=False``, set by ``model.train()``) the gradient
+    ``grad="xla"`` (the default): XLA's own convolution gradients. ``grad="matmul"``: in
+    training mode (``deterministic=False``, set by ``model.train()``) the weight gradient
     goes through :func:`conv_same_matmul_grad`; in eval mode it is a plain XLA
-    convolution (what ONNX export and prediction trace).
+    convolution (what ONNX export and prediction trace). Measured again with jaxlib
+    0.10.2 (``benchmarks/ab_small_cnn.py``, alternating rounds): building the patches
+    (pads and a concatenation) cost more than the product saved, and XLA's gradient
+    trained 1.45-1.46x faster with reshape pooling (674-701 against 467-479 images/s).
     """
 
-    def __init__(self, cin: int, cout: int, k: int = 3, *, grad: str = "matmul", rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, k: int = 3, *, grad: str = "xla", rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (k, k, cin, cout), jnp.float32))
         self.grad = grad
@@ -121,6 +125,15 @@ class Conv(nnx.Module):
         return _conv(x, kernel)
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, of ``[N, H, W, C]`` (even ``H`` and ``W``) as a maximum
+    over a reshaped array: the same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``,
+    and a gradient that is an elementwise mask (shared among tied maxima) instead of
+    ``reduce_window``'s select-and-scatter."""
+    n, h, w, c = x.shape
+    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 class SmallCNN(nnx.Module):
     """``features(x)`` is the 128-d dense output (after ReLU); ``head`` classifies it.
 
@@ -128,7 +141,11 @@ class SmallCNN(nnx.Module):
         num_classes: outputs of ``head``.
         input_size: square input side; must be a multiple of 4 (two 2×2 poolings).
         dropout: dropout rate before ``head`` (0 disables it).
-        conv_grad: ``"matmul"`` (fast weight gradients on CPU) or ``"xla"``.
+        conv_grad: ``"xla"`` (XLA's gradients; the faster, measured) or ``"matmul"``.
+        pool: ``"reshape"`` (training takes the 2x2 maximum over a reshaped array, whose
+            gradient is elementwise) or ``"window"`` (``reduce_window``, whose gradient
+            XLA:CPU builds from iota, broadcasts and a scatter); prediction and export
+            always use the window form (the same values).
         rngs: parameter and dropout randomness.
     """
 
@@ -138,7 +155,8 @@ class SmallCNN(nnx.Module):
         *,
         input_size: int = 28,
         dropout: float = 0.2,
-        conv_grad: str = "matmul",
+        conv_grad: str = "xla",
+        pool: str = "reshape",
         rngs: nnx.Rngs,
     ):
         if input_size < 4 or input_size % 4:
@@ -160,15 +178,22 @@ class SmallCNN(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
         self.head_input = "raw"  # or "l2" (see layers.head_input); set by ModelSpec.create
+        self.pool = pool
+        self.deterministic = False  # set by model.train() / model.eval()
+
+    def _pool(self, x: jax.Array) -> jax.Array:
+        if self.deterministic or self.pool == "window":
+            return nnx.max_pool(x, (2, 2), strides=(2, 2))
+        return max_pool_2x2(x)
 
     def features(self, x: jax.Array) -> jax.Array:
         """``[N, S, S, 3]`` normalised images -> ``[N, 128]`` features."""
         x = nnx.relu(self.bn1(self.conv1(x)))
         x = nnx.relu(self.bn2(self.conv2(x)))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = self._pool(x)
         x = nnx.relu(self.bn3(self.conv3(x)))
         x = nnx.relu(self.bn4(self.conv4(x)))
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = self._pool(x)
         x = jnp.reshape(x, (x.shape[0], -1))
         return nnx.relu(self.dense1(x))
 
@@ -183,12 +208,18 @@ def small_cnn(
     pretrained: bool = False,
     input_size: int = 28,
     dropout: float = 0.2,
-    conv_grad: str = "matmul",
+    conv_grad: str = "xla",
+    pool: str = "reshape",
 ) -> SmallCNN:
     """Creates a :class:`SmallCNN` (there are no pretrained weights; ``pretrained`` is ignored)."""
     del pretrained
     return SmallCNN(
-        num_classes, input_size=input_size, dropout=dropout, conv_grad=conv_grad, rngs=rngs
+        num_classes,
+        input_size=input_size,
+        dropout=dropout,
+        conv_grad=conv_grad,
+        pool=pool,
+        rngs=rngs,
     )
 
 

@@ -92,6 +92,32 @@ def test_train_and_eval_modes_compute_the_same_forward():
     assert all(c.deterministic for c in (model.conv1, model.conv4))
     a = model.features(x)
     model.train()
-    assert not model.conv1.deterministic
+    assert not model.conv1.deterministic and not model.deterministic  # reshape pooling
     model.set_attributes(use_running_average=True)  # same statistics, training conv path
     np.testing.assert_allclose(model.features(x), a, rtol=1e-5, atol=1e-5)
+
+
+def test_reshape_pooling_equals_window_pooling_with_an_elementwise_gradient():
+    from jupyter_imgclass.models.small_cnn import max_pool_2x2
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 8, 6, 4)).astype(np.float32)
+    x[0, 0, 0, 0] = x[0, 1, 1, 0] = 9.0  # a tie inside one window
+    window = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), window)
+    g = jax.grad(lambda v: (max_pool_2x2(v) * np.arange(1.0, 1 + window.size).reshape(
+        window.shape)).sum())(x)  # fmt: skip
+    ref = jax.grad(lambda v: (nnx.max_pool(v, (2, 2), strides=(2, 2)) * np.arange(
+        1.0, 1 + window.size).reshape(window.shape)).sum())(x)  # fmt: skip
+    # each window's gradient lands on its maximum (split between tied maxima)
+    np.testing.assert_allclose(g.reshape(3, 4, 2, 3, 2, 4).sum(axis=(2, 4)),
+                               ref.reshape(3, 4, 2, 3, 2, 4).sum(axis=(2, 4)))  # fmt: skip
+    untied = np.ones_like(x, bool)
+    untied[0, :2, :2, 0] = False
+    np.testing.assert_allclose(g[untied], ref[untied])
+    assert g[0, 0, 0, 0] == g[0, 1, 1, 0] == ref[0, :2, :2, 0].sum() / 2
+    with_window = models.get("small_cnn").factory(3, rngs=nnx.Rngs(0), pool="window")
+    with_reshape = models.get("small_cnn").factory(3, rngs=nnx.Rngs(0))
+    images = rng.normal(size=(2, 28, 28, 3)).astype(np.float32)
+    np.testing.assert_allclose(with_reshape.features(images), with_window.features(images),
+                               rtol=1e-6)  # fmt: skip
