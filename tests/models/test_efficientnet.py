@@ -295,3 +295,49 @@ def test_abstract_trace_cached_per_variant_and_width():
     assert len({id(graphdef) for graphdef, _ in traced.values()}) == 3
     lite2 = nnx.merge(*traced[LITE[2]])
     assert lite2.variant == LITE[2] and lite2.conv_head.in_features == 352
+
+
+@pytest.mark.parametrize(("k", "stride", "h", "w"), [(3, 1, 9, 9), (3, 2, 10, 7), (5, 2, 11, 12),
+                                                     (5, 1, 8, 8), (3, 2, 7, 7)])  # fmt: skip
+def test_shifted_depthwise_gradient_equals_the_grouped_convolutions(k, stride, h, w):
+    """The written-out gradient (spread, pad and correlate with the flipped kernel; k^2
+    multiply-reduces for the kernel) equals XLA's gradient of the grouped convolution,
+    strided and TensorFlow-padded cases included."""
+    rng = np.random.default_rng(k + 10 * stride + h)
+    x = jnp.asarray(rng.standard_normal((2, h, w, 4), np.float32))
+    kernel = jnp.asarray(rng.standard_normal((k, k, 4), np.float32))
+    target = rng.standard_normal(depthwise_grouped(x, kernel, stride).shape).astype(np.float32)
+
+    def loss(fn):
+        return lambda a, b: ((fn(a, b, stride) - target) ** 2).sum()
+
+    got = jax.grad(loss(depthwise_shifted), (0, 1))(x, kernel)
+    ref = jax.grad(loss(depthwise_grouped), (0, 1))(x, kernel)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-3)
+
+
+def test_pointwise_convolution_trains_as_a_matrix_product_with_the_same_numbers():
+    from jupyter_imgclass.models.layers import Conv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 6, 5, 8), np.float32))
+    for k, stride in ((1, 1), (1, 2), (3, 1), (3, 2)):
+        conv = Conv(8, 4, (k, k), strides=stride, padding="SAME", use_bias=False,
+                    rngs=nnx.Rngs(k))  # fmt: skip
+        ref = nnx.Conv(8, 4, (k, k), strides=stride, padding="SAME", use_bias=False,
+                       rngs=nnx.Rngs(k))  # fmt: skip
+        for mode in ("train", "eval"):
+            getattr(conv, mode)()
+            np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(ref(x)), atol=1e-5)
+        conv.train()
+        gd, state = nnx.split(conv)
+        rd, rstate = nnx.split(ref)
+        g = jax.grad(lambda s, v, d=gd: (nnx.merge(d, s)(v) ** 2).sum(), (0, 1))(state, x)
+        r = jax.grad(lambda s, v, d=rd: (nnx.merge(d, s)(v) ** 2).sum(), (0, 1))(rstate, x)
+        gk, rk = np.asarray(g[0]["kernel"][...]), np.asarray(r[0]["kernel"][...])
+        np.testing.assert_allclose(gk, rk, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(g[1]), np.asarray(r[1]), rtol=1e-4, atol=1e-4)
+    lite = L.create(3, rngs=nnx.Rngs(0), pretrained=False)
+    assert isinstance(lite.blocks[1].expand_conv, Conv) and lite.blocks[1].expand_conv.kernel[
+        ...].shape[:2] == (1, 1)  # fmt: skip
