@@ -124,13 +124,19 @@ class DerivativeCache:
             BadImageError: when the entry is missing and the source does not decode.
         """
         size = int(size)
-        path = self.array_path(sha, size)
-        arr = _load_npy(path)
-        if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
+        arr = self._cached_array(sha, size)
+        if arr is not None:
             return arr
         arr = imgs.load_rgb(src_path, size)
-        atomic_write(path, _npy_bytes(arr))
+        atomic_write(self.array_path(sha, size), _npy_bytes(arr))
         return arr
+
+    def _cached_array(self, sha: str, size: int) -> np.ndarray | None:
+        """The cached ``size`` array of ``sha``, or None when missing or damaged."""
+        arr = _load_npy(self.array_path(sha, size))
+        if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
+            return arr
+        return None
 
     def arrays(
         self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
@@ -169,12 +175,11 @@ class DerivativeCache:
         total = len(items)
         missing: list[int] = []
         for k, (sha, _) in enumerate(items):
-            path = self.array_path(sha, size)
             if out is None:
-                ok = _npy_header_ok(path, (size, size, 3))
+                ok = _npy_header_ok(self.array_path(sha, size), (size, size, 3))
             else:
-                arr = _load_npy(path)
-                ok = arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8
+                arr = self._cached_array(sha, size)
+                ok = arr is not None
                 if ok:
                     out[k] = arr
             if not ok:
@@ -312,10 +317,7 @@ class CachedRows:
 
     def _row(self, k: int) -> np.ndarray:
         sha, src = self._items[k]
-        arr = _load_npy(self._cache.array_path(sha, self.size))
-        if arr is None or arr.shape != self.shape[1:] or arr.dtype != np.uint8:
-            arr = self._cache.array(sha, src, self.size)
-        return arr
+        return self._cache.array(sha, src, self.size)  # read, or rebuilt when damaged
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
