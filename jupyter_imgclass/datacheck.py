@@ -155,14 +155,13 @@ def near_duplicates(
             for c in range(1, h.shape[1]):
                 close |= hash_distances(h[rows, 0], h[:, c]) <= crop_hamming
                 close |= hash_distances(h[rows, c], h[:, 0]) <= crop_hamming
+        # every test is symmetric (the crop test runs both ways), so each pair is taken
+        # from its first image's row
         i, j = np.nonzero(close)
-        i = i + start
-        for a, b in zip(i[i < j], j[i < j], strict=True):
-            pairs.append((int(a), int(b), round(float(similarity[a - start, b]), 4)))
-        # a pair found only from the later row's side (crop of the earlier) is kept once
-        for a, b in zip(i[i > j], j[i > j], strict=True):
-            pairs.append((int(b), int(a), round(float(similarity[a - start, b]), 4)))
-    return sorted(set(pairs), key=lambda t: (-t[2], t[0], t[1]))
+        keep = i + start < j
+        for a, b in zip(i[keep], j[keep], strict=True):
+            pairs.append((int(a + start), int(b), round(float(similarity[a, b]), 4)))
+    return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))
 
 
 def outliers(
