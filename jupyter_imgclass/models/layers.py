@@ -29,6 +29,12 @@ def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def in_dtype(dtype, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """``arrays`` cast to a layer's compute ``dtype`` (as is when it is None): the one
+    rule of the layers that take ``dtype`` (``TrainConfig.precision``)."""
+    return arrays if dtype is None else tuple(a.astype(dtype) for a in arrays)
+
+
 def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """Depthwise k×k convolution as k² strided slices times per-channel weights.
 
@@ -147,8 +153,7 @@ class Conv(nnx.Conv):
         if self.deterministic or tuple(self.kernel_size) != (1, 1) or tuple(strides) != (1, 1):
             return super().__call__(x)
         kernel = self.kernel[...][0, 0]
-        if self.dtype is not None:
-            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel = in_dtype(self.dtype, x, kernel)
         y = lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
         if self.bias is not None:
             y = y + self.bias[...]
@@ -180,8 +185,7 @@ class DepthwiseConv(nnx.Module):
             impl = "shifted" if jax.default_backend() == "cpu" else "grouped"
         fn = depthwise_shifted if impl == "shifted" else depthwise_grouped
         kernel = self.kernel[...]
-        if self.dtype is not None:
-            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel = in_dtype(self.dtype, x, kernel)
         return fn(x, kernel, self.stride)
 
 

@@ -25,7 +25,7 @@ from jax import lax
 
 from ..errors import ImgClassError
 from . import ModelSpec, register
-from .layers import head_input
+from .layers import head_input, in_dtype
 
 FEATURES = 128
 # PyTorch's BatchNorm momentum 0.1: short trainings on small data need fresh statistics.
@@ -118,8 +118,7 @@ class Conv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
-        if self.dtype is not None:
-            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        x, kernel = in_dtype(self.dtype, x, kernel)
         if not self.deterministic and self.grad == "matmul":
             return conv_same_matmul_grad(x, kernel)
         return _conv(x, kernel)
