@@ -63,9 +63,8 @@ def cmd_train(args) -> int:
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise ImgClassError(f"{data_dir}: not a folder of images (root/<tag>/*.jpg)")
-    spread = (args.coordinator, args.num_processes, args.process_id)
     try:
-        processes = runtime.start_processes(*spread)
+        processes = runtime.start_processes(args.coordinator, args.num_processes, args.process_id)
     except ValueError as exc:
         raise ImgClassError(str(exc).replace("num_processes", "--num-processes")) from None
     import jax
@@ -101,14 +100,14 @@ def cmd_train(args) -> int:
         run.on_event(_progress(args))
         iteration = run.wait()
         fit = iteration.config.get("fit") or {}
-        spread = {
+        layout = {
             "processes": processes,
             "process_id": rank,
             "devices": len(jax.devices()),
             "batch_size": fit.get("batch_size"),
             "precision": fit.get("precision"),
         }
-        _print_training(args, project, iteration, run, report, extra=spread)
+        _print_training(args, project, iteration, run, report, extra=layout)
     return 0
 
 

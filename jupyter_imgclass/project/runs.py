@@ -340,16 +340,13 @@ def run_training(run: TrainingRun) -> Iteration:
         project.store.finish_iteration(run.number, status="failed", metrics=None)
         raise
     finally:
-        from ..models import runtime
-
-        runtime.barrier(f"imgclass-saved-{run.number}")  # the other processes read it now
+        _saved(run)  # the other processes read it now
 
 
 def _follow(run: TrainingRun, started: float) -> Iteration:
     """A process other than 0 of a multi-process run: trains its share when the network
     trains data-parallel, then opens the iteration process 0 saved."""
     from .. import models
-    from ..models import runtime
 
     opts = run.options
     data = labelled_set(run.project.store)
@@ -359,11 +356,18 @@ def _follow(run: TrainingRun, started: float) -> Iteration:
             input_size = int(opts.input_size or spec.input_size)
             _train(run, data, spec, input_size, started)
     finally:
-        runtime.barrier(f"imgclass-saved-{run.number}")
+        _saved(run)
     rows = [r for r in run.project.store.iterations() if r["number"] == run.number]
     if not rows or rows[0]["status"] not in ("done", "stopped"):
         raise TrainingError(f"process 0 did not save iteration {run.number}; its output says why")
     return Iteration(run.project, rows[0])
+
+
+def _saved(run: TrainingRun) -> None:
+    """The barrier where process 0 has saved (or failed) iteration ``run.number``."""
+    from ..models import runtime
+
+    runtime.barrier(f"imgclass-saved-{run.number}")
 
 
 def _spreads(spec, opts: RunOptions) -> bool:
@@ -556,8 +560,7 @@ def _load_images(run: TrainingRun, data, size: int, *, stream: bool = False):
 
 
 def _keep(run: TrainingRun, quick: _Trained, message: str, history=()) -> _Trained:
-    run.warnings.append(message)
-    run.emit({"phase": "warning", "message": message})
+    _warn(run, message)
     result = dataclasses.replace(quick.result, history=quick.result.history + list(history))
     return dataclasses.replace(quick, result=result)
 
