@@ -18,6 +18,7 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
     "choose",
     "k_center",
     "typical",
+    "typical_uncertain",
+    "badge",
     "closeness_to_half",
     "entropy",
     "informativeness",
@@ -175,18 +178,21 @@ def rank(
 
 
 STRATEGIES = (
-    "diverse",
+    "typical_uncertain",
     "typical",
+    "badge",
+    "diverse",
     "coverage",
     "margin",
     "entropy",
     "least_confidence",
     "random",
 )
-"""``Project.suggest`` strategies: ``"typical"`` (TypiClust, the default), ``"diverse"``
-(uncertain and spread out), ``"coverage"`` (k-center on the features alone), the
-uncertainty :data:`METHODS`, and ``"random"`` (the baseline every strategy is measured
-against)."""
+"""``Project.suggest`` strategies: ``"typical_uncertain"`` (the default: TypiClust's
+clusters, the model's doubt inside each), ``"typical"`` (TypiClust), ``"badge"``
+(k-means++ on gradient embeddings), ``"diverse"`` (uncertain and spread out),
+``"coverage"`` (k-center on the features alone), the uncertainty :data:`METHODS`, and
+``"random"`` (the baseline every strategy is measured against)."""
 DIVERSE_POOL = 3
 """``"diverse"`` spreads its picks over the ``DIVERSE_POOL * n`` most uncertain images."""
 
@@ -246,18 +252,28 @@ def k_center(features: Any, chosen: Any, candidates: Any, n: int) -> np.ndarray:
     return candidates[picked]
 
 
-def typical(
-    features: Any, chosen: Any, candidates: Any, n: int, *, neighbours: int = 20, seed: int = 0
-) -> np.ndarray:
-    """TypiClust (Hacohen et al., 2022): k-means the images into ``len(chosen) + n``
-    clusters; from the largest clusters holding no chosen image, the most typical
-    candidate (the densest: smallest mean cosine distance to its nearest neighbours in the
-    cluster). Spreads the labels over the data's dense regions, which is what helps most
-    when only a few labels exist; :func:`k_center` fills in when every cluster is covered.
+def _density(members: np.ndarray, neighbours: int) -> np.ndarray:
+    """Typicality of each L2-normalised row among ``members``: minus its mean cosine
+    distance to its ``neighbours`` nearest other rows (a lone row scores 0)."""
+    distance = 1.0 - members @ members.T
+    np.fill_diagonal(distance, np.inf)
+    nearest = np.sort(distance, axis=1)[:, : max(1, min(neighbours, len(members) - 1))]
+    return -np.where(np.isfinite(nearest), nearest, 0.0).mean(axis=1)
 
-    Returns:
-        int64 indices from ``candidates``, in the order picked.
-    """
+
+def _cluster_picks(
+    features: Any,
+    chosen: Any,
+    candidates: Any,
+    n: int,
+    pick: Callable[[np.ndarray, np.ndarray], int],
+    seed: int,
+) -> np.ndarray:
+    """TypiClust's selection skeleton: k-means every image into ``len(chosen) + n``
+    clusters; from each cluster holding no chosen image, largest first, one candidate:
+    ``pick(members, rows)`` returns a position in ``members`` (positions into
+    ``candidates``) given their L2-normalised feature ``rows``. :func:`k_center` fills
+    in when every cluster is covered."""
     from sklearn.cluster import KMeans
 
     x, chosen, candidates, n = _selection(features, chosen, candidates, n)
@@ -274,18 +290,135 @@ def typical(
         members = np.flatnonzero(cand_assign == c)
         if not len(members):
             continue
-        m = x[candidates[members]]
-        distance = 1.0 - m @ m.T
-        np.fill_diagonal(distance, np.inf)
-        nearest = np.sort(distance, axis=1)[:, : max(1, min(neighbours, len(members) - 1))]
-        density = -np.where(np.isfinite(nearest), nearest, 0.0).mean(axis=1)
-        picked.append(int(candidates[members[int(np.argmax(density))]]))
+        picked.append(int(candidates[members[pick(members, x[candidates[members]])]]))
         if len(picked) == n:
             break
     if len(picked) < n:
         rest = np.setdiff1d(candidates, picked)
         picked += k_center(x, np.concatenate([chosen, picked]), rest, n - len(picked)).tolist()
     return np.asarray(picked, np.int64)
+
+
+def typical(
+    features: Any, chosen: Any, candidates: Any, n: int, *, neighbours: int = 20, seed: int = 0
+) -> np.ndarray:
+    """TypiClust (Hacohen et al., 2022): k-means the images into ``len(chosen) + n``
+    clusters; from the largest clusters holding no chosen image, the most typical
+    candidate (the densest: smallest mean cosine distance to its nearest neighbours in the
+    cluster). Spreads the labels over the data's dense regions, which is what helps most
+    when only a few labels exist; :func:`k_center` fills in when every cluster is covered.
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+    """
+
+    def densest(members: np.ndarray, rows: np.ndarray) -> int:
+        return int(np.argmax(_density(rows, neighbours)))
+
+    return _cluster_picks(features, chosen, candidates, n, densest, seed)
+
+
+def typical_uncertain(
+    features: Any,
+    chosen: Any,
+    candidates: Any,
+    n: int,
+    uncertainty: Any,
+    *,
+    neighbours: int = 20,
+    seed: int = 0,
+) -> np.ndarray:
+    """TypiClust's clusters, the model's doubt inside each: from every uncovered cluster
+    (largest first), the most uncertain candidate of its more typical half (density at or
+    above the cluster's median). Coverage keeps the picks spread and typical; uncertainty
+    picks, among typical images, the ones the model still gets wrong. Without a model it
+    is :func:`typical`.
+
+    Args:
+        uncertainty: one score per candidate, higher = more uncertain (e.g.
+            :func:`informativeness`), or ``None``.
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+
+    Examples:
+        >>> x = np.array([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2], [0.0, 1.0], [0.1, 0.99]])
+        >>> typical_uncertain(x, [3], [0, 1, 2, 4], 1, [0.1, 0.9, 0.2, 1.0]).tolist()
+        [1]
+    """
+    if uncertainty is None:
+        return typical(features, chosen, candidates, n, neighbours=neighbours, seed=seed)
+    doubt = np.asarray(uncertainty, np.float64)
+
+    def doubtful_typical(members: np.ndarray, rows: np.ndarray) -> int:
+        density = _density(rows, neighbours)
+        typical_half = np.flatnonzero(density >= np.median(density))
+        return int(typical_half[int(np.argmax(doubt[members[typical_half]]))])
+
+    return _cluster_picks(features, chosen, candidates, n, doubtful_typical, seed)
+
+
+def badge(
+    features: Any,
+    candidates: Any,
+    n: int,
+    probabilities: Any,
+    *,
+    kind: str = "multiclass",
+    seed: int = 0,
+) -> np.ndarray:
+    """BADGE (Ash et al., 2020): k-means++ seeding over each candidate's gradient
+    embedding, the gradient of the loss on the head's weights had the model's guess been
+    the label: ``(p - onehot(guess)) ⊗ x`` (multilabel: ``p - round(p)``) on the
+    L2-normalised features ``x``. Its length is the model's doubt and its direction says
+    where the image lies, so the picks are uncertain and unlike each other. The product
+    factorises: ``<a ⊗ x, b ⊗ y> = <a, b> <x, y>``, so no ``T x D`` rows are built.
+
+    Args:
+        features: ``[N, D]`` feature rows of every image.
+        candidates: indices to pick from.
+        n: how many to pick.
+        probabilities: ``[len(candidates), T]`` predictions for the candidates.
+        kind: ``"multiclass"`` or ``"multilabel"``.
+        seed: for the k-means++ draws after the first (the longest embedding).
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+
+    Examples:
+        >>> x = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0], [1.0, 0.1]])
+        >>> p = np.array([[0.99, 0.01], [0.5, 0.5], [0.55, 0.45], [0.6, 0.4]])
+        >>> badge(x, [0, 1, 2, 3], 2, p).tolist()[0]
+        1
+    """
+    check_kind(kind)
+    x = unit_rows(features)[np.asarray(candidates, np.int64)]
+    candidates = np.asarray(candidates, np.int64)
+    p = _probabilities(probabilities)
+    n = min(int(n), len(candidates))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    if kind == "multilabel":
+        a = p - np.round(p)
+    else:
+        a = p.copy()
+        a[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+    gram = (a @ a.T) * (x @ x.T)  # inner products of the gradient embeddings
+    sq = np.diag(gram).copy()
+    rng = np.random.default_rng(seed)
+    picked = [int(np.argmax(sq))]
+    nearest = np.maximum(sq + sq[picked[0]] - 2.0 * gram[:, picked[0]], 0.0)
+    for _ in range(n - 1):
+        nearest[picked] = 0.0
+        total = nearest.sum()
+        if total <= 1e-12:  # every rest is a copy of a pick: take the longest left
+            rest = np.setdiff1d(np.arange(len(candidates)), picked)
+            k = int(rest[np.argmax(sq[rest])])
+        else:
+            k = int(rng.choice(len(candidates), p=nearest / total))
+        picked.append(k)
+        nearest = np.minimum(nearest, np.maximum(sq + sq[k] - 2.0 * gram[:, k], 0.0))
+    return candidates[picked]
 
 
 def choose(
@@ -324,6 +457,13 @@ def choose(
         return np.random.default_rng(seed).permutation(candidates)[:n]
     if strategy == "typical":
         return typical(features, labelled, candidates, n, seed=seed)
+    if strategy == "typical_uncertain":
+        doubt = None if probabilities is None else informativeness(probabilities, "margin", kind)
+        return typical_uncertain(features, labelled, candidates, n, doubt, seed=seed)
+    if strategy == "badge":  # before any model: TypiClust's cold start
+        if probabilities is None:
+            return typical(features, labelled, candidates, n, seed=seed)
+        return badge(features, candidates, n, probabilities, kind=kind, seed=seed)
     if strategy == "coverage" or probabilities is None:
         return k_center(features, labelled, candidates, n)
     if strategy in METHODS:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jupyter_imgclass.active import (
+    badge,
     choose,
     closeness_to_half,
     entropy,
@@ -17,6 +18,7 @@ from jupyter_imgclass.active import (
     margin,
     rank,
     typical,
+    typical_uncertain,
 )
 
 P = np.array(
@@ -145,3 +147,71 @@ def test_typical_picks_the_densest_image_of_the_largest_uncovered_clusters():
     assert [int(cluster[p]) for p in picked] == [1, 2]  # largest uncovered first
     assert int(picked[0]) == 30
     assert len(set(typical(x, [], np.arange(len(x)), 6).tolist())) == 6  # fills in when covered
+
+
+def test_typical_uncertain_takes_the_most_uncertain_of_each_clusters_typical_half():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4) * 10
+    sizes = [30, 25, 15, 5]
+    x = np.concatenate(
+        [c + rng.normal(0, 0.3, (s, 4)) for c, s in zip(centres, sizes, strict=True)]
+    )
+    cluster = np.repeat(np.arange(4), sizes)
+    candidates = np.arange(1, len(x))
+    x[30] = centres[1]  # cluster 1's densest image, no doubt: TypiClust's pick
+    x[31] = centres[1] + [0.0, 0.0, 0.3, 0.0]  # typical, and given the highest doubt
+    x[32] = centres[1] + 5.0  # an outlier of cluster 1 with more doubt still: not typical
+    doubt = np.zeros(len(candidates))
+    doubt[[31 - 1, 32 - 1]] = [0.5, 0.9]
+    x[57] = centres[2]  # cluster 2: typical, and its most doubtful
+    doubt[57 - 1] = 0.7
+    assert int(typical(x, [0], candidates, 1)[0]) == 30
+    picked = typical_uncertain(x, [0], candidates, 2, doubt)
+    assert [int(cluster[p]) for p in picked] == [1, 2]  # largest uncovered first, as typical
+    assert int(picked[0]) == 31  # the outlier's higher doubt does not win
+    assert int(picked[1]) == 57
+    # without a model it is TypiClust; through choose, the doubt is the margin's
+    assert (
+        typical_uncertain(x, [0], candidates, 2, None).tolist()
+        == typical(x, [0], candidates, 2).tolist()
+    )
+    probs = np.tile([0.9, 0.1], (len(candidates), 1))
+    probs[31 - 1] = [0.5, 0.5]
+    via_choose = choose(
+        "typical_uncertain", 1, features=x, labelled=[0], candidates=candidates,
+        probabilities=probs,
+    )  # fmt: skip
+    assert via_choose.tolist() == [31]
+    assert (
+        choose("typical_uncertain", 2, features=x, labelled=[0], candidates=candidates).tolist()
+        == typical(x, [0], candidates, 2).tolist()
+    )  # no model yet
+
+
+def test_badge_embeds_gradients_and_spreads_uncertain_picks():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3) * 10
+    x = np.concatenate([c + rng.normal(0, 0.1, (10, 3)) for c in centres])  # 3 clusters
+    p = np.tile([0.98, 0.01, 0.01], (30, 1))
+    p[12] = [0.34, 0.33, 0.33]  # cluster 1's most uncertain image: the longest embedding
+    p[13] = [0.35, 0.33, 0.32]  # nearly its copy
+    p[25] = [0.45, 0.10, 0.45]  # cluster 2, unsure between tags 0 and 2
+    # the factorised inner products equal those of the explicit (p - onehot) ⊗ x rows
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    a = p.copy()
+    a[np.arange(30), p.argmax(1)] -= 1.0
+    g = np.einsum("nt,nd->ntd", a, u).reshape(30, -1)
+    assert int(np.argmax((g * g).sum(1))) == 12
+    picked = badge(x, np.arange(30), 2, p, seed=0)
+    assert picked.tolist()[0] == 12  # the longest embedding first
+    counts = {int(badge(x, np.arange(30), 2, p, seed=s)[1]) for s in range(20)}
+    assert 13 not in counts and 25 in counts  # never the copy; the other doubtful one
+    assert badge(x, np.arange(30), 5, p).size == 5
+    assert len(set(badge(x, np.arange(30), 30, p).tolist())) == 30  # all, once each
+    assert badge(x, [4, 5], 9, p[[4, 5]]).size == 2 and badge(x, [], 3, p[:0]).size == 0
+    ml = badge(x, np.arange(30), 1, np.where(p > 0.4, 0.55, 0.02), kind="multilabel")
+    assert ml.size == 1
+    # through choose: without a model, TypiClust's cold start
+    kw = dict(features=x, labelled=[0], candidates=np.arange(1, 30))
+    assert choose("badge", 2, **kw).tolist() == typical(x, [0], np.arange(1, 30), 2).tolist()
+    assert choose("badge", 1, probabilities=p[1:], **kw).tolist() == [12]

@@ -667,7 +667,7 @@ class Project:
         self,
         n: int = 20,
         *,
-        strategy: str = "typical",
+        strategy: str = "typical_uncertain",
         iteration=None,
         seed: int = 0,
     ) -> list[ImageRecord]:
@@ -675,15 +675,20 @@ class Project:
 
         Args:
             n: how many.
-            strategy: ``"typical"`` (default: TypiClust, the densest image of each of the
-                largest clusters holding no label; chosen by
+            strategy: ``"typical_uncertain"`` (default: TypiClust's clusters, and in each
+                uncovered one the image the model doubts most among its more typical
+                half; before any iteration exactly ``"typical"``; chosen by
                 ``benchmarks/active_learning.py`` on digits and real photos),
-                ``"diverse"`` (the most uncertain images, spread by k-center),
-                ``"coverage"`` (k-center on the backbone's features alone; what the
-                uncertainty strategies do before a model exists), ``"margin"``,
-                ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or ``"random"``.
+                ``"typical"`` (TypiClust: the densest image of each of the largest
+                clusters holding no label), ``"badge"`` (k-means++ over the head's
+                gradient embeddings), ``"diverse"`` (the most uncertain images, spread
+                by k-center), ``"coverage"`` (k-center on the backbone's features
+                alone; what the uncertainty strategies do before a model exists),
+                ``"margin"``, ``"entropy"``, ``"least_confidence"`` (uncertainty
+                alone), or ``"random"``.
             iteration: whose predictions to use; the latest by default.
-            seed: for ``"random"`` and the k-means of ``"typical"``.
+            seed: for ``"random"``, the k-means of the clustering strategies and
+                ``"badge"``'s draws.
 
         Returns:
             Image records, most wanted first.
