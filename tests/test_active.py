@@ -134,15 +134,21 @@ def test_choose_strategies():
         choose("best", 2, **kw)
 
 
-def test_typical_picks_the_densest_image_of_the_largest_uncovered_clusters():
+def _four_clusters():
+    """Rows in four clusters of 30, 25, 15 and 5 (cluster 0 first); their centres; and
+    each row's cluster."""
     rng = np.random.default_rng(0)
     centres = np.eye(4) * 10
     sizes = [30, 25, 15, 5]
     x = np.concatenate(
         [c + rng.normal(0, 0.3, (s, 4)) for c, s in zip(centres, sizes, strict=True)]
     )
+    return x, centres, np.repeat(np.arange(4), sizes)
+
+
+def test_typical_picks_the_densest_image_of_the_largest_uncovered_clusters():
+    x, centres, cluster = _four_clusters()
     x[30] = centres[1]  # the most typical image of cluster 1 sits at its centre
-    cluster = np.repeat(np.arange(4), sizes)
     picked = typical(x, [0], np.arange(1, len(x)), 2)
     assert [int(cluster[p]) for p in picked] == [1, 2]  # largest uncovered first
     assert int(picked[0]) == 30
@@ -150,13 +156,7 @@ def test_typical_picks_the_densest_image_of_the_largest_uncovered_clusters():
 
 
 def test_typical_uncertain_takes_the_most_uncertain_of_each_clusters_typical_half():
-    rng = np.random.default_rng(0)
-    centres = np.eye(4) * 10
-    sizes = [30, 25, 15, 5]
-    x = np.concatenate(
-        [c + rng.normal(0, 0.3, (s, 4)) for c, s in zip(centres, sizes, strict=True)]
-    )
-    cluster = np.repeat(np.arange(4), sizes)
+    x, centres, cluster = _four_clusters()
     candidates = np.arange(1, len(x))
     x[30] = centres[1]  # cluster 1's densest image, no doubt: TypiClust's pick
     x[31] = centres[1] + [0.0, 0.0, 0.3, 0.0]  # typical, and given the highest doubt
