@@ -92,6 +92,9 @@ def _depthwise_bwd(stride, res, dy):
     x, kernel = res
     k = kernel.shape[0]
     n, h, w, c = x.shape
+    # Materialise dy once: fused into each of the k² slices below, its producers (the
+    # batch norm and activation gradients) were recomputed k² times.
+    dy = lax.optimization_barrier(dy)
     (plh, phh), (plw, phw) = same_pads(h, k, stride), same_pads(w, k, stride)
     out_h, out_w = dy.shape[1], dy.shape[2]
     zero = jnp.zeros((), dy.dtype)
@@ -106,7 +109,7 @@ def _depthwise_bwd(stride, res, dy):
         for j in range(k):
             term = lax.slice(dyp, (0, i, j, 0), (n, i + h, j + w, c)) * kernel[k - 1 - i, k - 1 - j]
             dx = term if dx is None else dx + term
-    xp = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
+    xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0))))
     dk = jnp.stack(
         [
             jnp.sum(_window(xp, i, j, out_h, out_w, stride) * dy, axis=(0, 1, 2))
