@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion"])
     parser.add_argument(
-        "--strategies", nargs="+", default=["random", "typical", "typical_uncertain"]
+        "--strategies", nargs="+", default=["random", "typical_uncertain", "herding_uncertain"]
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pool-per-tag", type=int, default=30)

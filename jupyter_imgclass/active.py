@@ -32,6 +32,7 @@ __all__ = [
     "k_center",
     "typical",
     "typical_uncertain",
+    "herding",
     "badge",
     "closeness_to_half",
     "entropy",
@@ -178,6 +179,8 @@ def rank(
 
 
 STRATEGIES = (
+    "herding_uncertain",
+    "herding",
     "typical_uncertain",
     "typical",
     "badge",
@@ -188,8 +191,10 @@ STRATEGIES = (
     "least_confidence",
     "random",
 )
-"""``Project.suggest`` strategies: ``"typical_uncertain"`` (the default: TypiClust's
-clusters, the model's doubt inside each), ``"typical"`` (TypiClust), ``"badge"``
+"""``Project.suggest`` strategies: ``"herding_uncertain"`` (the default: MaxHerding's
+kernel coverage weighted by the model's doubt), ``"herding"`` (coverage alone),
+``"typical_uncertain"`` (TypiClust's clusters, the model's doubt inside each),
+``"typical"`` (TypiClust), ``"badge"``
 (k-means++ on gradient embeddings), ``"diverse"`` (uncertain and spread out),
 ``"coverage"`` (k-center on the features alone), the uncertainty :data:`METHODS`, and
 ``"random"`` (the baseline every strategy is measured against)."""
@@ -358,6 +363,102 @@ def typical_uncertain(
     return _cluster_picks(features, chosen, candidates, n, doubtful_typical, seed)
 
 
+HERDING_REFERENCE = 3000
+""":func:`herding` measures coverage on at most this many images (a fixed sample)."""
+HERDING_WIDTH = 1.0
+""":func:`herding`'s kernel width, in median nearest-neighbour distances."""
+
+
+def herding(
+    features: Any,
+    chosen: Any,
+    candidates: Any,
+    n: int,
+    weights: Any = None,
+    *,
+    width: float = HERDING_WIDTH,
+    seed: int = 0,
+) -> np.ndarray:
+    """MaxHerding (Bae et al., 2024, "Generalized Coverage for More Robust Low-Budget
+    Active Learning"): greedily, the candidate that most raises the weighted coverage
+    ``sum_x w_x max_s k(x, s)`` over the images ``x``, where ``s`` runs over the chosen
+    and picked images and ``k`` is a Gaussian kernel on L2-normalised features.
+
+    With ``weights`` (the model's doubt per candidate) coverage counts only where the
+    model is unsure: picks are typical of the doubtful regions, not their outliers, and
+    each pick discounts its neighbours, so the picks spread out.
+
+    Args:
+        features: ``[N, D]`` feature rows of every image.
+        chosen: indices already labelled; may be empty.
+        candidates: indices to pick from.
+        n: how many to pick.
+        weights: ``[len(candidates)]`` non-negative weights (None: 1 for every image;
+            given, the chosen images weigh 0).
+        width: kernel width in median distances from an image to its nearest other one.
+        seed: picks the reference sample when there are more than
+            :data:`HERDING_REFERENCE` images.
+
+    Memory: a float32 ``[candidates, reference]`` kernel matrix (10,000 candidates:
+    120 MB).
+
+    Returns:
+        int64 indices from ``candidates``, in the order picked.
+
+    Examples:
+        >>> x = np.array([[1.0, 0.0], [0.99, 0.1], [0.98, 0.2], [0.0, 1.0], [0.1, 0.99]])
+        >>> herding(x, [], [0, 1, 2, 3, 4], 2).tolist()  # the middle of the big group first
+        [1, 3]
+        >>> herding(x, [], [0, 1, 2, 3, 4], 1, [0, 0, 0, 0, 1]).tolist()  # where doubt is
+        [4]
+    """
+    x, chosen, candidates, n = _selection(features, chosen, candidates, n)
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    if weights is not None:
+        weights = np.asarray(weights, np.float64)
+        if weights.shape != candidates.shape:
+            raise ValueError(
+                f"weights must hold one value per candidate ({len(candidates)}), "
+                f"got shape {weights.shape}"
+            )
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be finite and >= 0")
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    rows = np.concatenate([chosen, candidates])
+    if len(rows) > HERDING_REFERENCE:
+        rng = np.random.default_rng(seed)
+        rows = rng.choice(rows, HERDING_REFERENCE, replace=False)
+    ref = x[rows].astype(np.float32)
+    w = np.ones(len(rows), np.float32)
+    if weights is not None:
+        full = np.zeros(len(x), np.float32)
+        full[candidates] = weights
+        w = full[rows]
+    d2 = np.maximum(2.0 - 2.0 * ref @ ref.T, 0.0)
+    np.fill_diagonal(d2, np.inf)
+    nearest = np.sqrt(d2.min(axis=1))
+    nearest = nearest[np.isfinite(nearest) & (nearest > 0)]  # copies would shrink it to 0
+    sigma2 = (width * (float(np.median(nearest)) if nearest.size else 1.0)) ** 2
+
+    def kernel(a: np.ndarray) -> np.ndarray:
+        return np.exp(-np.maximum(2.0 - 2.0 * a @ ref.T, 0.0) / (2.0 * sigma2))
+
+    cover = np.zeros(len(rows), np.float32)
+    if len(chosen):
+        cover = kernel(x[chosen].astype(np.float32)).max(axis=0)
+    k_cand = kernel(x[candidates].astype(np.float32))  # [candidates, reference]
+    picked: list[int] = []
+    for _ in range(n):
+        gain = (np.maximum(k_cand - cover, 0.0) * w).sum(axis=1)
+        gain[picked] = -np.inf
+        k = int(np.argmax(gain))
+        picked.append(k)
+        cover = np.maximum(cover, k_cand[k])
+    return candidates[picked]
+
+
 def badge(
     features: Any,
     candidates: Any,
@@ -460,6 +561,11 @@ def choose(
     if strategy == "typical_uncertain":
         doubt = None if probabilities is None else informativeness(probabilities, "margin", kind)
         return typical_uncertain(features, labelled, candidates, n, doubt, seed=seed)
+    if strategy == "herding":
+        return herding(features, labelled, candidates, n, seed=seed)
+    if strategy == "herding_uncertain":
+        doubt = None if probabilities is None else informativeness(probabilities, "margin", kind)
+        return herding(features, labelled, candidates, n, doubt, seed=seed)
     if strategy == "badge":  # before any model: TypiClust's cold start
         if probabilities is None:
             return typical(features, labelled, candidates, n, seed=seed)

@@ -12,6 +12,7 @@ from jupyter_imgclass.active import (
     choose,
     closeness_to_half,
     entropy,
+    herding,
     informativeness,
     k_center,
     least_confidence,
@@ -186,6 +187,64 @@ def test_typical_uncertain_takes_the_most_uncertain_of_each_clusters_typical_hal
         choose("typical_uncertain", 2, features=x, labelled=[0], candidates=candidates).tolist()
         == typical(x, [0], candidates, 2).tolist()
     )  # no model yet
+
+
+def test_herding_covers_the_largest_uncovered_groups_from_their_middle():
+    x, centres, cluster = _four_clusters()
+    x[30] = centres[1]  # the middle of cluster 1
+    candidates = np.arange(1, len(x))
+    wide = dict(width=5.0)  # a kernel as wide as a cluster: one pick covers it
+    picked = herding(x, [0], candidates, 3, **wide)
+    assert [int(cluster[p]) for p in picked] == [1, 2, 3]  # cluster 0 is covered by 0
+    assert int(picked[0]) == 30
+    # everything but cluster 2 covered: it comes first
+    assert int(cluster[herding(x, [0, 31, 72], candidates, 1, **wide)[0]]) == 2
+    # no labels yet: the biggest group first, then one of each
+    assert [int(cluster[p]) for p in herding(x, [], np.arange(len(x)), 4, **wide)] == [0, 1, 2, 3]
+    # the default kernel (one nearest-neighbour distance) is narrower than a cluster: the
+    # 30 images of cluster 0 earn a second pick before the 15 of cluster 2
+    assert [int(cluster[p]) for p in herding(x, [0], candidates, 3)] == [1, 0, 2]
+    every = herding(x, [0], candidates, len(candidates) + 5)
+    assert sorted(every.tolist()) == candidates.tolist()  # all of them, once each
+    assert herding(x, [0], candidates, 0).size == 0 and herding(x, [0], [], 3).size == 0
+    copies = np.repeat(x[[0, 30, 60]], 2, axis=0)  # exact copies do not collapse the kernel
+    assert sorted(int(p) // 2 for p in herding(copies, [], np.arange(6), 3)) == [0, 1, 2]
+
+
+def test_herding_weights_steer_coverage_to_doubtful_regions():
+    x, centres, cluster = _four_clusters()
+    candidates = np.arange(1, len(x))
+    doubt = np.zeros(len(candidates))
+    doubt[cluster[candidates] == 3] = 0.8  # the model doubts only the smallest cluster
+    picked = herding(x, [0], candidates, 3, doubt)
+    assert [int(cluster[p]) for p in picked] == [3, 3, 3]  # no gain elsewhere
+    assert len(set(picked.tolist())) == 3
+    doubt[cluster[candidates] == 2] = 0.8
+    spread = herding(x, [0], candidates, 2, doubt, width=5.0)
+    assert [int(cluster[p]) for p in spread] == [2, 3]  # both doubtful groups, bigger first
+    # through choose: herding_uncertain weighs by the margin's doubt; herding ignores it
+    probs = np.tile([0.99, 0.01], (len(candidates), 1))
+    probs[cluster[candidates] == 3] = [0.5, 0.5]
+    kw = dict(features=x, labelled=[0], candidates=candidates)
+    assert int(cluster[choose("herding_uncertain", 1, probabilities=probs, **kw)[0]]) == 3
+    assert int(cluster[choose("herding", 1, probabilities=probs, **kw)[0]]) == 1
+    # no model yet: herding_uncertain is herding
+    assert choose("herding_uncertain", 3, **kw).tolist() == herding(x, [0], candidates, 3).tolist()
+
+
+@pytest.mark.parametrize(
+    "weights, width, message",
+    [
+        (np.ones(3), 1.0, r"one value per candidate \(74\), got shape \(3,\)"),
+        (-np.ones(74), 1.0, "finite and >= 0"),
+        (np.full(74, np.nan), 1.0, "finite and >= 0"),
+        (None, 0.0, "width must be > 0"),
+    ],
+)
+def test_herding_rejects_broken_arguments(weights, width, message):
+    x, _, _ = _four_clusters()
+    with pytest.raises(ValueError, match=message):
+        herding(x, [0], np.arange(1, len(x)), 2, weights, width=width)
 
 
 def test_badge_embeds_gradients_and_spreads_uncertain_picks():

@@ -667,7 +667,7 @@ class Project:
         self,
         n: int = 20,
         *,
-        strategy: str = "typical_uncertain",
+        strategy: str = "herding_uncertain",
         iteration=None,
         seed: int = 0,
     ) -> list[ImageRecord]:
@@ -675,20 +675,25 @@ class Project:
 
         Args:
             n: how many.
-            strategy: ``"typical_uncertain"`` (default: TypiClust's clusters, and in each
-                uncovered one the image the model doubts most among its more typical
-                half; before any iteration exactly ``"typical"``; chosen by
+            strategy: ``"herding_uncertain"`` (default: MaxHerding, each pick the image
+                that most raises the kernel coverage of the images the model doubts, so
+                picks are typical of the doubtful regions and spread out; before any
+                iteration exactly ``"herding"``; chosen by
                 ``benchmarks/active_learning.py`` on digits and real photos),
-                ``"typical"`` (TypiClust: the densest image of each of the largest
-                clusters holding no label), ``"badge"`` (k-means++ over the head's
-                gradient embeddings), ``"diverse"`` (the most uncertain images, spread
-                by k-center), ``"coverage"`` (k-center on the backbone's features
-                alone; what the uncertainty strategies do before a model exists),
-                ``"margin"``, ``"entropy"``, ``"least_confidence"`` (uncertainty
-                alone), or ``"random"``.
+                ``"herding"`` (the coverage of every image), ``"typical_uncertain"``
+                (TypiClust's clusters, and in each uncovered one the image the model
+                doubts most among its more typical half), ``"typical"`` (TypiClust: the
+                densest image of each of the largest clusters holding no label),
+                ``"badge"`` (k-means++ over the head's gradient embeddings),
+                ``"diverse"`` (the most uncertain images, spread by k-center),
+                ``"coverage"`` (k-center on the backbone's features alone; what the
+                uncertainty strategies do before a model exists), ``"margin"``,
+                ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or
+                ``"random"``.
             iteration: whose predictions to use; the latest by default.
-            seed: for ``"random"``, the k-means of the clustering strategies and
-                ``"badge"``'s draws.
+            seed: for ``"random"``, the k-means of the clustering strategies,
+                ``"badge"``'s draws and the herding strategies' reference sample (more
+                than 3,000 images).
 
         Returns:
             Image records, most wanted first.
