@@ -23,6 +23,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type="
+LIB = "/usr/lib/x86_64-linux-gnu/"
+JEMALLOC = {
+    "LD_PRELOAD": LIB + "libjemalloc.so.2",
+    "IMGCLASS_MALLOC_TUNING": "0",
+}  # Debian libjemalloc2
+TCMALLOC = {"LD_PRELOAD": LIB + "libtcmalloc_minimal.so.4", "IMGCLASS_MALLOC_TUNING": "0"}
 # name: (model options, TrainConfig options, environment)
 VARIANTS = {
     "window": ({"pool": "window"}, {}, {}),
@@ -36,7 +42,12 @@ VARIANTS = {
     "reshape 1 device": ({}, {}, {"IMGCLASS_CPU_DEVICES": "1"}),
     "reshape batch 64": ({}, {"batch_size": 64}, {}),
     "reshape batch 256": ({}, {"batch_size": 256}, {}),
+    "reshape glibc untuned": ({}, {}, {"IMGCLASS_MALLOC_TUNING": "0"}),
+    "reshape+jemalloc": ({}, {}, JEMALLOC),
+    "reshape+tcmalloc": ({}, {}, TCMALLOC),
     "torch": (None, {}, {}),
+    "torch+jemalloc": (None, {}, JEMALLOC),
+    "torch+tcmalloc": (None, {}, TCMALLOC),
 }  # fmt: skip
 
 

@@ -270,7 +270,8 @@ def main() -> None:
 
     print(
         f"jax {jax.__version__}, devices {jax.devices()}, "
-        f"malloc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}"
+        f"malloc {jupyter_imgclass.models.runtime.allocator()}, "
+        f"glibc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}"
     )
     skip = set(filter(None, args.skip.split(",")))
     train_set, test_set = load()

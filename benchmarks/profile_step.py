@@ -26,8 +26,11 @@ import sys
 import tempfile
 
 MAIN_OPS = ("convolution", "dot", "reduce-window", "reduce", "select-and-scatter",
-            "custom-call", "transpose", "copy", "pad", "concatenate", "slice", "scatter",
-            "gather", "broadcast", "reverse")  # fmt: skip
+            "custom-call", "scatter", "gather", "transpose", "copy", "pad", "concatenate",
+            "slice", "reverse", "broadcast")  # fmt: skip
+"""Instructions that name a fusion, in this order: a fusion is filed under the first one it
+holds (a convolution with a broadcast bias is a convolution); one with none of them is
+``elementwise``."""
 
 
 def child(args) -> None:
@@ -79,21 +82,22 @@ def fusions_of(path: str) -> dict[str, str]:
                 k for k in (re.search(r" = \S+ (\w[\w\-]*)\(", x) for x in inner) if k
                 for k in [k.group(1)] if k in MAIN_OPS
             )  # fmt: skip
-            what = ", ".join(f"{k}x{v}" if v > 1 else k for k, v in kinds.most_common(4))
-            out[name] = f"{what or op} -> {shape}"
+            ranked = sorted(kinds.items(), key=lambda kv: MAIN_OPS.index(kv[0]))[:4]
+            what = ", ".join(f"{k}x{v}" if v > 1 else k for k, v in ranked)
+            out[name] = f"{what or ('elementwise' if called else op)} -> {shape}"
     return out
 
 
-def step_module(dump: str, durations: collections.Counter) -> dict[str, str]:
+def step_module(dump: str, durations: collections.Counter) -> tuple[dict[str, str], str]:
     """The dumped module whose operations account for most of the traced time (the
-    train step's)."""
-    best, best_time = {}, -1
+    train step's): its fusions (:func:`fusions_of`) and its text."""
+    best, best_time, best_path = {}, -1, ""
     for path in glob.glob(f"{dump}/*after_optimizations.txt"):
         what = fusions_of(path)
         covered = sum(d for name, d in durations.items() if name in what)
         if covered > best_time:
-            best, best_time = what, covered
-    return best
+            best, best_time, best_path = what, covered, path
+    return best, open(best_path).read() if best_path else ""
 
 
 def main(argv=None) -> int:
@@ -132,7 +136,7 @@ def main(argv=None) -> int:
         for e in events:
             if e.get("ph") == "X":
                 every[e["name"]] += e.get("dur", 0)
-        what = step_module(dump, every)
+        what, text = step_module(dump, every)
         total = collections.Counter({k: v for k, v in every.items() if k in what})
     steps = result["steps"]
     step_ms = args.batch / result["images_per_s"] * 1000
@@ -145,6 +149,9 @@ def main(argv=None) -> int:
     for name, dur in total.most_common(args.top):
         ms = dur / 1000 / steps
         print(f"{ms:8.2f} {ms / ops_ms:6.1%}  {name}: {what[name]}")
+    dilated = re.findall(r"convolution\(.*lhs_dilate=([\dx]+)", text)
+    print(f"\nconvolutions with input dilation (lhs_dilate, XLA's slow path): {len(dilated)}"
+          f"{' ' + ', '.join(sorted(set(dilated))) if dilated else ''}")  # fmt: skip
     kinds: collections.Counter = collections.Counter()
     for name, dur in total.items():
         kinds[what[name].split(" -> ")[0].split(",")[0].split("x")[0] or "other"] += dur

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from helpers import terminate
 
+from jupyter_imgclass.models import runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,14 @@ def test_make_run_prints_the_notebook_url_and_it_opens(tmp_path):
     recipe = dry.stdout.replace("\\\n", " ")  # the recipe's continued lines as one
     line = next(x for x in recipe.splitlines() if "jupyter lab" in x)
     argv = shlex.split(line)
+    preload = {}
+    if argv[0] == "env":  # `env NAME=value ... python -m jupyter lab`
+        argv.pop(0)
+        while "=" in argv[0]:
+            name, _, value = argv.pop(0).partition("=")
+            preload[name] = value
+    if runtime.tcmalloc_library():  # installed: the server and its kernels run on it
+        assert preload["LD_PRELOAD"] == runtime.tcmalloc_library(), line
     argv[0] = sys.executable  # the suite's interpreter, not a second .venv
     env = {
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -40,6 +50,7 @@ def test_make_run_prints_the_notebook_url_and_it_opens(tmp_path):
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
+        **preload,
     }
     log = tmp_path / "lab.log"
     with log.open("w") as out:
@@ -60,5 +71,7 @@ def test_make_run_prints_the_notebook_url_and_it_opens(tmp_path):
             except urllib.error.URLError:
                 time.sleep(0.3)
         assert page and page[0] == 200 and "JupyterLab" in page[1]
+        if preload:  # the server runs on tcmalloc, so the kernels it starts do too
+            assert "libtcmalloc" in Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         terminate(proc, timeout=20)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from jupyter_imgclass.models import runtime
+
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the tuning is for glibc on Linux"
 )
@@ -89,3 +91,39 @@ def test_import_leaves_jax_fastapi_and_widgets_unloaded():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@linux_only
+def test_on_a_preloaded_tcmalloc_the_glibc_tuning_stands_aside_and_training_runs():
+    library = runtime.tcmalloc_library()
+    if library is None:
+        pytest.skip("tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
+    code = (
+        "from jupyter_imgclass.models import runtime; import jupyter_imgclass as ic; "
+        "import numpy as np; from jupyter_imgclass import training; "
+        "x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 3), dtype=np.uint8); "
+        "y = np.arange(64, dtype=np.int32) % 2; "
+        "cfg = training.TrainConfig(model='small_cnn', epochs=1, batch_size=32, "
+        "augment=False, num_classes=2); "
+        "r = training.fit(cfg, {'image': x, 'label': y}, {'image': x[:8], 'label': y[:8]}); "
+        "print(runtime.allocator(), runtime.applied, r.extra['steps'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGCLASS_MALLOC_TUNING", "XLA_FLAGS")}
+    command = runtime.preload_command().split()[1:]  # NAME=value pairs after `env`
+    env.update(pair.split("=", 1) for pair in command)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    allocator, applied, steps = out.stdout.split()
+    assert (allocator, applied, int(steps) > 0) == ("tcmalloc", "False", True)
+    assert "large alloc" not in out.stderr  # tcmalloc's reports are switched off
+
+
+def test_preload_command_names_tcmalloc_or_nothing(monkeypatch):
+    library = runtime.tcmalloc_library()
+    command = runtime.preload_command()
+    assert command == "" if library is None else command.startswith(f"env LD_PRELOAD={library} ")
+    monkeypatch.setenv("IMGCLASS_MALLOC", "glibc")
+    assert runtime.preload_command() == ""
+    assert runtime.allocator() in ("glibc", "tcmalloc", "jemalloc", "system")
