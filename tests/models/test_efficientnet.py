@@ -321,11 +321,13 @@ def test_pointwise_convolution_trains_as_a_matrix_product_with_the_same_numbers(
     from jupyter_imgclass.models.layers import Conv
 
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 6, 5, 8), np.float32))
-    for k, stride in ((1, 1), (1, 2), (3, 1), (3, 2)):
-        conv = Conv(8, 4, (k, k), strides=stride, padding="SAME", use_bias=False,
+    # (8, 4) and (4, 8): the kernel gradient transposes dy, then x (the fewer channels)
+    cases = [(c, k, s) for c in ((8, 4), (4, 8)) for k, s in ((1, 1), (1, 2), (3, 1), (3, 2))]
+    for (cin, cout), k, stride in cases:
+        x = jnp.asarray(rng.standard_normal((2, 6, 5, cin), np.float32))
+        conv = Conv(cin, cout, (k, k), strides=stride, padding="SAME", use_bias=False,
                     rngs=nnx.Rngs(k))  # fmt: skip
-        ref = nnx.Conv(8, 4, (k, k), strides=stride, padding="SAME", use_bias=False,
+        ref = nnx.Conv(cin, cout, (k, k), strides=stride, padding="SAME", use_bias=False,
                        rngs=nnx.Rngs(k))  # fmt: skip
         for mode in ("train", "eval"):
             getattr(conv, mode)()
