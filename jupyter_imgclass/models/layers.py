@@ -5,6 +5,8 @@
   per-channel weights; ≈4.7× faster for EfficientNet-Lite0 on XLA's CPU backend) and
   ``"grouped"`` (``lax.conv_general_dilated`` with ``feature_group_count=C``, the native
   path on GPUs and what ONNX export uses). ``"auto"`` picks by ``jax.default_backend()``.
+  The shifted form's kernel gradient runs in a C++ kernel on the CPU where one can be
+  built (:mod:`.cpu_kernels`; fine-tuning Lite0 1.4x faster).
 - :func:`same_pads`: TensorFlow "SAME" padding amounts.
 - :func:`materialise`: fills an ``nnx.eval_shape`` model with seeded numpy initial values.
 """
@@ -20,6 +22,7 @@ from flax import nnx
 from jax import lax
 
 from ..errors import ImgClassError
+from . import cpu_kernels
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -87,8 +90,9 @@ def _depthwise_fwd(x, kernel, stride):
 
 def _depthwise_bwd(stride, res, dy):
     """Input gradient: ``dy`` spread back to the stride (interior zeros), padded, and
-    correlated with the flipped kernel (k² slices, as the forward); kernel gradient: k²
-    multiply-reduces of the forward's windows with ``dy``."""
+    correlated with the flipped kernel (k² slices, as the forward); kernel gradient: on the
+    CPU :mod:`.cpu_kernels`' one pass over ``x`` and ``dy`` where it is built, else
+    :func:`_depthwise_kernel_grad` (the same numbers)."""
     x, kernel = res
     k = kernel.shape[0]
     n, h, w, c = x.shape
@@ -96,7 +100,6 @@ def _depthwise_bwd(stride, res, dy):
     # batch norm and activation gradients) were recomputed k² times.
     dy = lax.optimization_barrier(dy)
     (plh, phh), (plw, phw) = same_pads(h, k, stride), same_pads(w, k, stride)
-    out_h, out_w = dy.shape[1], dy.shape[2]
     zero = jnp.zeros((), dy.dtype)
     dyp = lax.pad(
         dy,
@@ -109,18 +112,34 @@ def _depthwise_bwd(stride, res, dy):
         for j in range(k):
             term = lax.slice(dyp, (0, i, j, 0), (n, i + h, j + w, c)) * kernel[k - 1 - i, k - 1 - j]
             dx = term if dx is None else dx + term
+    if cpu_kernels.available():
+        dk = lax.platform_dependent(
+            x, dy,
+            cpu=lambda x, dy: cpu_kernels.depthwise_kernel_grad(x, dy, k, stride, (plh, plw)),
+            default=lambda x, dy: _depthwise_kernel_grad(x, dy, k, stride),
+        )  # fmt: skip
+    else:
+        dk = _depthwise_kernel_grad(x, dy, k, stride)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _depthwise_kernel_grad(x: jax.Array, dy: jax.Array, k: int, stride: int) -> jax.Array:
+    """``dk [k, k, C]`` in XLA's operations: k² multiply-reduces of the padded input's
+    windows with ``dy`` (on the CPU :mod:`.cpu_kernels` does it 4.7-9x faster)."""
+    n, h, w, c = x.shape
+    (plh, phh), (plw, phw) = same_pads(h, k, stride), same_pads(w, k, stride)
+    out_h, out_w = dy.shape[1], dy.shape[2]
     xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0))))
-    dk = jnp.stack(
+    return jnp.stack(
         [
             jnp.sum(_window(xp, i, j, out_h, out_w, stride) * dy, axis=(0, 1, 2))
             for i in range(k)
             for j in range(k)
         ]
     ).reshape(k, k, c)
-    return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-
-_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 def depthwise_grouped(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:

@@ -1,0 +1,197 @@
+"""Hand-written CPU kernels, compiled on first use and called from XLA through its FFI.
+
+XLA:CPU runs some of a training step's operations far below the machine's memory speed;
+for those, a short C++ loop does better. The kernels live in ``kernels/*.cc`` beside this
+module and are built once per machine with the system's C++ compiler (``$CXX``, else
+``c++`` / ``g++`` / ``clang++``; ``-O3 -march=native``) into
+``~/.cache/jupyter_imgclass/kernels`` (``$IMGCLASS_KERNEL_CACHE``), named by a hash of the
+source, the compiler, jaxlib's version and the CPU, and registered as XLA FFI targets
+for the CPU.
+
+Where no compiler is found or the build fails, :func:`available` is False (the reason is
+in :func:`status`) and the layers keep their pure-XLA formulations, which give the same
+numbers. ``IMGCLASS_CPU_KERNELS=0`` switches the kernels off.
+
+Kernels:
+
+- ``imgclass_depthwise_kernel_grad``: the kernel gradient of a depthwise convolution,
+  ``dk[i, j, c] = sum over n, y, x of x[n, y*s + i - ph, x*s + j - pw, c] * dy[n, y, x, c]``
+  (zero outside the image), every tap from one pass over ``x`` and ``dy``; the images are
+  shared among XLA's intra-op threads and summed in image order, so the result does not
+  depend on the thread count. XLA's k² multiply-reduces took 53-87 ms per large
+  EfficientNet-Lite0 layer against 8-13 ms here (``benchmarks/results-cpu-speed.txt``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("depthwise.cc",)
+TARGETS = {"imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad"}
+"""FFI target name -> the handler symbol the library exports."""
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def cache_dir() -> Path:
+    """``$IMGCLASS_KERNEL_CACHE`` or ``~/.cache/jupyter_imgclass/kernels``."""
+    env = os.environ.get("IMGCLASS_KERNEL_CACHE", "").strip()
+    return Path(env) if env else Path.home() / ".cache" / "jupyter_imgclass" / "kernels"
+
+
+def compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX``, else the first of c++, g++, clang++."""
+    env = os.environ.get("CXX", "").strip()
+    if env:
+        return shutil.which(env) or None
+    for name in ("c++", "g++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _build(cxx: str) -> Path:
+    """Compiles the kernels into the cache (once per source, compiler and jaxlib) and
+    returns the library's path; a concurrent build elsewhere is harmless (each writes a
+    temporary file and renames it into place)."""
+    import jaxlib
+
+    here = Path(__file__).parent / "kernels"
+    text = b"".join((here / name).read_bytes() for name in SOURCES)
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    # -march=native: a library built for one CPU may not run on another that shares the
+    # home folder, so the CPU's model and instruction sets are part of the name.
+    key = hashlib.sha256(
+        text + version.encode() + jaxlib.__version__.encode() + _cpu_id().encode()
+    ).hexdigest()[:16]
+    out = cache_dir() / f"imgclass_cpu_{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        built = Path(tmp) / out.name
+        cmd = [cxx, "-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC",
+               "-w", "-I", jax.ffi.include_dir(), *(str(here / n) for n in SOURCES),
+               "-o", str(built)]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stderr[-2000:]}")
+        os.replace(built, out)
+    return out
+
+
+def _cpu_id() -> str:
+    """The machine type and, on Linux, the first CPU's model name and flags."""
+    ident = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read().split("\n\n")[0].splitlines()
+                     if ln.startswith(("model name", "flags"))]  # fmt: skip
+        ident += "\n".join(lines)
+    except OSError:
+        ident += platform.processor()
+    return ident
+
+
+def available() -> bool:
+    """True once the kernels are built and registered (built on the first call)."""
+    with _lock:
+        if "ok" not in _state:
+            _state["ok"], _state["reason"] = _load()
+            if not _state["ok"]:
+                log.info("CPU kernels off (%s); the layers use XLA's operations", _state["reason"])
+        return _state["ok"]
+
+
+def status() -> str:
+    """Why the kernels are on or off, in words (after :func:`available`)."""
+    available()
+    return _state["reason"]
+
+
+def _load() -> tuple[bool, str]:
+    if os.environ.get("IMGCLASS_CPU_KERNELS", "").strip() == "0":
+        return False, "IMGCLASS_CPU_KERNELS=0"
+    cxx = compiler()
+    if cxx is None:
+        return False, "no C++ compiler found (set CXX or install g++)"
+    try:
+        path = _build(cxx)
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        for target, symbol in TARGETS.items():
+            capsule = jax.ffi.pycapsule(getattr(lib, symbol))
+            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+    except Exception as exc:  # a failed build must never stop training: XLA's path remains
+        return False, f"build failed: {exc}"
+    return True, f"built with {cxx} into {path}"
+
+
+def depthwise_kernel_grad(
+    x: jax.Array, dy: jax.Array, k: int, stride: int, pads: tuple[int, int]
+) -> jax.Array:
+    """``dk [k, k, C]`` of a depthwise convolution of ``x [N, H, W, C]`` whose output
+    gradient is ``dy [N, OH, OW, C]``; ``pads``: the top and left zero padding. Call only
+    where :func:`available` is True, on the CPU.
+
+    Under a batch-sharded ``jit`` (data parallel over several devices) each device runs
+    the kernel on its own images and the partial sums are added (``psum``), instead of
+    gathering every image onto every device.
+    """
+    return _depthwise_kernel_grad(
+        x.astype(jnp.float32), dy.astype(jnp.float32), k, stride, pads[0], pads[1]
+    )
+
+
+def _depthwise_kernel_grad_local(x, dy, k, stride, pad_h, pad_w):
+    call = jax.ffi.ffi_call(
+        "imgclass_depthwise_kernel_grad", jax.ShapeDtypeStruct((k, k, x.shape[-1]), jnp.float32)
+    )
+    return call(x, dy, k=np.int64(k), stride=np.int64(stride), pad_h=np.int64(pad_h),
+                pad_w=np.int64(pad_w))  # fmt: skip
+
+
+_depthwise_kernel_grad = custom_partitioning(
+    _depthwise_kernel_grad_local, static_argnums=(2, 3, 4, 5)
+)
+
+
+def _partition_depthwise(k, stride, pad_h, pad_w, mesh, arg_shapes, result_shape):
+    """Each device takes its share of the batch (the images' other axes whole) and the
+    partial gradients are summed over the batch's mesh axes; the result is replicated."""
+    spec = arg_shapes[0].sharding.spec
+    axis = spec[0] if len(spec) else None
+    batch = NamedSharding(mesh, PartitionSpec(axis))
+
+    def lower(x, dy):
+        out = _depthwise_kernel_grad_local(x, dy, k, stride, pad_h, pad_w)
+        return jax.lax.psum(out, axis) if axis is not None else out
+
+    return mesh, lower, NamedSharding(mesh, PartitionSpec()), (batch, batch)
+
+
+_depthwise_kernel_grad.def_partition(
+    partition=_partition_depthwise,
+    infer_sharding_from_operands=lambda k, s, ph, pw, mesh, args, shape: NamedSharding(
+        mesh, PartitionSpec()
+    ),
+    sharding_rule="n h w c, n a b c -> i j c",
+)

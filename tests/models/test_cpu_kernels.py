@@ -1,0 +1,129 @@
+"""The hand-written CPU kernels (``models.cpu_kernels``): the same numbers as XLA's
+formulation, sharded or not, and a clean fallback when they cannot be built."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jupyter_imgclass.models import cpu_kernels
+from jupyter_imgclass.models.layers import _depthwise_kernel_grad, depthwise_shifted, same_pads
+
+needs_compiler = pytest.mark.skipif(
+    cpu_kernels.compiler() is None, reason="no C++ compiler on this machine"
+)
+
+
+@needs_compiler
+def test_kernels_build_where_a_compiler_is_found():
+    assert cpu_kernels.available(), cpu_kernels.status()
+    assert "built with" in cpu_kernels.status()
+
+
+# odd sizes, both strides, C not a multiple of the vector width, one image, an image
+# smaller than the kernel
+CASES = [(3, 1, 9, 9, 4, 2), (3, 2, 10, 7, 20, 3), (5, 2, 11, 12, 33, 2), (5, 1, 8, 8, 16, 1),
+         (3, 2, 7, 7, 5, 4), (5, 1, 3, 4, 7, 2), (3, 2, 1, 1, 3, 2)]  # fmt: skip
+
+
+@needs_compiler
+@pytest.mark.parametrize(("k", "stride", "h", "w", "c", "n"), CASES)
+def test_depthwise_kernel_gradient_equals_xla_formulation(k, stride, h, w, c, n):
+    rng = np.random.default_rng(k + 10 * stride + h + c)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c), np.float32))
+    oh, ow = -(-h // stride), -(-w // stride)
+    dy = jnp.asarray(rng.standard_normal((n, oh, ow, c), np.float32))
+    pads = (same_pads(h, k, stride)[0], same_pads(w, k, stride)[0])
+    ref = np.asarray(_depthwise_kernel_grad(x, dy, k, stride))
+    eager = np.asarray(cpu_kernels.depthwise_kernel_grad(x, dy, k, stride, pads))
+    jitted = np.asarray(jax.jit(
+        lambda a, b: cpu_kernels.depthwise_kernel_grad(a, b, k, stride, pads))(x, dy))  # fmt: skip
+    assert eager.shape == (k, k, c)
+    np.testing.assert_allclose(eager, ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(jitted, eager)
+
+
+@needs_compiler
+def test_layer_gradient_is_the_same_with_and_without_the_kernel(monkeypatch):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 12, 11, 24), np.float32))
+    kernel = jnp.asarray(rng.standard_normal((5, 5, 24), np.float32))
+
+    def grads():
+        loss = lambda a, b: (depthwise_shifted(a, b, 2) ** 2).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss, (0, 1)))(x, kernel)
+
+    assert cpu_kernels.available()
+    with_kernel = grads()
+    monkeypatch.setattr(cpu_kernels, "_state", {"ok": False, "reason": "test"})
+    without = grads()
+    for a, b in zip(with_kernel, without, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-3)
+
+
+SHARDED = """
+import json, numpy as np, jax, jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jupyter_imgclass.models import cpu_kernels
+from jupyter_imgclass.models.layers import _depthwise_kernel_grad
+assert cpu_kernels.available(), cpu_kernels.status()
+mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+rng = np.random.default_rng(1)
+x = jnp.asarray(rng.standard_normal((8, 15, 15, 40), np.float32))
+dy = jnp.asarray(rng.standard_normal((8, 8, 8, 40), np.float32))
+put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
+f = jax.jit(lambda a, b: cpu_kernels.depthwise_kernel_grad(a * 2.0, b, 5, 2, (2, 2)))
+got = f(put(x), put(dy))
+hlo = f.lower(put(x), put(dy)).compile().as_text()
+ref = _depthwise_kernel_grad(x * 2.0, dy, 5, 2)  # same_pads(15, 5, 2) = (2, 2)
+print(json.dumps({"devices": len(jax.devices()), "err": float(jnp.max(jnp.abs(got - ref))),
+                  "scale": float(jnp.max(jnp.abs(ref))), "all_gather": "all-gather" in hlo,
+                  "all_reduce": "all-reduce" in hlo}))
+"""
+
+
+@needs_compiler
+def test_batch_sharded_kernel_sums_each_devices_images():
+    """Over two devices each runs the kernel on its half of the batch and the partial
+    sums are all-reduced; no device gathers the other's images."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["devices"] == 2
+    assert r["err"] <= 1e-5 * r["scale"]
+    assert r["all_reduce"] and not r["all_gather"]
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"IMGCLASS_CPU_KERNELS": "0"}, "IMGCLASS_CPU_KERNELS=0"),
+        ({"CXX": "/nonexistent/c++"}, "no C++ compiler"),
+        ({"CXX": "false"}, "build failed"),
+    ],  # fmt: skip
+)
+def test_kernels_off_say_why_and_training_falls_back(monkeypatch, tmp_path, env, reason):
+    """Switched off, no compiler, or a compiler that fails: ``available()`` is False with
+    the reason, and the layer's gradient still comes (from XLA's formulation)."""
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setenv("IMGCLASS_KERNEL_CACHE", str(tmp_path / "kernels"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cpu_kernels.available() is False
+    assert reason in cpu_kernels.status()
+    x = jnp.ones((1, 5, 5, 3), jnp.float32)
+    dk = jax.grad(lambda b: depthwise_shifted(x, b, 1).sum())(jnp.ones((3, 3, 3), jnp.float32))
+    # every tap of a 5x5 image of ones under "same" padding sees 20 of the 25 positions
+    # (16 for a corner tap, 20 for an edge, 25 for the centre)
+    np.testing.assert_allclose(np.asarray(dk[:, :, 0]), [[16, 20, 16], [20, 25, 20], [16, 20, 16]])
+    assert not list((tmp_path / "kernels").glob("*.so"))
