@@ -820,8 +820,9 @@ class Project:
         served ``predictions`` (for reviewing what the endpoint saw)."""
         out = []
         for row in reversed(self._store.prediction_log()):
-            if row["image_path"] and (self.root / row["image_path"]).is_file():
-                out.append({**row, "path": self.root / row.pop("image_path")})
+            relative = row.pop("image_path")
+            if relative and (self.root / relative).is_file():
+                out.append({**row, "path": self.root / relative})
         return out
 
     def review_queue(self) -> list[dict]:

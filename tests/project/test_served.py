@@ -42,6 +42,7 @@ def test_served_images_are_kept_once_and_nostore_ones_never(project):
             time.sleep(0.05)
     kept = project.served_images()
     assert len(kept) == 3  # a twice, b once; c went to /nostore
+    assert all("image_path" not in k and k["path"].is_absolute() for k in kept)
     assert [k["predictions"] for k in kept] == [x["predictions"] for x in answers[2::-1]]
     assert kept[0]["path"].read_bytes() == b and kept[1]["path"].read_bytes() == a
     assert kept[1]["path"] == kept[2]["path"]  # content-addressed: one file for a
