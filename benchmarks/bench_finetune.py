@@ -8,8 +8,11 @@ PyTorch with the same ImageNet weights, in one command.
 - time to accuracy: both fine-tune from the ImageNet weights on a few-shot Fashion-MNIST
   set (``--per-tag`` training images per tag, upscaled to 224 px), the held-out images
   scored after each epoch; prints accuracy against seconds (scoring included in both).
-  No setting is chosen on the held-out images: both use the engine's defaults (AdamW
-  5e-4, label smoothing 0.1, no augmentation).
+  No setting is chosen on the held-out images: both use the engine's recipe (AdamW 5e-4
+  with weight decay 1e-4 on kernels only, the engine's warm-up and cosine schedule read
+  from ``training.step``, label smoothing 0.1, no augmentation, the last batch of each
+  epoch topped up with random repeats). ``--peer-recipe constant`` gives the peer a
+  constant rate and drops the last partial batch instead (the earlier comparison).
 
 The peer is a benchmark-only install::
 
@@ -45,6 +48,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     ap.add_argument("--skip", default="", help="comma list: throughput,accuracy")
+    ap.add_argument("--peer-recipe", choices=("engine", "constant"), default="engine",
+                    help="the peer's schedule in the accuracy part")  # fmt: skip
     return ap.parse_args(argv)
 
 
@@ -86,7 +91,11 @@ class TorchPeer:
         assert not missing, missing
         net._fc = torch.nn.Linear(net._fc.in_features, 10)  # a new head, as ours
         self.net = net.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)
+        decay = [p for p in self.net.parameters() if p.ndim > 1]  # as step.decay_mask
+        rest = [p for p in self.net.parameters() if p.ndim <= 1]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}], lr=lr
+        )
         self.loss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def tensor(self, images: np.ndarray):
@@ -94,8 +103,11 @@ class TorchPeer:
         t = self.torch.from_numpy(x).permute(0, 3, 1, 2)
         return t.contiguous(memory_format=self.torch.channels_last)
 
-    def step(self, images, labels) -> None:
+    def step(self, images, labels, lr: float | None = None) -> None:
         torch = self.torch
+        if lr is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(self.net(self.tensor(images)), torch.from_numpy(labels.astype(np.int64)))
@@ -171,20 +183,31 @@ def accuracy(args, train, test) -> None:
     for h in result.history:
         print(f"  flax  epoch {h['epoch']}: {h['val_accuracy']:.3f} after {h['elapsed_s']:.1f} s "
               "(scoring included)", flush=True)  # fmt: skip
+    from jupyter_imgclass.training.step import learning_rates, schedule
+
     peer = TorchPeer(args.threads)
     rng = np.random.default_rng(0)
     spent = 0.0
     batch = min(args.batch, len(train[0]))
+    engine = args.peer_recipe == "engine"
+    per_epoch = -(-len(train[0]) // batch) if engine else len(train[0]) // batch
+    sched = schedule(5e-4, config(1, batch).warmup_fraction)
+    step = 0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(train[0]))
+        if engine and len(order) % batch:  # as training.fit: top up the last batch
+            extra = rng.choice(len(order), batch - len(order) % batch, replace=False)
+            order = np.concatenate([order, extra])
         started = time.perf_counter()
         for s in range(0, len(order) - batch + 1, batch):
             idx = order[s : s + batch]
-            peer.step(train[0][idx], train[1][idx])
+            lr = float(learning_rates(sched, step / (per_epoch * args.epochs))) if engine else None
+            peer.step(train[0][idx], train[1][idx], lr)
+            step += 1
         score = peer.accuracy(*test)
         spent += time.perf_counter() - started
-        print(f"  torch epoch {epoch}: {score:.3f} after {spent:.1f} s (scoring included)",
-              flush=True)  # fmt: skip
+        print(f"  torch epoch {epoch}: {score:.3f} after {spent:.1f} s (scoring included; "
+              f"{args.peer_recipe} recipe)", flush=True)  # fmt: skip
 
 
 def main(argv=None) -> int:
