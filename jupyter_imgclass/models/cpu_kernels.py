@@ -41,6 +41,8 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
+from . import runtime
+
 log = logging.getLogger(__name__)
 
 SOURCES = ("depthwise.cc",)
@@ -54,7 +56,7 @@ _state: dict = {}
 def cache_dir() -> Path:
     """``$IMGCLASS_KERNEL_CACHE`` or ``~/.cache/jupyter_imgclass/kernels``."""
     env = os.environ.get("IMGCLASS_KERNEL_CACHE", "").strip()
-    return Path(env) if env else Path.home() / ".cache" / "jupyter_imgclass" / "kernels"
+    return Path(env) if env else runtime.cache_home() / "kernels"
 
 
 def compiler() -> str | None:

@@ -128,10 +128,16 @@ def tune_malloc() -> bool:
     return applied
 
 
+def cache_home() -> Path:
+    """``~/.cache/jupyter_imgclass``: the folder of the package's per-user caches (the
+    compilation cache here, the CPU kernels' builds in :mod:`.cpu_kernels`)."""
+    return Path.home() / ".cache" / "jupyter_imgclass"
+
+
 def default_cache_dir() -> Path:
     """``$IMGCLASS_JAX_CACHE`` or ``~/.cache/jupyter_imgclass/jax``."""
     env = os.environ.get("IMGCLASS_JAX_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "jupyter_imgclass" / "jax"
+    return Path(env) if env else cache_home() / "jax"
 
 
 def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path:
