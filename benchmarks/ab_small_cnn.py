@@ -29,12 +29,16 @@ JEMALLOC = {
     "IMGCLASS_MALLOC_TUNING": "0",
 }  # Debian libjemalloc2
 TCMALLOC = {"LD_PRELOAD": LIB + "libtcmalloc_minimal.so.4", "IMGCLASS_MALLOC_TUNING": "0"}
-# name: (model options, TrainConfig options, environment)
+# name: (model options, TrainConfig options, environment). The model's defaults: reshape
+# pooling, patch convolutions (layers.conv_same) with bfloat16 products where the CPU has
+# them (TrainConfig.precision "auto").
 VARIANTS = {
     "window": ({"pool": "window"}, {}, {}),
     "reshape": ({"pool": "reshape"}, {}, {}),
-    "reshape+xla-wgrad": ({"pool": "reshape", "conv_grad": "xla"}, {}, {}),
-    "window+xla-wgrad": ({"pool": "window", "conv_grad": "xla"}, {}, {}),
+    "reshape+xla-conv": ({"pool": "reshape", "conv": "xla"}, {}, {}),
+    "window+xla-conv": ({"pool": "window", "conv": "xla"}, {}, {}),
+    "reshape+f32-products": ({}, {"precision": "float32"}, {}),
+    "reshape+xla-conv 1 device": ({"conv": "xla"}, {}, {"IMGCLASS_CPU_DEVICES": "1"}),
     "reshape+bf16": ({"pool": "reshape"}, {"precision": "bfloat16"}, {}),
     "reshape+ynn-reduce": ({}, {}, {"XLA_FLAGS": YNN + "-reduce"}),
     "reshape+ynn+eltwise": ({}, {}, {"XLA_FLAGS": YNN + "+eltwise"}),

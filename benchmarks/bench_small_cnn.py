@@ -49,6 +49,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--peer-epochs", type=int, default=3, help="PyTorch accuracy run (0: skip)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating throughput rounds")
     ap.add_argument("--steps", type=int, default=40, help="train steps per throughput round")
+    ap.add_argument("--precision", default="auto", help="TrainConfig.precision of the Flax runs")
     ap.add_argument("--skip", default="", help="comma list: throughput,accuracy,compile,latency")
     return ap.parse_args()
 
@@ -76,11 +77,17 @@ def flax_throughput(images, labels, batch: int, steps: int, augment) -> float:
 
     n = batch * steps
     config = training.TrainConfig(
-        model="small_cnn", epochs=1, batch_size=batch, augment=augment, num_classes=10
-    )
+        model="small_cnn", epochs=1, batch_size=batch, augment=augment, num_classes=10,
+        precision=ARGS.precision,
+    )  # fmt: skip
     sub = {"image": images[:n], "label": labels[:n]}
     val = {"image": images[:8], "label": labels[:8]}
-    return training.fit(config, sub, val).images_per_s
+    result = training.fit(config, sub, val)
+    PRECISION[0] = result.extra["precision"]
+    return result.images_per_s
+
+
+PRECISION = ["?"]  # what the last Flax run computed in (FitResult.extra)
 
 
 def throughput(args, train_set) -> None:
@@ -106,7 +113,8 @@ def throughput(args, train_set) -> None:
             line += f", torch {torch_figs[-1]:.0f}, ratio {flax_figs[-1] / torch_figs[-1]:.2f}x"
         print(line, flush=True)
     f, fa = float(np.median(flax_figs)), float(np.median(flax_aug))
-    print(f"TRAINING THROUGHPUT (batch {args.batch}, {args.devices} XLA device(s)):")
+    print(f"TRAINING THROUGHPUT (batch {args.batch}, {args.devices} XLA device(s), "
+          f"flax in {PRECISION[0]}):")  # fmt: skip
     print(f"  flax  {f:.0f} img/s (with on-device augmentation {fa:.0f})")
     if torch_figs:
         t = float(np.median(torch_figs))
@@ -151,6 +159,7 @@ def accuracy(args, train_set, test_set) -> None:
             learning_rate=args.learning_rate,
             augment=augment,
             num_classes=10,
+            precision=args.precision,
         )
         print(
             f"FLAX ACCURACY RUN ({minutes:g} min, batch {args.accuracy_batch}, "
@@ -166,7 +175,8 @@ def accuracy(args, train_set, test_set) -> None:
         print(
             f"  test accuracy {best:.4f} within {minutes:g} min "
             f"(target {'0.935 in 10' if minutes >= 10 else '0.92 in 3'} min); "
-            f"{result.images_per_s:.0f} img/s; compile {result.compile_s:.2f} s",
+            f"{result.images_per_s:.0f} img/s; compile {result.compile_s:.2f} s; "
+            f"{result.extra['precision']}",
             flush=True,
         )
     import torch_peer
@@ -267,11 +277,13 @@ def main() -> None:
     import jax
 
     import jupyter_imgclass
+    from jupyter_imgclass.models import cpu_kernels
 
     print(
         f"jax {jax.__version__}, devices {jax.devices()}, "
         f"malloc {jupyter_imgclass.models.runtime.allocator()}, "
-        f"glibc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}"
+        f"glibc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}; "
+        f"CPU kernels: {cpu_kernels.status()}"
     )
     skip = set(filter(None, args.skip.split(",")))
     train_set, test_set = load()

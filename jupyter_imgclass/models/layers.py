@@ -7,6 +7,9 @@
   path on GPUs and what ONNX export uses). ``"auto"`` picks by ``jax.default_backend()``.
   The shifted form's kernel gradient runs in a C++ kernel on the CPU where one can be
   built (:mod:`.cpu_kernels`; fine-tuning Lite0 1.4x faster).
+- :func:`conv_same`: stride-1 "SAME" k×k convolution for training; on the CPU, where the
+  kernels are built, three matrix products over patch matrices (:mod:`.cpu_kernels`),
+  with bfloat16 or float32 operands and float32 accumulation.
 - :func:`same_pads`: TensorFlow "SAME" padding amounts.
 - :func:`materialise`: fills an ``nnx.eval_shape`` model with seeded numpy initial values.
 """
@@ -23,6 +26,86 @@ from jax import lax
 
 from ..errors import ImgClassError
 from . import cpu_kernels
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def xla_conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """XLA's stride-1 "SAME" convolution, ``x [N, H, W, C]``, ``kernel [k, k, C, O]``."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, products=None) -> jax.Array:
+    """Stride-1 "SAME" convolution (odd k) whose forward pass, input gradient and weight
+    gradient are matrix products over patch matrices on the CPU.
+
+    XLA:CPU's convolutions and their gradients ran small_cnn's four layers (batch 128) in
+    245 ms; as ``patches @ W``, ``patches(dy) @ flip(W)ᵀ`` and ``patchesᵀ @ dy`` with the
+    patches built by :func:`.cpu_kernels.im2col`, 155 ms in float32 and 82 ms with
+    bfloat16 operands (``benchmarks/bench_conv_patches.py``). ``products``: the operands'
+    dtype (``jnp.bfloat16``, or None: the input's); the products accumulate in float32 and
+    the outputs come back in the input's dtype. Off the CPU, without the kernels, or for
+    an even k: XLA's convolution (the same values up to the operands' rounding).
+    """
+    k = kernel.shape[0]
+    if not cpu_kernels.available() or k % 2 == 0 or kernel.shape[1] != k:
+        return xla_conv_same(x, kernel)
+    return _conv_patches(x, kernel, jnp.dtype(products or x.dtype).name)
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _patches_forward(x, kernel, products):
+    n, h, w, c = x.shape
+    k, o = kernel.shape[0], kernel.shape[-1]
+    p = cpu_kernels.im2col(x, k, products).reshape(n * h * w, k * k * c)
+    return _mm(p, kernel.astype(products).reshape(k * k * c, o)).reshape(n, h, w, o).astype(x.dtype)
+
+
+def _patches_backward(x, kernel, dy, products):
+    n, h, w, c = x.shape
+    k, o = kernel.shape[0], kernel.shape[-1]
+    # Input gradient: the correlation of dy with the flipped kernel, its in/out swapped.
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).astype(products)
+    dx = _mm(cpu_kernels.im2col(dy, k, products).reshape(n * h * w, k * k * o),
+             flipped.reshape(k * k * o, c))  # fmt: skip
+    # Weight gradient: the transposed patches (built as such: XLA transposing the
+    # row-major ones inside the product ran 10x slower) times dy.
+    dk = _mm(cpu_kernels.im2col(x, k, products, transposed=True),
+             dy.reshape(n * h * w, o).astype(products))  # fmt: skip
+    return dx.reshape(n, h, w, c).astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_patches(x, kernel, products):
+    return _conv_patches_fwd(x, kernel, products)[0]
+
+
+def _conv_patches_fwd(x, kernel, products):
+    y = lax.platform_dependent(
+        x, kernel,
+        cpu=functools.partial(_patches_forward, products=products),
+        default=xla_conv_same,
+    )  # fmt: skip
+    return y, (x, kernel)
+
+
+def _xla_conv_vjp(x, kernel, dy):
+    return jax.vjp(xla_conv_same, x, kernel)[1](dy)
+
+
+def _conv_patches_bwd(products, res, dy):
+    x, kernel = res
+    return lax.platform_dependent(
+        x, kernel, dy,
+        cpu=functools.partial(_patches_backward, products=products),
+        default=_xla_conv_vjp,
+    )  # fmt: skip
+
+
+_conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

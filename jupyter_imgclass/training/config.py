@@ -68,7 +68,10 @@ class TrainConfig:
         precision: the training step's compute type: ``"float32"``, ``"bfloat16"``
             (convolutions and dense layers in bfloat16, float32 master weights, optimizer
             state, batch-norm statistics and loss), or ``"auto"``: bfloat16 on a GPU or
-            TPU, float32 on CPU, where bfloat16 measured slower (XLA:CPU upcasts bfloat16
+            TPU; on a CPU float32, with the products of small_cnn's convolutions in
+            bfloat16 (float32 accumulation) where the CPU multiplies bfloat16 in hardware
+            (AMX or AVX512-BF16): 2.2x faster there (``benchmarks/ab_small_cnn.py``), while
+            whole-network bfloat16 measured slower on CPU (XLA:CPU upcasts bfloat16
             convolutions; ``benchmarks/scaling.py --precision``). Validation runs in
             float32.
     """
@@ -127,6 +130,18 @@ def compute_dtype(precision: str, backend: str) -> Any:
     import jax.numpy as jnp
 
     if precision == "bfloat16" or (precision == "auto" and backend in ("gpu", "cuda", "tpu")):
+        return jnp.bfloat16
+    return None
+
+
+def product_dtype(precision: str, backend: str) -> Any:
+    """The operand dtype of the training convolutions' matrix products (None: the compute
+    dtype): bfloat16 for ``"auto"`` on a CPU that multiplies bfloat16 in hardware."""
+    import jax.numpy as jnp
+
+    from ..models import cpu_kernels
+
+    if precision == "auto" and backend == "cpu" and cpu_kernels.bf16_products():
         return jnp.bfloat16
     return None
 

@@ -46,6 +46,7 @@ from .config import (
     checked_sets,
     class_weights,
     compute_dtype,
+    product_dtype,
 )
 from .step import adamw, learning_rates, make_train_step, schedule
 
@@ -257,6 +258,7 @@ def fit(
     ndev = len(jax.devices()) if data_sharding is not None else 1
     nproc, rank = jax.process_count(), jax.process_index()
     dtype = compute_dtype(config.precision, jax.default_backend())
+    products = product_dtype(config.precision, jax.default_backend())
     batch = min(batch, len(x_train))
     batch = -(-batch // ndev) * ndev  # a multiple of the device count
     steps_per_epoch = max(1, -(-len(x_train) // batch))
@@ -268,7 +270,9 @@ def fit(
         graphdef0, state0 = nnx.split(model)
         model = nnx.merge(graphdef0, state0)  # a copy: the caller's network is not trained
     model.train()
-    model.set_attributes(dtype=dtype, raise_if_not_found=False)
+    if not any(hasattr(m, "products") for _, m in nnx.iter_modules(model)):
+        products = None  # no layer takes it (only small_cnn's convolutions do)
+    model.set_attributes(dtype=dtype, products=products, raise_if_not_found=False)
     if config.freeze_batchnorm:
         # Fine-tuning on a few images: keep the pretrained batch statistics (tiny batches
         # would replace them with noise) while the weights still train.
@@ -455,7 +459,11 @@ def fit(
             "batch_size": batch,
             "devices": ndev,
             "processes": nproc,
-            "precision": "bfloat16" if dtype is not None else "float32",
+            "precision": "bfloat16"
+            if dtype is not None
+            else "float32, bfloat16 products"
+            if products is not None
+            else "float32",
             "steps": step,
         },
     )

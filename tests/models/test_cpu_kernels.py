@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from jupyter_imgclass.models import cpu_kernels
-from jupyter_imgclass.models.layers import _depthwise_kernel_grad, depthwise_shifted, same_pads
+from jupyter_imgclass.models.layers import (
+    _depthwise_kernel_grad,
+    conv_same,
+    depthwise_shifted,
+    same_pads,
+    xla_conv_same,
+)
 
 needs_compiler = pytest.mark.skipif(
     cpu_kernels.compiler() is None, reason="no C++ compiler on this machine"
@@ -68,6 +74,62 @@ def test_layer_gradient_is_the_same_with_and_without_the_kernel(monkeypatch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-3)
 
 
+def _patches(x: np.ndarray, k: int) -> np.ndarray:
+    """The patch matrix in numpy: [N, H, W, k*k*C], column (i*k + j)*C + c."""
+    n, h, w, c = x.shape
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    return np.concatenate([xp[:, i : i + h, j : j + w] for i in range(k) for j in range(k)], -1)
+
+
+# k 1/3/5, odd sizes, 3 channels, one image, an image smaller than the kernel
+IM2COL = [(3, 2, 9, 9, 4), (1, 3, 5, 4, 6), (5, 2, 7, 8, 3), (3, 1, 1, 1, 5), (5, 3, 3, 2, 16)]
+
+
+@needs_compiler
+@pytest.mark.parametrize(("k", "n", "h", "w", "c"), IM2COL)
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ("float32", "float32"),
+        ("float32", "bfloat16"),
+        ("bfloat16", "bfloat16"),
+        ("bfloat16", "float32"),
+    ],
+)
+def test_im2col_equals_the_shifted_windows(k, n, h, w, c, src, dst):
+    rng = np.random.default_rng(k + h + c)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c), np.float32), src)
+    ref = np.asarray(jnp.asarray(_patches(np.asarray(x.astype(jnp.float32)), k)).astype(dst))
+    rows = cpu_kernels.im2col(x, k, dst)
+    cols = jax.jit(lambda a: cpu_kernels.im2col(a, k, dst, transposed=True))(x)
+    assert rows.shape == (n, h, w, k * k * c) and rows.dtype == jnp.dtype(dst)
+    assert cols.shape == (k * k * c, n * h * w) and cols.dtype == jnp.dtype(dst)
+    np.testing.assert_array_equal(np.asarray(rows), ref)
+    np.testing.assert_array_equal(np.asarray(cols), ref.reshape(-1, k * k * c).T)
+
+
+@needs_compiler
+def test_im2col_rounds_to_bfloat16_as_xla_does():
+    """Round to nearest even, halfway cases, overflow to infinity, NaN kept NaN."""
+    one = np.float32(1.0).view(np.uint32)
+    special = np.array([one + 0x8000, one + 0x18000, one + 0x7FFF, one + 0x8001,
+                        np.float32(3.4e38).view(np.uint32), 0x7F800001, 0xFF800000],
+                       np.uint32).view(np.float32)  # fmt: skip
+    x = np.concatenate([special, np.random.default_rng(0).standard_normal(57, np.float32)])
+    x = jnp.asarray(x.reshape(1, 1, 64, 1))
+    got = np.asarray(cpu_kernels.im2col(x, 1, jnp.bfloat16)).astype(np.float32).ravel()
+    ref = np.asarray(x.astype(jnp.bfloat16)).astype(np.float32).ravel()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    keep = ~np.isnan(ref)
+    np.testing.assert_array_equal(got[keep], ref[keep])
+
+
+def test_bf16_products_reads_the_cpus_flags():
+    flags = set(cpu_kernels._cpu_id().split())
+    assert cpu_kernels.bf16_products() is bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 SHARDED = """
 import json, numpy as np, jax, jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -104,6 +166,45 @@ def test_batch_sharded_kernel_sums_each_devices_images():
     assert r["all_reduce"] and not r["all_gather"]
 
 
+SHARDED_CONV = """
+import json, numpy as np, jax, jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jupyter_imgclass.models import cpu_kernels
+from jupyter_imgclass.models.layers import conv_same
+assert cpu_kernels.available(), cpu_kernels.status()
+mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+rng = np.random.default_rng(1)
+x = jnp.asarray(rng.standard_normal((8, 9, 7, 6), np.float32))
+w = jnp.asarray(rng.standard_normal((3, 3, 6, 5), np.float32))
+loss = lambda a, b: (jnp.tanh(conv_same(a * 2.0, b)) ** 2).sum()
+f = jax.jit(jax.grad(loss, (0, 1)))
+put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
+rep = lambda a: jax.device_put(a, NamedSharding(mesh, P()))
+got = f(put(x), rep(w))
+hlo = f.lower(put(x), rep(w)).compile().as_text()
+ref = jax.jit(jax.grad(loss, (0, 1)), device=jax.devices()[0])(x, w)
+got, ref = [np.asarray(a) for a in got], [np.asarray(b) for b in ref]
+err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(got, ref))
+print(json.dumps({"devices": len(jax.devices()), "err": err, "all_gather": "all-gather" in hlo,
+                  "all_reduce": "all-reduce" in hlo, "calls": hlo.count("imgclass_im2col")}))
+"""
+
+
+@needs_compiler
+def test_batch_sharded_patch_convolution_builds_each_devices_patches():
+    """Over two devices each builds the patches of its own images; the weight gradient's
+    partial products are all-reduced; nothing is gathered."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    out = subprocess.run([sys.executable, "-c", SHARDED_CONV], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["devices"] == 2 and r["calls"] >= 3  # forward, dy's patches, transposed
+    assert r["err"] <= 1e-5
+    assert r["all_reduce"] and not r["all_gather"]
+
+
 @pytest.mark.parametrize(
     ("env", "reason"),
     [
@@ -126,4 +227,8 @@ def test_kernels_off_say_why_and_training_falls_back(monkeypatch, tmp_path, env,
     # every tap of a 5x5 image of ones under "same" padding sees 20 of the 25 positions
     # (16 for a corner tap, 20 for an edge, 25 for the centre)
     np.testing.assert_allclose(np.asarray(dk[:, :, 0]), [[16, 20, 16], [20, 25, 20], [16, 20, 16]])
+    w = jnp.ones((3, 3, 3, 2), jnp.float32)
+    dw = jax.grad(lambda b: conv_same(x, b, jnp.bfloat16).sum())(w)  # XLA's convolution
+    np.testing.assert_array_equal(np.asarray(dw), np.asarray(
+        jax.grad(lambda b: xla_conv_same(x, b).sum())(w)))  # fmt: skip
     assert not list((tmp_path / "kernels").glob("*.so"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -66,23 +67,48 @@ def test_flat_weight_names():
     assert all(isinstance(v, np.ndarray) for v in weights.values())
 
 
-@pytest.mark.parametrize(("k", "h", "w"), [(3, 10, 10), (3, 6, 9), (1, 5, 4), (5, 7, 8)])
-def test_matmul_weight_gradient_equals_xla_gradient(k, h, w):
-    from jupyter_imgclass.models.small_cnn import _conv, conv_same_matmul_grad
+@pytest.mark.parametrize(("k", "h", "w"), [(3, 10, 10), (3, 6, 9), (1, 5, 4), (5, 7, 8), (2, 6, 6)])
+def test_patch_convolution_and_its_gradients_equal_xla(k, h, w):
+    from jupyter_imgclass.models.layers import conv_same, xla_conv_same
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, h, w, 5)).astype(np.float32)
-    w = rng.normal(size=(k, k, 5, 7)).astype(np.float32)
-    target = rng.normal(size=(4, h, x.shape[2], 7)).astype(np.float32)
+    kernel = rng.normal(size=(k, k, 5, 7)).astype(np.float32)
+    target = rng.normal(size=(4, h, w, 7)).astype(np.float32)
 
     def loss(conv):
-        return lambda x, w: ((conv(x, w) - target) ** 2).sum()
+        return lambda x, kernel: ((conv(x, kernel) - target) ** 2).sum()
 
-    ref = jax.grad(loss(_conv), argnums=(0, 1))(x, w)
-    got = jax.grad(loss(conv_same_matmul_grad), argnums=(0, 1))(x, w)
+    ref = jax.grad(loss(xla_conv_same), argnums=(0, 1))(x, kernel)
+    got = jax.jit(jax.grad(loss(conv_same), argnums=(0, 1)))(x, kernel)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(conv_same_matmul_grad(x, w), _conv(x, w), rtol=1e-6)
+    np.testing.assert_allclose(conv_same(x, kernel), xla_conv_same(x, kernel), rtol=1e-5, atol=1e-5)
+    # bfloat16 operands, float32 accumulation: float32 outputs within the operands' rounding
+    bf = jax.jit(lambda x, kernel: conv_same(x, kernel, jnp.bfloat16))
+    y = bf(x, kernel)
+    assert y.dtype == jnp.float32
+    ref_y = xla_conv_same(x, kernel)
+    assert float(jnp.linalg.norm(y - ref_y) / jnp.linalg.norm(ref_y)) < 1e-2
+    got = jax.grad(lambda x, kernel: ((conv_same(x, kernel, jnp.bfloat16) - target) ** 2).sum(),
+                   argnums=(0, 1))(x, kernel)  # fmt: skip
+    for g, r in zip(got, ref, strict=True):
+        assert g.dtype == jnp.float32
+        assert float(jnp.linalg.norm(g - r) / jnp.linalg.norm(r)) < 1e-2
+
+
+def test_a_network_with_xla_convolutions_trains_to_the_same_numbers():
+    x = np.random.default_rng(1).normal(size=(8, 28, 28, 3)).astype(np.float32)
+    grads = []
+    for conv in ("patches", "xla"):
+        model = models.get("small_cnn").factory(3, rngs=nnx.Rngs(0), dropout=0.0, conv=conv)
+        model.train()
+        grads.append(nnx.grad(lambda m: (m(x) ** 2).mean())(model))
+    a, b = (jax.tree.leaves(g) for g in grads)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_allclose(u, v, rtol=2e-3, atol=1e-5)
+    with pytest.raises(ImgClassError, match="conv 'fast'"):
+        models.get("small_cnn").factory(3, rngs=nnx.Rngs(0), conv="fast")
 
 
 def test_train_and_eval_modes_compute_the_same_forward():
