@@ -26,6 +26,11 @@ Kernels:
   input gradient and weight gradient run as three plain matrix products (``layers.conv_patches``);
   XLA's own concatenation of the k² shifted windows took 34 ms for small_cnn's 28 px
   32-channel layer at batch 128, against 4 ms here.
+- ``imgclass_amx_conv``: a stride-1 k×k convolution on Intel AMX tiles (bfloat16
+  operands, float32 accumulation) straight from the zero-padded input, with no patch
+  matrix, for C a multiple of 32 and O of 16; where the CPU has AMX-BF16 and Linux grants
+  the process its tile state (:func:`amx`). small_cnn's 28 px 32-channel layer at batch
+  128: 1.6 ms against 9.4 ms as patches times weights.
 """
 
 from __future__ import annotations
@@ -51,8 +56,12 @@ from . import runtime
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("depthwise.cc", "im2col.cc")
-TARGETS = {"imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad", "imgclass_im2col": "Im2col"}
+SOURCES = ("depthwise.cc", "im2col.cc", "amx_conv.cc")
+TARGETS = {
+    "imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad",
+    "imgclass_im2col": "Im2col",
+    "imgclass_amx_conv": "AmxConv",
+}
 """FFI target name -> the handler symbol the library exports."""
 
 _lock = threading.Lock()
@@ -131,6 +140,12 @@ def bf16_products() -> bool:
     return _state["bf16"]
 
 
+def amx() -> bool:
+    """True where :func:`available` and the AMX convolution can run (the CPU has AMX-BF16,
+    the library was built for it, and Linux grants this process the tile state)."""
+    return available() and _state.get("amx", False)
+
+
 def available() -> bool:
     """True once the kernels are built and registered (built on the first call)."""
     with _lock:
@@ -159,6 +174,7 @@ def _load() -> tuple[bool, str]:
         for target, symbol in TARGETS.items():
             capsule = jax.ffi.pycapsule(getattr(lib, symbol))
             jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+        _state["amx"] = bool(lib.ImgclassAmxReady())
     except Exception as exc:  # a failed build must never stop training: XLA's path remains
         return False, f"build failed: {exc}"
     return True, f"built with {cxx} into {path}"
@@ -263,3 +279,46 @@ _im2col_t.def_partition(
 
 def _im2col(x, k, dtype, transposed):
     return (_im2col_t if transposed else _im2col_rows)(x, k, dtype, transposed)
+
+
+def conv_amx(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 "SAME" convolution of ``x [N, H, W, C]`` with ``kernel [k, k, C, O]`` (odd
+    k, C a multiple of 32, O of 16) on AMX tiles: both cast to bfloat16, float32
+    accumulation, float32 output ``[N, H, W, O]``. Call only where :func:`amx` is True.
+    Under a batch-sharded ``jit`` each device convolves its own images."""
+    n, h, w, c = x.shape
+    k, o = kernel.shape[0], kernel.shape[-1]
+    p = k // 2
+    # The kernel reads 16-pixel runs: rows narrower than 16 get zero columns to read.
+    xp = jnp.pad(x.astype(jnp.bfloat16), ((0, 0), (p, p), (p, p + max(0, 16 - w)), (0, 0)))
+    # AMX's pair-interleaved weight tiles: [tap, C/32, O/16, 16 channel pairs, 16 outputs, 2]
+    wv = kernel.astype(jnp.bfloat16).reshape(k * k, c // 32, 16, 2, o // 16, 16)
+    wv = wv.transpose(0, 1, 4, 2, 5, 3).reshape(-1)
+    return _conv_amx(xp, wv, h, w, o, k)
+
+
+def _conv_amx_local(xp, wv, h, w, o, k):
+    call = jax.ffi.ffi_call(
+        "imgclass_amx_conv", jax.ShapeDtypeStruct((xp.shape[0], h, w, o), jnp.float32)
+    )
+    return call(xp, wv, k=np.int64(k))
+
+
+def _partition_conv_amx(h, w, o, k, mesh, arg_shapes, result_shape):
+    """Each device convolves its share of the batch with the whole (replicated) kernel."""
+    spec = arg_shapes[0].sharding.spec
+    axis = spec[0] if len(spec) else None
+
+    def lower(xp, wv):
+        return _conv_amx_local(xp, wv, h, w, o, k)
+
+    batch, whole = NamedSharding(mesh, PartitionSpec(axis)), NamedSharding(mesh, PartitionSpec())
+    return mesh, lower, batch, (batch, whole)
+
+
+_conv_amx = custom_partitioning(_conv_amx_local, static_argnums=(2, 3, 4, 5))
+_conv_amx.def_partition(
+    partition=_partition_conv_amx,
+    sharding_rule="n a b c, q -> n h w o",
+    need_replication_factors=("a", "b", "c", "q", "h", "w", "o"),
+)

@@ -57,9 +57,16 @@ def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
     return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
+def _amx_fits(products, c: int, o: int) -> bool:
+    """The AMX convolution takes it: bfloat16 operands, C a multiple of 32, O of 16."""
+    return products == "bfloat16" and c % 32 == 0 and o % 16 == 0 and cpu_kernels.amx()
+
+
 def _patches_forward(x, kernel, products):
     n, h, w, c = x.shape
     k, o = kernel.shape[0], kernel.shape[-1]
+    if _amx_fits(products, c, o):
+        return cpu_kernels.conv_amx(x, kernel).astype(x.dtype)
     p = cpu_kernels.im2col(x, k, products).reshape(n * h * w, k * k * c)
     return _mm(p, kernel.astype(products).reshape(k * k * c, o)).reshape(n, h, w, o).astype(x.dtype)
 
@@ -69,8 +76,11 @@ def _patches_backward(x, kernel, dy, products):
     k, o = kernel.shape[0], kernel.shape[-1]
     # Input gradient: the correlation of dy with the flipped kernel, its in/out swapped.
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).astype(products)
-    dx = _mm(cpu_kernels.im2col(dy, k, products).reshape(n * h * w, k * k * o),
-             flipped.reshape(k * k * o, c))  # fmt: skip
+    if _amx_fits(products, o, c):
+        dx = cpu_kernels.conv_amx(dy, flipped)
+    else:
+        dx = _mm(cpu_kernels.im2col(dy, k, products).reshape(n * h * w, k * k * o),
+                 flipped.reshape(k * k * o, c))  # fmt: skip
     # Weight gradient: the transposed patches (built as such: XLA transposing the
     # row-major ones inside the product ran 10x slower) times dy.
     dk = _mm(cpu_kernels.im2col(x, k, products, transposed=True),

@@ -125,6 +125,37 @@ def test_im2col_rounds_to_bfloat16_as_xla_does():
     np.testing.assert_array_equal(got[keep], ref[keep])
 
 
+needs_amx = pytest.mark.skipif(
+    cpu_kernels.compiler() is None or not cpu_kernels.amx(), reason="no AMX tiles on this CPU"
+)
+
+
+@needs_amx
+@pytest.mark.parametrize(
+    ("n", "h", "w", "c", "o", "k"),
+    # a row shorter than the 16-pixel tile, two overlapping runs, several 64-output
+    # groups with a partial one, 1x1 and 5x5, a 1x1 image
+    [
+        (2, 5, 7, 32, 16, 3),
+        (3, 28, 28, 32, 32, 3),
+        (2, 14, 14, 64, 64, 3),
+        (1, 9, 40, 64, 80, 5),
+        (2, 3, 16, 96, 48, 1),
+        (1, 1, 1, 32, 16, 3),
+    ],  # fmt: skip
+)
+def test_amx_convolution_equals_xla_on_bfloat16_operands(n, h, w, c, o, k):
+    rng = np.random.default_rng(n + h + c + o)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c), np.float32)).astype(jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal((k, k, c, o), np.float32)).astype(jnp.bfloat16)
+    x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)  # exact in bfloat16
+    ref = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", precision="highest",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    got = jax.jit(cpu_kernels.conv_amx)(x, kernel)
+    assert got.shape == (n, h, w, o) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-4)
+
+
 def test_bf16_products_reads_the_cpus_flags():
     flags = set(cpu_kernels._cpu_id().split())
     assert cpu_kernels.bf16_products() is bool(flags & {"amx_bf16", "avx512_bf16"})
@@ -174,9 +205,10 @@ from jupyter_imgclass.models.layers import conv_same
 assert cpu_kernels.available(), cpu_kernels.status()
 mesh = Mesh(np.asarray(jax.devices()), ("batch",))
 rng = np.random.default_rng(1)
-x = jnp.asarray(rng.standard_normal((8, 9, 7, 6), np.float32))
-w = jnp.asarray(rng.standard_normal((3, 3, 6, 5), np.float32))
-loss = lambda a, b: (jnp.tanh(conv_same(a * 2.0, b)) ** 2).sum()
+c, o, products = (32, 32, jnp.bfloat16) if cpu_kernels.amx() else (6, 5, None)
+x = jnp.asarray(rng.standard_normal((8, 9, 7, c), np.float32))
+w = jnp.asarray(rng.standard_normal((3, 3, c, o), np.float32))
+loss = lambda a, b: (jnp.tanh(conv_same(a * 2.0, b, products)) ** 2).sum()
 f = jax.jit(jax.grad(loss, (0, 1)))
 put = lambda a: jax.device_put(a, NamedSharding(mesh, P("batch")))
 rep = lambda a: jax.device_put(a, NamedSharding(mesh, P()))
@@ -186,7 +218,8 @@ ref = jax.jit(jax.grad(loss, (0, 1)), device=jax.devices()[0])(x, w)
 got, ref = [np.asarray(a) for a in got], [np.asarray(b) for b in ref]
 err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(got, ref))
 print(json.dumps({"devices": len(jax.devices()), "err": err, "all_gather": "all-gather" in hlo,
-                  "all_reduce": "all-reduce" in hlo, "calls": hlo.count("imgclass_im2col")}))
+                  "all_reduce": "all-reduce" in hlo,
+                  "calls": hlo.count("imgclass_im2col") + hlo.count("imgclass_amx_conv")}))
 """
 
 

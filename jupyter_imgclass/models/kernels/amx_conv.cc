@@ -1,0 +1,183 @@
+// Stride-1 k x k convolution on Intel AMX tiles, bfloat16 operands and float32 accumulation, without a patch matrix:
+//   y[n, yy, xx, o] = sum_{i, j, c} xp[n, yy + i, xx + j, c] * w[i, j, c, o]
+// where xp is the input already zero-padded (p = k / 2 on each side, and on the right at least up to 16 + k - 1
+// columns), C a multiple of 32 and O a multiple of 16. Each 16-pixel run of an output row is one tile of rows; its
+// A tile for a tap and 32 channels is 16 consecutive padded pixels, loaded straight from xp (row stride C). The
+// weights come in AMX's pair-interleaved layout, one 16 x 32 tile per (tap, 32 channels, 16 outputs):
+//   wv[((t * C/32 + cb) * O/16 + ob) * 512 + kp * 32 + o * 2 + e] = w[t, cb * 32 + 2 * kp + e, ob * 16 + o].
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define IMGCLASS_AMX 1
+#endif
+
+namespace ffi = xla::ffi;
+
+// 1 where the CPU has AMX-BF16 and Linux grants this process the tile data state (asked once).
+extern "C" int ImgclassAmxReady() {
+#ifdef IMGCLASS_AMX
+  static const int ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ok;
+#else
+  return 0;
+#endif
+}
+
+#ifdef IMGCLASS_AMX
+namespace {
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure() {  // tiles 0-3: float32 accumulators 16 x 16; 4: A 16 x 32 bf16; 5, 6: B 16 x (16 x 2) bf16
+  TileConfig cfg;
+  for (int t = 0; t < 7; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+struct Shape {
+  int64_t N, H, W, C, O, PH, PW, k;
+};
+
+// One 16-pixel run (x0 .. x0+15) of output row (n, yy), output channels [og*64, og*64 + 16*NO).
+template <int NO>
+void run16(const uint16_t* xp, const uint16_t* wv, float* y, const Shape& s, int64_t n, int64_t yy, int64_t x0,
+           int64_t og, int64_t valid) {
+  const int64_t CB = s.C / 32, OB = s.O / 16;
+  _tile_zero(0);
+  if constexpr (NO > 1) _tile_zero(1);
+  if constexpr (NO > 2) _tile_zero(2);
+  if constexpr (NO > 3) _tile_zero(3);
+  for (int64_t i = 0; i < s.k; ++i)
+    for (int64_t j = 0; j < s.k; ++j) {
+      const int64_t t = i * s.k + j;
+      const uint16_t* a = xp + ((n * s.PH + yy + i) * s.PW + x0 + j) * s.C;
+      for (int64_t cb = 0; cb < CB; ++cb) {
+        _tile_loadd(4, a + cb * 32, s.C * 2);
+        const uint16_t* b = wv + ((t * CB + cb) * OB + og * 4) * 512;
+        _tile_loadd(5, b, 64);
+        _tile_dpbf16ps(0, 4, 5);
+        if constexpr (NO > 1) {
+          _tile_loadd(6, b + 512, 64);
+          _tile_dpbf16ps(1, 4, 6);
+        }
+        if constexpr (NO > 2) {
+          _tile_loadd(5, b + 1024, 64);
+          _tile_dpbf16ps(2, 4, 5);
+        }
+        if constexpr (NO > 3) {
+          _tile_loadd(6, b + 1536, 64);
+          _tile_dpbf16ps(3, 4, 6);
+        }
+      }
+    }
+  float* out = y + ((n * s.H + yy) * s.W + x0) * s.O + og * 64;
+  if (valid == 16) {
+    _tile_stored(0, out, s.O * 4);
+    if constexpr (NO > 1) _tile_stored(1, out + 16, s.O * 4);
+    if constexpr (NO > 2) _tile_stored(2, out + 32, s.O * 4);
+    if constexpr (NO > 3) _tile_stored(3, out + 48, s.O * 4);
+    return;
+  }
+  alignas(64) float buf[4][16 * 16];  // a row shorter than 16 pixels: only its valid rows leave the tiles
+  _tile_stored(0, buf[0], 64);
+  if constexpr (NO > 1) _tile_stored(1, buf[1], 64);
+  if constexpr (NO > 2) _tile_stored(2, buf[2], 64);
+  if constexpr (NO > 3) _tile_stored(3, buf[3], 64);
+  for (int64_t r = 0; r < valid; ++r)
+    for (int ob = 0; ob < NO; ++ob) std::memcpy(out + r * s.O + ob * 16, buf[ob] + r * 16, 64);
+}
+
+void rows(const uint16_t* xp, const uint16_t* wv, float* y, const Shape& s, int64_t r0, int64_t r1) {
+  const int64_t OB = s.O / 16, groups = (OB + 3) / 4;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / s.H, yy = r % s.H;
+    // runs of 16 pixels; the last one ends at the row's end (overlapping the one before: the same values)
+    for (int64_t x0 = 0;; x0 += 16) {
+      x0 = std::min(x0, std::max<int64_t>(0, s.W - 16));
+      const int64_t valid = std::min<int64_t>(16, s.W);
+      for (int64_t og = 0; og < groups; ++og) {
+        switch (std::min<int64_t>(4, OB - og * 4)) {
+          case 1: run16<1>(xp, wv, y, s, n, yy, x0, og, valid); break;
+          case 2: run16<2>(xp, wv, y, s, n, yy, x0, og, valid); break;
+          case 3: run16<3>(xp, wv, y, s, n, yy, x0, og, valid); break;
+          default: run16<4>(xp, wv, y, s, n, yy, x0, og, valid); break;
+        }
+      }
+      if (x0 + 16 >= s.W) break;
+    }
+  }
+}
+
+struct Job {
+  std::atomic<int64_t> next{0}, done{0};
+  int64_t chunks = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+};
+
+}  // namespace
+#endif
+
+static ffi::Error AmxConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> xp, ffi::Buffer<ffi::BF16> wv,
+                              ffi::ResultBuffer<ffi::F32> y, int64_t k) {
+#ifdef IMGCLASS_AMX
+  if (!ImgclassAmxReady()) return ffi::Error::Internal("amx_conv: the CPU or Linux grants no AMX tiles");
+  auto xd = xp.dimensions();
+  auto yd = y->dimensions();
+  Shape s{yd[0], yd[1], yd[2], xd[3], yd[3], xd[1], xd[2], k};
+  if (s.C % 32 || s.O % 16 || s.PH != s.H + k - 1 || s.PW < std::max<int64_t>(s.W, 16) + k - 1)
+    return ffi::Error::InvalidArgument("amx_conv: C % 32, O % 16 or the padding is wrong");
+  const uint16_t* x = xp.typed_data();
+  const uint16_t* w = wv.typed_data();
+  float* out = y->typed_data();
+  const int64_t R = s.N * s.H;
+  const int64_t chunk = std::max<int64_t>(1, R / (8 * std::max<int64_t>(1, pool.num_threads())));
+  auto job = std::make_shared<Job>();
+  job->chunks = (R + chunk - 1) / chunk;
+  auto work = [job, x, w, out, s, R, chunk]() {
+    configure();  // tile configuration is per thread
+    for (int64_t q; (q = job->next.fetch_add(1)) < job->chunks;) {
+      rows(x, w, out, s, q * chunk, std::min(R, (q + 1) * chunk));
+      if (job->done.fetch_add(1) + 1 == job->chunks) {
+        std::lock_guard<std::mutex> lock(job->mu);
+        job->cv.notify_all();
+      }
+    }
+    _tile_release();
+  };
+  // As in depthwise.cc: chunks claimed from a counter by this thread and XLA's pool; a late helper finds none.
+  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, job->chunks - 1);
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
+  work();
+  std::unique_lock<std::mutex> lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load() == job->chunks; });
+  return ffi::Error::Success();
+#else
+  return ffi::Error::Internal("amx_conv: built without AMX");
+#endif
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmxConv, AmxConvImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("k"));
