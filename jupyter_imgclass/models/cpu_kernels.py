@@ -31,6 +31,11 @@ Kernels:
   matrix, for C a multiple of 32 and O of 16; where the CPU has AMX-BF16 and Linux grants
   the process its tile state (:func:`amx`). small_cnn's 28 px 32-channel layer at batch
   128: 1.6 ms against 9.4 ms as patches times weights.
+- ``imgclass_amx_conv_kernel_grad``: the kernel gradient of that convolution on AMX tiles
+  (C and O multiples of 32), per image a product per tap over the image's pixels, its
+  operands built in a per-thread buffer that stays in L2; the images in fixed groups
+  summed in order (the result does not depend on the thread count). The same layer:
+  3.6 ms against 12.8 ms as transposed patches times ``dy``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ TARGETS = {
     "imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad",
     "imgclass_im2col": "Im2col",
     "imgclass_amx_conv": "AmxConv",
+    "imgclass_amx_conv_kernel_grad": "AmxConvKernelGrad",
 }
 """FFI target name -> the handler symbol the library exports."""
 
@@ -321,4 +327,39 @@ _conv_amx.def_partition(
     partition=_partition_conv_amx,
     sharding_rule="n a b c, q -> n h w o",
     need_replication_factors=("a", "b", "c", "q", "h", "w", "o"),
+)
+
+
+def conv_amx_kernel_grad(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
+    """``dw [k, k, C, O]`` of the stride-1 "SAME" convolution of ``x [N, H, W, C]`` whose
+    output gradient is ``dy [N, H, W, O]`` (odd k; C and O multiples of 32; float32 or
+    bfloat16, rounded to bfloat16 for the products, float32 sums) on AMX tiles. Call only
+    where :func:`amx` is True. Under a batch-sharded ``jit`` each device sums its own
+    images and the partial gradients are added (``psum``)."""
+    return _conv_amx_kernel_grad(x, dy, k)
+
+
+def _conv_amx_kernel_grad_local(x, dy, k):
+    shape = (k, k, x.shape[-1], dy.shape[-1])
+    return jax.ffi.ffi_call("imgclass_amx_conv_kernel_grad",
+                            jax.ShapeDtypeStruct(shape, jnp.float32))(x, dy)  # fmt: skip
+
+
+def _partition_amx_kernel_grad(k, mesh, arg_shapes, result_shape):
+    spec = arg_shapes[0].sharding.spec
+    axis = spec[0] if len(spec) else None
+    batch = NamedSharding(mesh, PartitionSpec(axis))
+
+    def lower(x, dy):
+        out = _conv_amx_kernel_grad_local(x, dy, k)
+        return jax.lax.psum(out, axis) if axis is not None else out
+
+    return mesh, lower, NamedSharding(mesh, PartitionSpec()), (batch, batch)
+
+
+_conv_amx_kernel_grad = custom_partitioning(_conv_amx_kernel_grad_local, static_argnums=(2,))
+_conv_amx_kernel_grad.def_partition(
+    partition=_partition_amx_kernel_grad,
+    infer_sharding_from_operands=lambda k, mesh, args, shape: NamedSharding(mesh, PartitionSpec()),
+    sharding_rule="n h w c, n a b o -> i j c o",
 )

@@ -81,10 +81,13 @@ def _patches_backward(x, kernel, dy, products):
     else:
         dx = _mm(cpu_kernels.im2col(dy, k, products).reshape(n * h * w, k * k * o),
                  flipped.reshape(k * k * o, c))  # fmt: skip
-    # Weight gradient: the transposed patches (built as such: XLA transposing the
-    # row-major ones inside the product ran 10x slower) times dy.
-    dk = _mm(cpu_kernels.im2col(x, k, products, transposed=True),
-             dy.reshape(n * h * w, o).astype(products))  # fmt: skip
+    # Weight gradient: on AMX tiles, or the transposed patches (built as such: XLA
+    # transposing the row-major ones inside the product ran 10x slower) times dy.
+    if _amx_fits(products, c, o) and c % 32 == 0 and o % 32 == 0:
+        dk = cpu_kernels.conv_amx_kernel_grad(x, dy, k)
+    else:
+        dk = _mm(cpu_kernels.im2col(x, k, products, transposed=True),
+                 dy.reshape(n * h * w, o).astype(products))  # fmt: skip
     return dx.reshape(n, h, w, c).astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 

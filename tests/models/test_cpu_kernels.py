@@ -156,6 +156,35 @@ def test_amx_convolution_equals_xla_on_bfloat16_operands(n, h, w, c, o, k):
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-4)
 
 
+@needs_amx
+@pytest.mark.parametrize(
+    ("n", "h", "w", "c", "o", "k"),
+    # odd sizes, more images than groups, 1x1 and 5x5 kernels, a 1x1 image
+    [
+        (2, 5, 7, 32, 32, 3),
+        (3, 28, 28, 32, 32, 3),
+        (2, 14, 14, 32, 64, 3),
+        (1, 9, 40, 64, 96, 5),
+        (9, 3, 16, 96, 32, 1),
+        (1, 1, 1, 32, 32, 3),
+    ],  # fmt: skip
+)
+def test_amx_kernel_gradient_equals_xla_on_bfloat16_operands(n, h, w, c, o, k):
+    rng = np.random.default_rng(n + h + c + o)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c), np.float32)).astype(jnp.bfloat16)
+    dy = jnp.asarray(rng.standard_normal((n, h, w, o), np.float32)).astype(jnp.bfloat16)
+    conv = lambda b: xla_conv_same(x.astype(jnp.float32), b)  # noqa: E731
+    zero = jnp.zeros((k, k, c, o), jnp.float32)
+    with jax.default_matmul_precision("highest"):
+        ref = jax.vjp(conv, zero)[1](dy.astype(jnp.float32))[0]
+    got = jax.jit(cpu_kernels.conv_amx_kernel_grad, static_argnums=2)(x, dy, k)
+    assert got.shape == (k, k, c, o) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-3)
+    # float32 inputs are rounded to the same bfloat16 operands: the same sums
+    wide = cpu_kernels.conv_amx_kernel_grad(x.astype(jnp.float32), dy.astype(jnp.float32), k)
+    np.testing.assert_array_equal(np.asarray(wide), np.asarray(got))
+
+
 def test_bf16_products_reads_the_cpus_flags():
     flags = set(cpu_kernels._cpu_id().split())
     assert cpu_kernels.bf16_products() is bool(flags & {"amx_bf16", "avx512_bf16"})

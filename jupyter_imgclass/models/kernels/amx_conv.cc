@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <vector>
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -132,6 +133,109 @@ struct Job {
   std::condition_variable cv;
 };
 
+
+// ---- kernel gradient: dw[i, j, c, o] = sum_{n, y, x} x[n, y+i-p, x+j-p, c] * dy[n, y, x, o] (zero outside) ----
+// Per image, a GEMM per tap with the image's pixels as K, on the zero-padded image's flat grid (PW = W + 2p columns):
+// output pixel r = y * PW + x meets input pixel r + i * PW + j, and dy is zero in the pad columns, so each tap's B
+// operand is the padded image shifted by one offset. A = dy transposed on that grid ([O][Kb], Kb = H * PW rounded up
+// to 32); B = the padded image in AMX's pair-interleaved layout, built twice (pairs from an even and from an odd
+// pixel) for offsets of either parity. Both live in a per-thread buffer that stays in L2; there is no patch matrix.
+// The images are split into G fixed groups summed in order, so the result does not depend on the thread count.
+
+inline uint16_t bf16_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return (u & 0x7FFFFFFFu) > 0x7F800000u ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>(r);
+}
+inline uint16_t bf16_of(uint16_t b) { return b; }
+
+struct GradShape {
+  int64_t N, H, W, C, O, k, PW, Kb, XV;  // XV: pixel pairs in each interleaved buffer
+};
+
+template <typename T>
+void build_dyt(const T* dy, uint16_t* dyt, const GradShape& s) {
+  std::fill(dyt, dyt + s.O * s.Kb, uint16_t(0));
+  for (int64_t y = 0; y < s.H; ++y)
+    for (int64_t x0 = 0; x0 < s.W; x0 += 16) {  // 16 pixels x all outputs: a small transpose through L1
+      const int64_t nx = std::min<int64_t>(16, s.W - x0);
+      const T* src = dy + (y * s.W + x0) * s.O;
+      for (int64_t o = 0; o < s.O; ++o) {
+        uint16_t* dst = dyt + o * s.Kb + y * s.PW + x0;
+        for (int64_t x = 0; x < nx; ++x) dst[x] = bf16_of(src[x * s.O + o]);
+      }
+    }
+}
+
+template <typename T>
+void build_pairs(const T* img, uint16_t* xv0, uint16_t* xv1, const GradShape& s) {
+  // xv_par[q * 2C + c * 2 + e] = padded pixel (2q + par + e), channel c
+  const int64_t p = s.k / 2, C = s.C;
+  std::fill(xv0, xv0 + s.XV * 2 * C, uint16_t(0));
+  std::fill(xv1, xv1 + s.XV * 2 * C, uint16_t(0));
+  for (int64_t y = 0; y < s.H; ++y)
+    for (int64_t x = 0; x < s.W; ++x) {
+      const int64_t r = (y + p) * s.PW + x + p;
+      const T* src = img + (y * s.W + x) * C;
+      uint16_t* d0 = xv0 + (r >> 1) * 2 * C + (r & 1);
+      uint16_t* d1 = xv1 + ((r - 1) >> 1) * 2 * C + ((r - 1) & 1);
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const uint16_t v = bf16_of(src[c]);
+        d0[2 * c] = v;
+        d1[2 * c] = v;
+      }
+    }
+}
+
+template <typename TX, typename TD>
+void grad_images(const TX* x, const TD* dy, float* acc, const GradShape& s, int64_t n0, int64_t n1, uint16_t* dyt,
+                 uint16_t* xv0, uint16_t* xv1) {
+  const int64_t HW = s.H * s.W, OC = s.O * s.C, C2 = 2 * s.C;
+  for (int64_t n = n0; n < n1; ++n) {
+    build_dyt(dy + n * HW * s.O, dyt, s);
+    build_pairs(x + n * HW * s.C, xv0, xv1, s);
+    for (int64_t i = 0; i < s.k; ++i)
+      for (int64_t j = 0; j < s.k; ++j) {
+        const int64_t off = i * s.PW + j;
+        // pairs from pixel kc + off: buffer of that parity, pair index (kc + off - parity) / 2
+        const uint16_t* b = (off & 1) ? xv1 + ((off - 1) >> 1) * C2 : xv0 + (off >> 1) * C2;
+        float* a = acc + (i * s.k + j) * OC;  // [O][C] for this tap
+        for (int64_t ob = 0; ob < s.O; ob += 32)
+          for (int64_t cb = 0; cb < s.C; cb += 32) {
+            float* c00 = a + ob * s.C + cb;
+            _tile_loadd(0, c00, s.C * 4);
+            _tile_loadd(1, c00 + 16, s.C * 4);
+            _tile_loadd(2, c00 + 16 * s.C, s.C * 4);
+            _tile_loadd(3, c00 + 16 * s.C + 16, s.C * 4);
+            for (int64_t kc = 0; kc < s.Kb; kc += 32) {
+              _tile_loadd(4, dyt + ob * s.Kb + kc, s.Kb * 2);
+              _tile_loadd(5, dyt + (ob + 16) * s.Kb + kc, s.Kb * 2);
+              _tile_loadd(6, b + (kc >> 1) * C2 + cb * 2, C2 * 2);
+              _tile_loadd(7, b + (kc >> 1) * C2 + (cb + 16) * 2, C2 * 2);
+              _tile_dpbf16ps(0, 4, 6);
+              _tile_dpbf16ps(1, 4, 7);
+              _tile_dpbf16ps(2, 5, 6);
+              _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c00, s.C * 4);
+            _tile_stored(1, c00 + 16, s.C * 4);
+            _tile_stored(2, c00 + 16 * s.C, s.C * 4);
+            _tile_stored(3, c00 + 16 * s.C + 16, s.C * 4);
+          }
+      }
+  }
+}
+
+void configure_grad() {  // 0-3: float32 16 x 16; 4, 5: A (dy^T) 16 x 32 bf16; 6, 7: B pairs 16 x (16 x 2)
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
 }  // namespace
 #endif
 
@@ -173,6 +277,84 @@ static ffi::Error AmxConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> xp, f
   return ffi::Error::Internal("amx_conv: built without AMX");
 #endif
 }
+
+static ffi::Error AmxConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                                        ffi::ResultBuffer<ffi::F32> dw) {
+#ifdef IMGCLASS_AMX
+  if (!ImgclassAmxReady()) return ffi::Error::Internal("amx_conv: the CPU or Linux grants no AMX tiles");
+  auto xd = x.dimensions();
+  auto dd = dy.dimensions();
+  auto wd = dw->dimensions();
+  GradShape s{xd[0], xd[1], xd[2], xd[3], dd[3], wd[0], 0, 0, 0};
+  s.PW = s.W + 2 * (s.k / 2);
+  s.Kb = (s.H * s.PW + 31) / 32 * 32;
+  // the last pair read: (Kb - 1 + the largest offset) / 2, plus one
+  s.XV = (s.Kb + (s.k - 1) * (s.PW + 1)) / 2 + 1;
+  if (s.C % 32 || s.O % 32 || dd[1] != s.H || dd[2] != s.W || wd[2] != s.C || wd[3] != s.O)
+    return ffi::Error::InvalidArgument("amx_conv_kernel_grad: C % 32, O % 32 or the shapes are wrong");
+  const auto xt = x.element_type(), dt = dy.element_type();
+  const bool xf = xt == ffi::F32, df = dt == ffi::F32;
+  if ((!xf && xt != ffi::BF16) || (!df && dt != ffi::BF16))
+    return ffi::Error::InvalidArgument("amx_conv_kernel_grad: float32 or bfloat16 only");
+  const int64_t G = std::min<int64_t>(8, s.N), per = s.k * s.k * s.O * s.C;
+  std::vector<float> partial(G * per, 0.0f);
+  auto job = std::make_shared<Job>();
+  job->chunks = G;
+  const void* xp = x.untyped_data();
+  const void* dp = dy.untyped_data();
+  float* acc = partial.data();
+  auto work = [job, xp, dp, acc, s, G, per, xf, df]() {
+    configure_grad();
+    std::unique_ptr<uint16_t[]> dyt(new uint16_t[s.O * s.Kb]), xv(new uint16_t[2 * s.XV * 2 * s.C]);
+    uint16_t* xv0 = xv.get();
+    uint16_t* xv1 = xv0 + s.XV * 2 * s.C;
+    for (int64_t g; (g = job->next.fetch_add(1)) < G;) {
+      const int64_t n0 = g * s.N / G, n1 = (g + 1) * s.N / G;
+      float* a = acc + g * per;
+      if (xf && df)
+        grad_images(static_cast<const float*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
+      else if (xf)
+        grad_images(static_cast<const float*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
+      else if (df)
+        grad_images(static_cast<const uint16_t*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
+      else
+        grad_images(static_cast<const uint16_t*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt.get(),
+                    xv0, xv1);
+      if (job->done.fetch_add(1) + 1 == G) {
+        std::lock_guard<std::mutex> lock(job->mu);
+        job->cv.notify_all();
+      }
+    }
+    _tile_release();
+  };
+  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, G - 1);
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
+  work();
+  {
+    std::unique_lock<std::mutex> lock(job->mu);
+    job->cv.wait(lock, [&] { return job->done.load() == G; });
+  }
+  // the groups in order, each tap's [O][C] transposed into dw[i, j, c, o]
+  float* out = dw->typed_data();
+  for (int64_t t = 0; t < s.k * s.k; ++t)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t o = 0; o < s.O; ++o) {
+        float v = 0.0f;
+        for (int64_t g = 0; g < G; ++g) v += acc[g * per + (t * s.O + o) * s.C + c];
+        out[(t * s.C + c) * s.O + o] = v;
+      }
+  return ffi::Error::Success();
+#else
+  return ffi::Error::Internal("amx_conv: built without AMX");
+#endif
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AmxConvKernelGrad, AmxConvKernelGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AmxConv, AmxConvImpl,
                               ffi::Ffi::Bind()
