@@ -1,9 +1,11 @@
 """small_cnn's four convolutions at batch 128, one layer at a time, forward pass plus both
-gradients: XLA's convolution (``layers.xla_conv_same``) against the patch formulation
-(``layers.conv_same``: three matrix products over ``cpu_kernels.im2col``'s patch
-matrices) with float32 and with bfloat16 operands, beside PyTorch's ``conv2d`` on the
-same shapes (float32, channels-last, 2 threads). Jitted, best of 5, in one process; first
-the matrix-product speed that decides it (2048², float32 against bfloat16 operands).
+gradients: XLA's convolution (``layers.xla_conv_same``) against ``layers.conv_same``'s
+formulations: three matrix products over ``cpu_kernels.im2col``'s patch matrices with
+float32 and with bfloat16 operands, and the AMX-tile kernels (``cpu_kernels.conv_amx``,
+``conv_amx_kernel_grad``; bfloat16 operands, where the CPU has AMX and the channels fit,
+else the bfloat16 patches again), beside PyTorch's ``conv2d`` on the same shapes (float32,
+channels-last, 2 threads). Jitted, best of 5, in one process; first the matrix-product
+speed that decides it (2048², float32 against bfloat16 operands).
 
 Usage::
 
@@ -76,15 +78,18 @@ def main() -> int:
               "GFLOP/s")  # fmt: skip
 
     rng = np.random.default_rng(0)
-    names = ("xla", "patches f32", "patches bf16")
+    names = ("xla", "patches f32", "patches bf16", "amx bf16")
+    amx = cpu_kernels.amx()
     total = dict.fromkeys((*names, "torch"), 0.0)
     for n, h, cin, cout in SHAPES:
         x = jnp.asarray(rng.standard_normal((n, h, h, cin), np.float32))
         w = jnp.asarray(rng.standard_normal((3, 3, cin, cout), np.float32) * 0.1)
         g = jnp.asarray(rng.standard_normal((n, h, h, cout), np.float32))
-        convs = (xla_conv_same, conv_same, lambda a, b: conv_same(a, b, jnp.bfloat16))
+        bf16 = lambda a, b: conv_same(a, b, jnp.bfloat16)  # noqa: E731
+        convs = (xla_conv_same, conv_same, bf16, bf16)
         line, ref = [], None
         for name, conv in zip(names, convs, strict=True):
+            cpu_kernels._state["amx"] = amx and name == "amx bf16"  # traced below, per variant
 
             def step(x, w, g, conv=conv):
                 y, vjp = jax.vjp(conv, x, w)
@@ -98,6 +103,7 @@ def main() -> int:
             ms = best_ms(f, x, w, g)
             total[name] += ms
             line.append(f"{name} {ms:5.1f} ms" + (f" (rel. diff. {err:.0e})" if err else ""))
+        cpu_kernels._state["amx"] = amx
         t = torch_ms(n, h, cin, cout)
         if t is not None:
             total["torch"] += t
