@@ -62,6 +62,7 @@ from . import runtime
 log = logging.getLogger(__name__)
 
 SOURCES = ("depthwise.cc", "im2col.cc", "amx_conv.cc")
+HEADERS = ("bf16.h",)
 TARGETS = {
     "imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad",
     "imgclass_im2col": "Im2col",
@@ -99,7 +100,7 @@ def _build(cxx: str) -> Path:
     import jaxlib
 
     here = Path(__file__).parent / "kernels"
-    text = b"".join((here / name).read_bytes() for name in SOURCES)
+    text = b"".join((here / name).read_bytes() for name in (*SOURCES, *HEADERS))
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     # -march=native: a library built for one CPU may not run on another that shares the
     # home folder, so the CPU's model and instruction sets are part of the name.

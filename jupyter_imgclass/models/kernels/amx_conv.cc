@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <vector>
+#include "bf16.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -142,12 +143,7 @@ struct Job {
 // pixel) for offsets of either parity. Both live in a per-thread buffer that stays in L2; there is no patch matrix.
 // The images are split into G fixed groups summed in order, so the result does not depend on the thread count.
 
-inline uint16_t bf16_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7FFFFFFFu) > 0x7F800000u ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>(r);
-}
+inline uint16_t bf16_of(float f) { return imgclass::to_bf16(f); }
 inline uint16_t bf16_of(uint16_t b) { return b; }
 
 struct GradShape {

@@ -9,25 +9,15 @@
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#include "bf16.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7FFFFFFFu) > 0x7F800000u ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>(r);
-}
-
-inline float from_bf16(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using imgclass::from_bf16;
+using imgclass::to_bf16;
 
 template <typename In, typename Out>
 inline void convert(const In* __restrict src, Out* __restrict dst, int64_t n) {
