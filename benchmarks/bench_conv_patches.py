@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_depthwise_grad import best_ms  # noqa: E402
 
 SHAPES = [(128, 28, 3, 32), (128, 28, 32, 32), (128, 14, 32, 64), (128, 14, 64, 64)]
 """``(N, H=W, C in, C out)``, 3×3 kernels: small_cnn at 28 px."""
-
-
-def best_ms(fn, *args, repeats: int = 5) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
 
 
 def torch_ms(n, h, cin, cout, repeats: int = 5) -> float | None:

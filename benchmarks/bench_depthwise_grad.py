@@ -20,11 +20,14 @@ SHAPES = [(32, 112, 112, 32, 3, 1), (32, 112, 112, 96, 3, 2), (32, 56, 56, 144, 
 
 
 def best_ms(fn, *args, repeats: int = 5) -> float:
-    fn(*args).block_until_ready()
+    """The fastest of ``repeats`` calls after a warm one, in ms (``fn`` may return a tuple)."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        fn(*args).block_until_ready()
+        jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - started)
     return best * 1000
 

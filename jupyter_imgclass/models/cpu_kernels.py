@@ -216,11 +216,16 @@ _depthwise_kernel_grad = custom_partitioning(
 )
 
 
+def _batch_axis(arg_shapes):
+    """The mesh axis the first operand's batch (leading) dimension is sharded over, or None."""
+    spec = arg_shapes[0].sharding.spec
+    return spec[0] if len(spec) else None
+
+
 def _partition_depthwise(k, stride, pad_h, pad_w, mesh, arg_shapes, result_shape):
     """Each device takes its share of the batch (the images' other axes whole) and the
     partial gradients are summed over the batch's mesh axes; the result is replicated."""
-    spec = arg_shapes[0].sharding.spec
-    axis = spec[0] if len(spec) else None
+    axis = _batch_axis(arg_shapes)
     batch = NamedSharding(mesh, PartitionSpec(axis))
 
     def lower(x, dy):
@@ -259,8 +264,7 @@ def _im2col_local(x, k, dtype, transposed):
 def _partition_im2col(k, dtype, transposed, mesh, arg_shapes, result_shape):
     """Each device builds the patches of its share of the batch: rows of the patch
     matrix, or columns of the transposed one (in the batch's order)."""
-    spec = arg_shapes[0].sharding.spec
-    axis = spec[0] if len(spec) else None
+    axis = _batch_axis(arg_shapes)
     out = PartitionSpec(None, axis) if transposed else PartitionSpec(axis)
 
     def lower(x):
@@ -313,8 +317,7 @@ def _conv_amx_local(xp, wv, h, w, o, k):
 
 def _partition_conv_amx(h, w, o, k, mesh, arg_shapes, result_shape):
     """Each device convolves its share of the batch with the whole (replicated) kernel."""
-    spec = arg_shapes[0].sharding.spec
-    axis = spec[0] if len(spec) else None
+    axis = _batch_axis(arg_shapes)
 
     def lower(xp, wv):
         return _conv_amx_local(xp, wv, h, w, o, k)
@@ -347,8 +350,7 @@ def _conv_amx_kernel_grad_local(x, dy, k):
 
 
 def _partition_amx_kernel_grad(k, mesh, arg_shapes, result_shape):
-    spec = arg_shapes[0].sharding.spec
-    axis = spec[0] if len(spec) else None
+    axis = _batch_axis(arg_shapes)
     batch = NamedSharding(mesh, PartitionSpec(axis))
 
     def lower(x, dy):
