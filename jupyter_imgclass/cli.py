@@ -211,23 +211,48 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from .project import Project
+
+    with Project.open(args.project) as project:
+        out = project.backup(args.out)
+        report = project.open_report
+    if args.json:
+        print(json.dumps({"backup": str(out), "images": len(list(out.glob("images/*/*")))}))
+    else:
+        print(str(out))
+    if not report.clean:
+        print(f"note: {report.summary()}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .errors import BundleError
     from .project import Project
-    from .publish.serve import serve_forever
+    from .publish.serve import KEY_ENV, read_key, serve_forever
 
     folder = Path(args.path)
+    key = read_key(args.key, args.key_file)
     options = {
         "host": args.host,
         "port": args.port,
-        "key": args.key,
+        "key": key,
         "project_id": _project_id(args.project_id),
         "allow_urls": args.allow_url or (),
+        "cors_origins": args.cors or (),
+        "host_names_extra": args.host_name or (),
     }
-    if args.key is None:
+    if key is None:
         print(
-            "warning: serving without --key: anyone who can reach "
-            f"{args.host}:{args.port} can call the model",
+            "warning: serving without a key (--key-file FILE or $" + KEY_ENV + "): anyone who "
+            f"can reach {args.host}:{args.port} can call the model",
+            file=sys.stderr,
+        )
+    elif args.key is not None:
+        print(
+            "note: a key given with --key shows in the process list; --key-file FILE or $"
+            + KEY_ENV
+            + " keep it private",
             file=sys.stderr,
         )
     if (folder / "model.json").is_file():
@@ -380,11 +405,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(func=cmd_export)
 
+    b = command("backup", help="copy a project, safely even while a kernel has it open")
+    b.add_argument("project")
+    b.add_argument("out", help="a new or empty folder")
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    b.set_defaults(func=cmd_backup)
+
     s = command("serve", help="serve a project's iteration or a bundle over HTTP")
     s.add_argument("path", help="project folder or exported bundle")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--key", default=None, help="require this Prediction-Key header")
+    s.add_argument(
+        "--key-file",
+        default=None,
+        metavar="FILE",
+        help="read the Prediction-Key from FILE's first line (also: $IMGCLASS_PREDICTION_KEY)",
+    )
+    s.add_argument(
+        "--cors",
+        action="append",
+        metavar="ORIGIN",
+        help="let web pages of ORIGIN (https://app.example.com) call the service (repeatable); "
+        "other origins are refused",
+    )
+    s.add_argument(
+        "--host-name",
+        action="append",
+        metavar="NAME",
+        help="a name clients reach the server by, besides the bind address (repeatable)",
+    )
     s.add_argument("--iteration", type=int, default=None)
     s.add_argument(
         "--project-id",

@@ -35,3 +35,16 @@ class BundleError(ImgClassError):
 
 class DatasetError(ImgClassError):
     """A built-in dataset source is not available on this machine or its files are damaged."""
+
+
+class StorageError(ProjectError):
+    """The disk is full or read-only, so nothing more could be stored.
+
+    Attributes:
+        report: for an import, the partial :class:`ImportReport` of what was stored
+            before the disk refused (every image listed there is stored and whole).
+    """
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

@@ -96,7 +96,7 @@ def test_cli_serve_warns_without_a_key_and_answers_to_a_given_project_id(
 ):
     pid = "0f8fad5b-d9cb-469f-a165-70867728950e"
     server = cli_server([trained_project, "--project-id", pid.upper()])
-    assert "warning: serving without --key" in server.output
+    assert "warning: serving without a key" in server.output
     assert f"/customvision/v3.0/Prediction/{pid}/classify/iterations/Iteration1/image" in (
         server.output
     )

@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import uuid
@@ -36,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from . import images as imgs
+
+log = logging.getLogger(__name__)
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -50,6 +53,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _cache_write(path: Path, data: bytes) -> None:
+    """Writes a cache entry when it can: a cache is rebuilt from the images, so a full or
+    read-only disk (a project opened read-only) only costs the time to rebuild it."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        log.debug("cache entry %s not written: %s", path, exc)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -108,7 +120,7 @@ class DerivativeCache:
             pass
         decoded = imgs.decode_image(src_path, target_size=int(size))
         data = imgs.thumbnail_bytes(decoded.image, int(size))
-        atomic_write(path, data)
+        _cache_write(path, data)
         return data
 
     # ---------------------------------------------------------------------- arrays
@@ -128,7 +140,7 @@ class DerivativeCache:
         if arr is not None:
             return arr
         arr = imgs.load_rgb(src_path, size)
-        atomic_write(self.array_path(sha, size), _npy_bytes(arr))
+        _cache_write(self.array_path(sha, size), _npy_bytes(arr))
         return arr
 
     def _cached_array(self, sha: str, size: int) -> np.ndarray | None:
@@ -224,7 +236,7 @@ class DerivativeCache:
     def features_put(self, sha: str, model: str, size: int, vec: np.ndarray) -> None:
         """Stores a feature vector (as float32)."""
         vec = np.ascontiguousarray(np.asarray(vec, np.float32).reshape(-1))
-        atomic_write(self._features_path(sha, model, size), _npy_bytes(vec))
+        _cache_write(self._features_path(sha, model, size), _npy_bytes(vec))
 
     def features_many(
         self, shas: Sequence[str], model: str, size: int

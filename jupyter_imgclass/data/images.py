@@ -29,6 +29,8 @@ import hashlib
 import io
 import os
 import struct
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 """Largest image kept (width x height); larger ones are decoded reduced to fit."""
 BOMB_FACTOR = 16
 """A header claiming more than this times ``max_pixels`` is refused as a decompression bomb."""
-FULL_DECODE_FACTOR = 4
-"""Formats without reduced decoding (all but JPEG) are decoded in full up to this times
-``max_pixels`` and then reduced; beyond that they are refused (memory stays bounded)."""
 MAX_FILE_BYTES = 200_000_000
 """Files larger than this are refused before they are read."""
 IMAGE_EXTENSIONS = frozenset(
@@ -392,6 +391,148 @@ def _decode_pil(source: Image.Image, name: str, max_pixels: int) -> DecodedImage
     )
 
 
+@dataclass(frozen=True)
+class DecodePlan:
+    """How an image of a given header will be decoded, or why it will not.
+
+    Attributes:
+        pixels: pixels of the largest raster the decode makes.
+        bytes: the memory the decode reserves from :data:`DECODE_MEMORY`.
+        draft: the size to ask the JPEG decoder for (None: full size).
+        refused: the reason it is refused before any pixel is decoded (None: accepted).
+    """
+
+    pixels: int
+    bytes: int
+    draft: tuple[int, int] | None = None
+    refused: str | None = None
+
+
+def decode_plan(
+    fmt: str | None, width: int, height: int, max_pixels: int, target_size: int | None = None
+) -> DecodePlan:
+    """The one pixel rule, for the importer and the server alike.
+
+    A JPEG decodes at 1/1, 1/2, 1/4 or 1/8 scale: the smallest scale that still keeps
+    ``max_pixels`` (and ``target_size`` a side, as a hint) is chosen, so a 200 MP phone
+    photo costs what a 12 MP one does. Other formats decode in full: above
+    ``max_pixels`` they are refused before decoding. Headers claiming more than
+    ``BOMB_FACTOR`` times what could be decoded (or over twice Pillow's
+    ``Image.MAX_IMAGE_PIXELS`` once reduced) are decompression bombs.
+
+    Examples:
+        >>> decode_plan("JPEG", 16320, 12240, 40_000_000).draft
+        (4080, 3060)
+        >>> decode_plan("PNG", 7000, 7000, 24_000_000).refused[:28]
+        'too large: 7000x7000 pixels;'
+    """
+    total = width * height
+    if fmt in ("JPEG", "MPO"):
+        scale = next((s for s in (1, 2, 4, 8) if _scaled(width, height, s) <= max_pixels), 0)
+        if target_size:
+            while scale and scale < 8 and min(width, height) // (2 * scale) >= target_size:
+                scale *= 2
+        if not scale:
+            limit = 64 * max_pixels
+            kind = "decompression bomb" if total > BOMB_FACTOR * limit else "too large"
+            return DecodePlan(
+                total,
+                0,
+                refused=f"{kind}: {width}x{height} pixels exceeds the limit of {limit:,} "
+                "pixels for JPEG (decoded at 1/8 scale at most)",
+            )
+        pixels = _scaled(width, height, scale)
+        # Pillow picks the largest scale whose output still covers the asked size
+        draft = None if scale == 1 else (max(1, width // scale), max(1, height // scale))
+    else:
+        pixels, draft = total, None
+    bomb = _bomb_limit(max_pixels)
+    if pixels > bomb:
+        return DecodePlan(
+            pixels,
+            0,
+            refused=f"decompression bomb: {width}x{height} pixels exceeds the limit of "
+            f"{bomb:,} pixels",
+        )
+    if pixels > max_pixels:
+        return DecodePlan(
+            pixels,
+            0,
+            refused=f"too large: {width}x{height} pixels; {fmt} images are decoded in full "
+            f"and the limit is {max_pixels:,} pixels (JPEG can be larger: it decodes reduced)",
+        )
+    # the decoded raster (4 bytes a pixel at most for 8-bit modes, 8 for 16/32-bit and
+    # float), its RGB copy, and the reduced copy
+    return DecodePlan(pixels, pixels * 4 * 3, draft)
+
+
+def _scaled(width: int, height: int, scale: int) -> int:
+    return -(-width // scale) * -(-height // scale)
+
+
+class DecodeMemory:
+    """The memory that all decodes of a process share (the importer's and the server's).
+
+    Each decode reserves its :class:`DecodePlan` bytes before any pixel is decoded and
+    waits while the others hold too much, so N concurrent requests cannot together
+    decode more than ``limit_bytes``; a single decode larger than the whole budget is
+    refused.
+
+    Args:
+        limit_bytes: the budget (``IMGCLASS_DECODE_MEMORY_MB``, default 1024 MB).
+        wait_s: how long a decode waits for room before it is refused.
+    """
+
+    def __init__(self, limit_bytes: int, wait_s: float = 120.0):
+        self.limit_bytes = int(limit_bytes)
+        self.wait_s = wait_s
+        self.in_use = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, name: str = "image"):
+        """Holds ``nbytes`` of the budget for the ``with`` block.
+
+        Raises:
+            BadImageError: when ``nbytes`` exceeds the budget, or no room came in time.
+        """
+        nbytes = int(nbytes)
+        if nbytes > self.limit_bytes:
+            raise BadImageError(
+                f"{name}: decoding needs about {nbytes >> 20} MB, more than the "
+                f"{self.limit_bytes >> 20} MB decode budget (IMGCLASS_DECODE_MEMORY_MB)"
+            )
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self.in_use + nbytes <= self.limit_bytes, timeout=self.wait_s
+            ):
+                raise BadImageError(
+                    f"{name}: no decode memory free for {self.wait_s:.0f} s (too many large "
+                    "images at once); try again"
+                )
+            self.in_use += nbytes
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= nbytes
+                self._cond.notify_all()
+
+
+def _decode_memory_limit() -> int:
+    text = os.environ.get("IMGCLASS_DECODE_MEMORY_MB", "").strip()
+    try:
+        return max(64, int(float(text))) << 20 if text else 1024 << 20
+    except ValueError:
+        return 1024 << 20
+
+
+DECODE_MEMORY = DecodeMemory(_decode_memory_limit())
+"""The process's decode budget (see :class:`DecodeMemory`)."""
+
+
 def _bomb_limit(max_pixels: int) -> int:
     limit = max_pixels * BOMB_FACTOR
     pillow_limit = Image.MAX_IMAGE_PIXELS  # read per call: a user may have changed it
@@ -415,36 +556,23 @@ def _decode_bytes(
         w, h = im.size
         if w < 1 or h < 1:
             raise BadImageError(f"{name}: image of {w}x{h} pixels has no pixels")
-        bomb_limit = _bomb_limit(max_pixels)
-        if w * h > bomb_limit:
-            raise BadImageError(
-                f"{name}: decompression bomb: {w}x{h} pixels exceeds the limit of "
-                f"{bomb_limit:,} pixels"
-            )
+        plan = decode_plan(fmt, w, h, max_pixels, target_size)
+        if plan.refused:
+            raise BadImageError(f"{name}: {plan.refused}")
         reduced = False
-        if fmt in ("JPEG", "MPO"):
+        if plan.draft is not None:
             # The JPEG decoder produces a 1/2, 1/4 or 1/8 scale image directly: the full
             # raster of a huge photo never exists.
-            want = None
-            if w * h > max_pixels:
-                want = _fit_size(w, h, max_pixels)
-            if target_size is not None and target_size > 0:
-                hint = (min(w, target_size), min(h, target_size))
-                want = hint if want is None else (max(want[0], hint[0]), max(want[1], hint[1]))
-            if want is not None:
-                im.draft(im.mode, want)
-                reduced = im.size != (w, h)
-        elif w * h > max_pixels * FULL_DECODE_FACTOR:
-            raise BadImageError(
-                f"{name}: too large: {w}x{h} pixels; {fmt} images are decoded in full and the "
-                f"limit is {max_pixels * FULL_DECODE_FACTOR:,} pixels (JPEG can be larger)"
-            )
-        im = _first_frame(im)
-        im.load()
-        oriented, was_oriented = _exif_transpose(im)
-        rgb = _to_rgb(oriented)
-        limited = _limit(rgb, max_pixels)
-        reduced = reduced or limited.size != rgb.size
+            im.draft(im.mode, plan.draft)
+            reduced = im.size != (w, h)
+        with DECODE_MEMORY.reserve(plan.bytes, name):
+            im = _first_frame(im)
+            im.load()
+            oriented, was_oriented = _exif_transpose(im)
+            rgb = _to_rgb(oriented)
+            limited = _limit(rgb, max_pixels)
+            reduced = reduced or limited.size != rgb.size
+            del im, oriented, rgb
     except BadImageError:
         raise
     except Image.DecompressionBombError as exc:

@@ -8,6 +8,7 @@ never aborts the batch: it lands in the :class:`ImportReport` with the reason.
 from __future__ import annotations
 
 import csv
+import errno
 import html
 import io
 import os
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadImageError, ImgClassError, TagError
+from ..errors import BadImageError, ImgClassError, ProjectError, StorageError, TagError
 from . import images as imgs
-from .cache import atomic_write
+from .integrity import stage_file
 from .store import ImageStore
 
 HIDDEN_PREFIXES = (".", "__MACOSX", "~$")
@@ -174,42 +175,92 @@ class Importer:
             return None
         filename = f"{sha}{ext}"
         target = self.stored_path(filename)
-        if not target.exists():
-            atomic_write(target, data)  # the final name only ever holds a complete file
         source = str(Path(item).resolve()) if isinstance(item, str | os.PathLike) else name
-        image_id = self.store.insert_image(
-            sha256=sha,
-            filename=filename,
-            source=source,
+        # Staged, committed, renamed (data/integrity.py): a kill at any point leaves a
+        # file that the next open can account for.
+        staged = None if target.exists() else stage_file(target, data)
+        try:
+            image_id = self.store.insert_image(
+                sha256=sha,
+                filename=filename,
+                source=source,
+                width=decoded.width,
+                height=decoded.height,
+                format=decoded.format,
+                tag_names=tag_names,
+            )
+        except BaseException:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
+        if staged is not None:
+            os.replace(staged, target)
+        report.added.append(image_id)
+        return image_id
+
+    def adopt(self, path: Path, digest: str) -> int | None:
+        """Records a stored file that has no row (see ``data/integrity.py``) as an untagged
+        image; returns its id, or None when it does not decode or is not the file its
+        name says."""
+        if self.store.image_by_sha(digest) is not None:
+            return None
+        try:
+            decoded = imgs.decode_image(path, name=str(path))
+        except (BadImageError, OSError):
+            return None
+        return self.store.insert_image(
+            sha256=digest,
+            filename=path.name,
+            source=f"recovered: {path.name}",
             width=decoded.width,
             height=decoded.height,
             format=decoded.format,
-            tag_names=tag_names,
         )
-        report.added.append(image_id)
-        return image_id
 
     def import_items(
         self, items: Iterable[tuple[Any, str, Sequence[str]]], report: ImportReport | None = None
     ) -> ImportReport:
         """Imports ``(item, name, tags)`` triples; tags are created as needed."""
         report = report or ImportReport()
+        self.store.require_writable()
         batch: list[int] = []
-        for item, name, tags in items:
-            try:
-                tag_names = self.store.ensure_tags(tags) if tags else []
-            except TagError as exc:
-                report.rejected.append((name, str(exc)))
-                continue
-            image_id = self.import_one(item, name, tag_names, report)
-            if image_id is not None:
-                batch.append(image_id)
-            if len(batch) >= 200 and self.on_added:
+        try:
+            for item, name, tags in items:
+                try:
+                    tag_names = self.store.ensure_tags(tags) if tags else []
+                except TagError as exc:
+                    report.rejected.append((name, str(exc)))
+                    continue
+                try:
+                    image_id = self.import_one(item, name, tag_names, report)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                        raise
+                    raise self._storage_error(name, exc, report) from exc
+                except ProjectError as exc:  # the database refused: disk full or read-only
+                    raise self._storage_error(name, exc, report) from exc
+                if image_id is not None:
+                    batch.append(image_id)
+                if len(batch) >= 200 and self.on_added:
+                    self.on_added(batch)
+                    batch = []
+        finally:
+            if batch and self.on_added:
                 self.on_added(batch)
-                batch = []
-        if batch and self.on_added:
-            self.on_added(batch)
         return report
+
+    def _storage_error(self, name: str, exc: Exception, report: ImportReport) -> StorageError:
+        reason = (
+            "the disk is read-only"
+            if getattr(exc, "errno", None) == errno.EROFS or "read-only" in str(exc)
+            else "the disk is full"
+        )
+        return StorageError(
+            f"{self.images_dir.parent}: import stopped at {name}: {reason} ({exc}); "
+            f"{len(report.added)} image(s) were stored before it and are kept "
+            "(the partial report is on this error's .report)",
+            report,
+        )
 
 
 def _reason(exc: Exception, name: str) -> str:

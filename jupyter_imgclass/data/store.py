@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..errors import ProjectError, TagError
 from ..vocabulary import check_kind
+from .integrity import quick_check, salvage
 
 SCHEMA_VERSION = 1
 MAX_TAG_LENGTH = 100
@@ -89,6 +91,10 @@ _MIGRATIONS: list[str] = [
 ]
 
 
+_TABLES = ("meta", "tags", "images", "image_tags", "label_history", "iterations", "predictions_log")
+"""The tables a salvage copies, in that order."""
+
+
 @dataclass(frozen=True)
 class ImageRow:
     """One stored image as the database knows it."""
@@ -131,10 +137,19 @@ def validate_tag_name(name: Any) -> str:
 class ImageStore:
     """A project's SQLite database, safe to share between threads of one process."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, readonly: str | None = None):
         self.path = Path(path)
         self._conn = conn
         self._lock = threading.RLock()
+        self.readonly_reason = readonly
+        """Why the store is read-only (None when it can be written)."""
+        self.damaged: list[str] = []
+        """``PRAGMA quick_check``'s problems found when it was opened."""
+
+    @property
+    def readonly(self) -> bool:
+        """True when the store was opened read-only (see :attr:`readonly_reason`)."""
+        return self.readonly_reason is not None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -159,17 +174,41 @@ class ImageStore:
         return store
 
     @classmethod
-    def open(cls, path: Path) -> ImageStore:
-        """Opens an existing database, upgrading its schema when it is older."""
+    def open(cls, path: Path, *, readonly: str | None = None) -> ImageStore:
+        """Opens an existing database, upgrading its schema when it is older.
+
+        Args:
+            path: the database file.
+            readonly: a reason to open it read-only (nothing is written, not even the
+                schema upgrade); it is opened read-only anyway when the file or its
+                folder cannot be written.
+        """
         path = Path(path)
         if not path.is_file():
             raise ProjectError(f"{path}: no project database here")
+        if readonly is None and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            readonly = "the project's folder or database file cannot be written"
         try:
-            conn = _connect(path)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn = _connect_readonly(path) if readonly else _connect(path)
+        except sqlite3.OperationalError as exc:
+            if readonly or not _is_disk_error(exc):
+                raise ProjectError(f"{path}: {_describe_open_error(exc)}") from exc
+            readonly = f"the disk or file is read-only ({exc})"
+            conn = None
         except sqlite3.DatabaseError as exc:
-            raise ProjectError(f"{path}: not a jupyter_imgclass database ({exc})") from exc
-        store = cls(path, conn)
+            raise ProjectError(f"{path}: {_describe_open_error(exc)}") from exc
+        try:
+            if conn is None:
+                conn = _connect_readonly(path)
+            damaged = quick_check(conn)
+        except sqlite3.DatabaseError as exc:
+            raise ProjectError(f"{path}: {_describe_open_error(exc)}") from exc
+        if damaged and not readonly:
+            conn.close()  # nothing is written to a damaged file until the user asks
+            readonly = "the database is damaged"
+            conn = _connect_readonly(path)
+        store = cls(path, conn, readonly=readonly)
+        store.damaged = damaged
         version = store.schema_version()
         if version > SCHEMA_VERSION:
             raise ProjectError(
@@ -178,8 +217,55 @@ class ImageStore:
             )
         if version == 0:
             raise ProjectError(f"{path}: not a jupyter_imgclass database (no schema)")
-        store._migrate()
+        if version < SCHEMA_VERSION and readonly:
+            raise ProjectError(
+                f"{path}: made by an older jupyter_imgclass (schema {version}) and read-only "
+                f"({readonly}); open it once where it can be written to upgrade it"
+            )
+        if not readonly:
+            store._migrate()
         return store
+
+    def backup_to(self, target: Path) -> None:
+        """A consistent copy of the database at ``target`` through SQLite's backup API
+        (safe while other connections write)."""
+        dest = sqlite3.connect(str(target))
+        try:
+            with self._lock:
+                self._conn.backup(dest)
+        finally:
+            dest.close()
+
+    @classmethod
+    def salvage(cls, path: Path) -> Path:
+        """Rebuilds a damaged database from its readable rows; returns where the damaged
+        file was kept (``<name>.damaged-<time>``)."""
+        path = Path(path)
+        kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        fresh_path = path.with_name(f".{path.name}.salvage-{uuid.uuid4().hex[:8]}")
+        fresh = cls(fresh_path, _connect(fresh_path))
+        try:
+            fresh._migrate()
+            fresh._conn.execute("PRAGMA foreign_keys=OFF")  # tags before or after images
+            fresh._conn.execute("BEGIN")
+            salvage(path, fresh._conn, list(_TABLES))
+            fresh._conn.execute("COMMIT")
+            fresh._conn.execute("PRAGMA foreign_keys=ON")
+            fresh._conn.execute(
+                "DELETE FROM image_tags WHERE image_id NOT IN (SELECT id FROM images) "
+                "OR tag_id NOT IN (SELECT id FROM tags)"
+            )
+            fresh._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            fresh.close()
+        for suffix in ("", "-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, kept.with_name(kept.name + suffix))
+        for suffix in ("-wal", "-shm"):
+            fresh_path.with_name(fresh_path.name + suffix).unlink(missing_ok=True)
+        os.replace(fresh_path, path)
+        return kept
 
     def close(self) -> None:
         """Closes the connection (the file stays consistent whether or not this runs)."""
@@ -209,19 +295,43 @@ class ImageStore:
                     + "\nCOMMIT;"
                 )
 
+    def require_writable(self) -> None:
+        """Raises ProjectError naming the reason when the store is read-only."""
+        if self.readonly_reason is not None:
+            raise ProjectError(
+                f"{self.path.parent}: the project is open read-only ({self.readonly_reason}); "
+                "nothing was changed"
+            )
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One committed transaction; rolled back whole on any exception."""
+        """One committed transaction; rolled back whole on any exception.
+
+        Raises:
+            ProjectError: when the store is read-only, or the disk is full or read-only
+                (the transaction is rolled back; nothing stored is lost).
+        """
+        self.require_writable()
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                self._conn.rollback()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.rollback()
+                    raise
+                else:
+                    self._conn.commit()
+            except sqlite3.OperationalError as exc:
+                if _is_disk_error(exc):
+                    if self._conn.in_transaction:
+                        self._conn.rollback()
+                    raise ProjectError(
+                        f"{self.path}: {_describe_open_error(exc)}; nothing was changed"
+                    ) from exc
                 raise
-            else:
-                self._conn.commit()
             finally:
                 cur.close()
 
@@ -664,6 +774,41 @@ class ImageStore:
             d["predictions"] = json.loads(d.pop("predictions_json"))
             out.append(d)
         return out
+
+
+def _is_disk_error(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return any(k in text for k in ("disk is full", "readonly", "read-only", "disk i/o"))
+
+
+def _describe_open_error(exc: sqlite3.DatabaseError) -> str:
+    """Says which of disk full, read-only, unreadable or not-a-database it was."""
+    text = str(exc).lower()
+    if "disk is full" in text:
+        return f"the disk is full ({exc}); free some space and try again"
+    if "readonly" in text or "read-only" in text:
+        return f"the disk or file is read-only ({exc})"
+    if "disk i/o" in text or "unable to open" in text:
+        return f"cannot read or write the database file ({exc})"
+    return f"not a jupyter_imgclass database ({exc})"
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write; ``immutable`` where even the WAL index cannot be
+    made (a read-only folder without ``-shm``)."""
+    base = path.resolve().as_uri()
+    last: Exception | None = None
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(
+                base + query, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            last = exc
+    raise last  # type: ignore[misc]
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -17,10 +17,12 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
+from ..data.integrity import DELETING_PREFIX, RECOVERED_FOLDER, OpenReport, reconcile
 from ..data.labelled import check_trainable, data_warnings, labelled_set
 from ..data.store import ImageStore
 from ..errors import ImgClassError, ProjectError, TagError, TrainingError
@@ -108,6 +111,8 @@ class Project:
         self._runs_lock = threading.Lock()
         self._cache = None
         self._iterations_cache: dict[int, Iteration] = {}
+        self.open_report = OpenReport()
+        """What opening the project found (see :meth:`open`)."""
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -137,8 +142,17 @@ class Project:
         return cls(root, store)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Project:
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> Project:
         """Opens an existing project folder, restoring every image, tag and iteration.
+
+        Opening checks the database (SQLite's ``quick_check``) and compares its rows with
+        the files under ``images/``; what it finds and does is in :attr:`open_report`
+        (and logged). A file without a row is never deleted: it comes back untagged. A
+        damaged database, or a folder that cannot be written, opens read-only.
+
+        Args:
+            path: the project folder.
+            readonly: open without writing anything (also for a copy you only read).
 
         Raises:
             ProjectError: when ``path`` is not a project folder.
@@ -151,14 +165,74 @@ class Project:
                 f"{root}: not a jupyter_imgclass project (no {DB_NAME}); "
                 "use Project.create() to start one"
             )
-        store = ImageStore.open(root / DB_NAME)
-        for sub in ("images", "cache", "iterations"):
-            (root / sub).mkdir(exist_ok=True)
-        store.project_id()  # projects older than ids get theirs when first opened
+        store = ImageStore.open(root / DB_NAME, readonly="asked for" if readonly else None)
         project = cls(root, store)
-        project._tidy_after_crash()
-        recover_interrupted(project)
+        report = OpenReport(readonly=store.readonly, damaged=list(store.damaged))
+        if not store.readonly:
+            for sub in ("images", "cache", "iterations"):
+                (root / sub).mkdir(exist_ok=True)
+            store.project_id()  # projects older than ids get theirs when first opened
+            with project._writer_lock(blocking=False) as got:
+                if got:  # another process importing: its files are in flight
+                    found = reconcile(
+                        {row.filename: row.id for row in store.images()},
+                        root / "images",
+                        root / RECOVERED_FOLDER,
+                        add_untagged=project._importer().adopt,
+                    )
+                    report = dataclasses.replace(found, readonly=False, damaged=[])
+            recover_interrupted(project)
+        project.open_report = report
+        if not report.clean:
+            log.warning("%s: %s", root, report.summary())
         return project
+
+    @classmethod
+    def salvage(cls, path: str | os.PathLike) -> Project:
+        """Rebuilds a damaged project database from every row that can still be read.
+
+        The damaged file is kept beside it (``project.sqlite.damaged-<time>``); image
+        files whose rows were lost come back untagged when the project opens.
+
+        Returns:
+            The project, opened on the rebuilt database.
+        """
+        root = Path(path).expanduser()
+        kept = ImageStore.salvage(root / DB_NAME)
+        log.warning("%s: damaged database kept as %s", root, kept.name)
+        return cls.open(root)
+
+    def backup(self, path: str | os.PathLike, *, images: bool = True) -> Path:
+        """Copies the project to a new folder while it stays open and in use.
+
+        The database is copied with SQLite's backup API (a consistent snapshot, even
+        while another thread or process writes), then the image files and iterations;
+        the copy opens like the original. Copying the folder by hand while a kernel has
+        the project open can miss the newest rows (they may still be in
+        ``project.sqlite-wal``).
+
+        Args:
+            path: a new or empty folder.
+            images: copy ``images/`` and ``iterations/`` too (the database alone otherwise).
+
+        Returns:
+            The copy's folder.
+        """
+        target = Path(path).expanduser()
+        if target.exists() and any(target.iterdir()):
+            raise ProjectError(f"{target}: folder is not empty; choose a new or empty folder")
+        target.mkdir(parents=True, exist_ok=True)
+        with self._writer_lock():  # no import half-way through while the files are copied
+            self._store.backup_to(target / DB_NAME)
+            if images:
+                for sub in ("images", "iterations"):
+                    if (self.root / sub).is_dir():
+                        shutil.copytree(
+                            self.root / sub,
+                            target / sub,
+                            ignore=shutil.ignore_patterns(".staging-*", ".tmp-*", ".*.lock"),
+                        )
+        return target
 
     def close(self) -> None:
         """Stops running trainings and closes the database."""
@@ -187,20 +261,6 @@ class Project:
             yield True
         finally:
             lock.release()
-
-    def _tidy_after_crash(self) -> None:
-        """Removes files a killed import left without a database row.
-
-        Runs only when no other process is importing (it cannot take the lock otherwise).
-        """
-        with self._writer_lock(blocking=False) as got:
-            if not got:
-                return
-            known = {row.filename for row in self._store.images()}
-            images_dir = self.root / "images"
-            for path in images_dir.glob("*/*"):
-                if path.name.startswith(".tmp-") or path.name not in known:
-                    path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -389,10 +449,25 @@ class Project:
 
     def remove_images(self, ids: Iterable[int]) -> int:
         """Removes images from the project (the stored copies too); returns how many."""
-        rows = self._store.delete_images(ids)
+        self._store.require_writable()
+        rows = self._store.images(ids)
+        # Renamed aside first, row deleted, then the file (data/integrity.py): a kill in
+        # between never leaves a row without its file or a file nobody accounts for.
+        aside = []
         for row in rows:
-            if self._store.image_by_sha(row.sha256) is None:
-                (self.root / "images" / row.filename[:2] / row.filename).unlink(missing_ok=True)
+            path = self.root / "images" / row.filename[:2] / row.filename
+            if path.exists():
+                moved = path.with_name(DELETING_PREFIX + path.name)
+                os.replace(path, moved)
+                aside.append((moved, path))
+        try:
+            rows = self._store.delete_images([r.id for r in rows])
+        except BaseException:
+            for moved, path in aside:
+                os.replace(moved, path)
+            raise
+        for moved, _ in aside:
+            moved.unlink(missing_ok=True)
         if rows:
             self._emit("images_removed", ids=[r.id for r in rows])
             self._emit("tags_changed")

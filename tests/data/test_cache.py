@@ -139,10 +139,10 @@ def test_a_failed_write_leaves_the_old_entry_whole(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(OSError, match="No space"):
-        cache.features_put(sha, "m", 8, np.zeros(3))
+    cache.features_put(sha, "m", 8, np.zeros(3))  # a cache write is best effort: no raise
     monkeypatch.undo()
     assert cache.features_get(sha, "m", 8).tolist() == [1, 1, 1]
+    assert not list((tmp_path / "cache").rglob(".tmp-*"))
     assert not tmp_leftovers(tmp_path / "cache")
 
 

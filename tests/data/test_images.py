@@ -163,18 +163,43 @@ def test_huge_jpeg_is_decoded_reduced_within_the_limit():
     d = imgs.decode_image(data, max_pixels=500_000)
     assert d.reduced and d.width * d.height <= 500_000
     assert abs(d.width / d.height - 1.5) < 0.01  # aspect kept
-    assert d.width >= 800  # reduced to fit, not to a tiny size
+    # the largest decoder scale (1/4 here) whose raster fits: 1/2 would make 1.5 MP
+    assert d.width == 750
     full = imgs.decode_image(data)
     assert not full.reduced and full.image.size == (3000, 2000)
 
 
-def test_huge_png_is_reduced_and_beyond_full_decode_refused():
+def test_png_over_the_pixel_budget_is_refused_before_decoding():
     data = encode(Image.new("RGB", (1500, 1000), (0, 128, 255)), "PNG")
-    d = imgs.decode_image(data, max_pixels=500_000)
-    assert d.reduced and d.width * d.height <= 500_000
-    assert rgb_at(d, 10, 10) == (0, 128, 255)
-    with pytest.raises(BadImageError, match=r"too large: 1500x1000 pixels"):
-        imgs.decode_image(data, max_pixels=300_000, name="big.png")
+    d = imgs.decode_image(data, max_pixels=1_500_000)
+    assert not d.reduced and rgb_at(d, 10, 10) == (0, 128, 255)
+    with pytest.raises(BadImageError, match=r"too large: 1500x1000 pixels; PNG images are decoded"):
+        imgs.decode_image(data, max_pixels=1_499_999, name="big.png")
+    with pytest.raises(BadImageError, match="the limit is 1,499,999 pixels"):
+        imgs.to_storable(data, max_pixels=1_499_999)
+
+
+def test_200_mp_phone_jpeg_is_accepted_at_a_quarter_scale():
+    plan = imgs.decode_plan("JPEG", 16320, 12240, imgs.DEFAULT_MAX_PIXELS)
+    assert plan.refused is None and plan.draft == (4080, 3060)
+    assert plan.pixels <= imgs.DEFAULT_MAX_PIXELS
+    small = imgs.decode_plan("JPEG", 16320, 12240, imgs.DEFAULT_MAX_PIXELS, target_size=224)
+    assert small.draft == (2040, 1530)  # 1/8: both sides still >= 224
+    assert "decoded at 1/8 scale at most" in imgs.decode_plan("JPEG", 80000, 80000, 10**6).refused
+
+
+def test_decode_memory_is_shared_and_bounded():
+    budget = imgs.DecodeMemory(100, wait_s=0.2)
+    with budget.reserve(60):
+        with pytest.raises(BadImageError, match="no decode memory free"):
+            with budget.reserve(60, "second"):
+                pass
+        with budget.reserve(40):
+            assert budget.in_use == 100
+    assert budget.in_use == 0 and budget.peak == 100
+    with pytest.raises(BadImageError, match="more than the 0 MB decode budget"):
+        with budget.reserve(101, "huge"):
+            pass
 
 
 def test_huge_jpeg_decoding_does_not_materialise_the_full_raster(tmp_path):
@@ -402,9 +427,9 @@ def test_to_storable_reencodes_arrays_pil_and_reduced_images():
     assert ext == ".jpg" and decoded.reduced
     again = imgs.decode_image(data, max_pixels=100_000)
     assert not again.reduced and again.width * again.height <= 100_000
-    big_png = encode(Image.new("RGB", (600, 400), "blue"), "PNG")
-    data, ext, decoded = imgs.to_storable(big_png, max_pixels=100_000)
-    assert ext == ".png" and decoded.reduced and data != big_png
+    big_png = encode(Image.new("RGBA", (600, 400), "blue"), "PNG")
+    data, ext, decoded = imgs.to_storable(big_png, max_pixels=240_000)
+    assert ext == ".png" and not decoded.reduced and data == big_png
     # An exotic format is stored as PNG, not under a made-up extension.
     tga = encode(Image.new("RGB", (4, 4), "green"), "TGA")
     assert imgs.to_storable(tga)[1] == ".png"

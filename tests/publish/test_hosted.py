@@ -45,6 +45,16 @@ class _Files(http.server.BaseHTTPRequestHandler):
         }
         if self.path == "/ok/slow":  # answers after the fetch's time limit
             time.sleep(3)
+        if self.path == "/ok/trickle":  # one byte every 0.25 s: no read ever times out
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(40):  # bounded: 10 s at most
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.25)
+            return None
         if self.path == "/ok/hop":  # a redirect that stays inside the allowed prefix
             return self._redirect("/ok/pet.png")
         if self.path == "/ok/away":  # a redirect out of it
@@ -302,8 +312,26 @@ def test_classify_by_url_refuses_what_is_not_allowed(served, files, model):
         ),
         "userinfo": (
             {"url": files.replace("http://", "http://127.0.0.1@") + "/ok/pet.png"},
-            400, "BadRequestImageUrl", "allowed",
+            400, "BadRequestImageUrl", "user information",
         ),
+        "dot segments": ({"url": f"{files}/ok/../other/pet.png"}, 400, "BadRequestImageUrl", ".."),
+        "encoded dots": (
+            {"url": f"{files}/ok/%2e%2e/other/pet.png"}, 400, "BadRequestImageUrl", "encoded",
+        ),
+        "encoded slash": (
+            {"url": f"{files}/ok/..%2fother/pet.png"}, 400, "BadRequestImageUrl", "encoded",
+        ),
+        "upper-case encoding": (
+            {"url": f"{files}/ok/%2E%2E/other/pet.png"}, 400, "BadRequestImageUrl", "encoded",
+        ),
+        "backslash": ({"url": f"{files}/ok\\..\\other/pet.png"}, 400, "BadRequestImageUrl", "\\"),
+        "CR LF": (
+            {"url": f"{files}/ok/pet.png\r\nX-Evil: 1"}, 400, "BadRequestImageUrl", "control",
+        ),
+        "bad port": (
+            {"url": "http://127.0.0.1:99999/ok/pet.png"}, 400, "BadRequestImageUrl", "malformed",
+        ),
+        "not a string": ({"url": ["http://x/"]}, 400, "BadRequestImageUrl", "json"),
         "no url": ({"link": "x"}, 400, "BadRequestImageUrl", "url"),
     }  # fmt: skip
     for case, (body, status, code, word) in refused.items():
@@ -329,12 +357,41 @@ def test_classify_by_url_keeps_to_its_time_size_and_pixel_limits(model, files):
         model, allow_urls=[f"{files}/ok/"], url_timeout_s=1.0, max_body_bytes=len(PICTURE) - 1
     ) as small:
         slow = httpx.post(small.url + url, json={"url": f"{files}/ok/slow"}, timeout=30)
-        assert slow.status_code == 400 and "timed out" in slow.json()["message"], slow.text
+        assert slow.status_code == 400, slow.text
+        assert "no complete answer within 1 s" in slow.json()["message"], slow.text
         big = httpx.post(small.url + url, json={"url": f"{files}/ok/pet.png"}, timeout=30)
         assert big.status_code == 413 and big.json()["code"] == "BadRequestImageSizeBytes"
     with serve_in_background(model, allow_urls=[f"{files}/ok/"], max_pixels=100) as tiny:
         r = httpx.post(tiny.url + url, json={"url": f"{files}/ok/pet.png"}, timeout=30)
         assert r.status_code == 413 and r.json()["code"] == "BadRequestImageDimensions"
+
+
+def test_slow_url_origins_cannot_starve_uploads(model, files):
+    """45 fetches of a trickling origin (the probe that stalled every upload for 56 s):
+    each ends at its one total deadline, they wait in their own small pool (or get a
+    429), and an upload sent meanwhile is answered at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = _route(tail="url")
+    with serve_in_background(model, allow_urls=[f"{files}/ok/"], url_timeout_s=2.0) as srv:
+
+        def trickle(_):
+            r = httpx.post(srv.url + url, json={"url": f"{files}/ok/trickle"}, timeout=60)
+            return r.status_code, r.json()["message"]
+
+        with ThreadPoolExecutor(45) as pool:
+            slow = [pool.submit(trickle, k) for k in range(45)]
+            time.sleep(0.5)
+            started = time.monotonic()
+            upload = httpx.post(srv.url + _route(), content=PICTURE, timeout=60)
+            upload_s = time.monotonic() - started
+            results = [f.result() for f in slow]
+    assert upload.status_code == 200, upload.text
+    assert upload_s < 5, f"an upload waited {upload_s:.1f} s behind URL fetches"
+    statuses = {status for status, _ in results}
+    assert statuses <= {400, 429}, results
+    deadline_hits = [m for status, m in results if status == 400]
+    assert deadline_hits and all("no complete answer within 2 s" in m for m in deadline_hits)
 
 
 def test_project_id_override_and_bundles_without_one(model, bundle, tmp_path):
