@@ -31,7 +31,7 @@ from ..errors import ProjectError, TagError
 from ..vocabulary import check_kind
 from .integrity import quick_check, salvage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_TAG_LENGTH = 100
 
 # Each entry upgrades the schema from version i to i + 1. Version 0 is an empty file.
@@ -87,6 +87,11 @@ _MIGRATIONS: list[str] = [
         image_path TEXT,
         predictions_json TEXT NOT NULL
     );
+    """,
+    # 2: the prediction log is pruned by age and read newest first by kept path
+    """
+    CREATE INDEX predictions_log_by_time ON predictions_log(created_at);
+    CREATE INDEX predictions_log_by_path ON predictions_log(image_path);
     """,
 ]
 
@@ -765,9 +770,29 @@ class ImageStore:
                 [(p,) for p in paths],
             )
 
-    def prediction_log(self) -> list[dict]:
-        """The logged predictions, oldest first."""
-        rows = self._query("SELECT * FROM predictions_log ORDER BY id")
+    def prune_prediction_log(self, older_than: float) -> int:
+        """Deletes log rows created before ``older_than`` (a time.time()); returns how many."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM predictions_log WHERE created_at < ?", (older_than,))
+            return cur.rowcount
+
+    def prediction_log(self, *, kept_only: bool = False, limit: int | None = None) -> list[dict]:
+        """The logged predictions, oldest first.
+
+        Args:
+            kept_only: only rows whose image is still kept (read through an index).
+            limit: at most the newest ``limit`` rows.
+        """
+        # kept rows are few (the quota bounds them) in a log that can be long: by the index
+        where = (
+            "INDEXED BY predictions_log_by_path WHERE image_path IS NOT NULL" if kept_only else ""
+        )
+        if limit is None:
+            rows = self._query(f"SELECT * FROM predictions_log {where} ORDER BY id")
+        else:
+            rows = self._query(
+                f"SELECT * FROM predictions_log {where} ORDER BY id DESC LIMIT ?", (int(limit),)
+            )[::-1]
         out = []
         for r in rows:
             d = dict(r)

@@ -46,6 +46,8 @@ from .runs import RunOptions, TrainingRun, recover_interrupted
 log = logging.getLogger(__name__)
 
 DB_NAME = "project.sqlite"
+REVIEW_LIMIT = 2000
+"""The review queue looks at this many of the newest kept served images."""
 EVENTS = (
     "images_added",
     "images_removed",
@@ -889,12 +891,12 @@ class Project:
 
         return log_prediction
 
-    def served_images(self) -> list[dict]:
-        """Logged predictions whose image is still kept, newest first: ``id``,
-        ``created_at``, ``iteration``, ``image_sha256``, ``path`` (absolute) and the
-        served ``predictions`` (for reviewing what the endpoint saw)."""
+    def served_images(self, limit: int = REVIEW_LIMIT) -> list[dict]:
+        """Logged predictions whose image is still kept, newest first (at most ``limit``):
+        ``id``, ``created_at``, ``iteration``, ``image_sha256``, ``path`` (absolute) and
+        the served ``predictions`` (for reviewing what the endpoint saw)."""
         out = []
-        for row in reversed(self._store.prediction_log()):
+        for row in reversed(self._store.prediction_log(kept_only=True, limit=limit)):
             relative = row.pop("image_path")
             if relative and (self.root / relative).is_file():
                 out.append({**row, "path": self.root / relative})

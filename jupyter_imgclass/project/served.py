@@ -5,7 +5,9 @@ under ``<project>/served/<sha256[:2]>/<sha256>.<format>``, and its answer is app
 the project's prediction log with that path. The folder is bounded two ways, like the
 hosted service's stored predictions (kept 30 days there): files older than
 ``retention_days`` (by their last serving) and, beyond ``quota_bytes``, the oldest files go
-first. A pruned file's log rows stay, without a path.
+first. The quota holds on every write (a running total: room is made before a file is
+written), not only at the periodic prune. A pruned file's log rows stay, without a path;
+log rows older than the retention go too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import io
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,30 @@ class ServedImages:
         self.retention_s = float(retention_days) * 86400.0
         self._lock = threading.Lock()
         self._last_prune = 0.0
+        self._files: OrderedDict[Path, int] | None = None  # oldest first: path -> bytes
+        self._bytes = 0
+
+    def _index(self) -> OrderedDict[Path, int]:
+        """The kept files, oldest serving first, read from disk once (under the lock)."""
+        if self._files is None:
+            found = sorted(
+                (p.stat().st_mtime, p, p.stat().st_size)
+                for p in self.folder.glob("*/*")
+                if p.is_file() and not p.name.startswith(".")
+            )
+            self._files = OrderedDict((p, size) for _, p, size in found)
+            self._bytes = sum(self._files.values())
+        return self._files
+
+    def _make_room(self, need: int) -> list[str]:
+        """Removes the oldest files until ``need`` more bytes fit the quota (under the lock)."""
+        files, removed = self._index(), []
+        while files and self._bytes + need > self.quota_bytes:
+            path, size = files.popitem(last=False)
+            path.unlink(missing_ok=True)
+            self._bytes -= size
+            removed.append(path.relative_to(self.root).as_posix())
+        return removed
 
     def keep(self, body: bytes, iteration: str, predictions: list) -> str | None:
         """Writes the image (once per content) and logs the answer; returns the path kept,
@@ -64,42 +91,49 @@ class ServedImages:
         from ..data.cache import atomic_write
 
         digest = hashlib.sha256(body).hexdigest()
-        relative = None
+        relative, removed = None, []
         if len(body) <= self.quota_bytes:
             path = self.folder / digest[:2] / f"{digest}.{_extension(body)}"
             with self._lock:
-                if path.exists():
+                files = self._index()
+                if path in files:
                     path.touch()  # served again: its retention starts anew
+                    files.move_to_end(path)
                 else:
+                    removed = self._make_room(len(body))
                     path.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write(path, body)
+                    files[path] = len(body)
+                    self._bytes += len(body)
             relative = path.relative_to(self.root).as_posix()
+        self.store.forget_served_paths(removed)
         self.store.log_prediction(
             iteration=iteration, image_sha256=digest, image_path=relative, predictions=predictions
         )
-        if time.monotonic() - self._last_prune >= PRUNE_EVERY_S or relative is None:
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
             self.prune()
         return relative
 
     def prune(self, now: float | None = None) -> list[str]:
-        """Removes files past their retention, then the oldest ones beyond the quota;
-        returns the paths removed (relative to the project)."""
+        """Removes files past their retention, then the oldest ones beyond the quota, and
+        log rows past the retention; returns the paths removed (relative to the project)."""
         now = time.time() if now is None else now
         with self._lock:
             self._last_prune = time.monotonic()
-            files = [
-                (p.stat().st_mtime, p.stat().st_size, p)
-                for p in self.folder.glob("*/*")
-                if p.is_file() and not p.name.startswith(".")
-            ]
-            files.sort()
-            removed, kept_bytes = [], sum(size for _, size, _ in files)
-            for mtime, size, path in files:
-                if now - mtime > self.retention_s or kept_bytes > self.quota_bytes:
+            self._files = None  # read the folder afresh: files may have been removed by hand
+            files, removed = self._index(), []
+            for path in list(files):
+                try:
+                    expired = now - path.stat().st_mtime > self.retention_s
+                except FileNotFoundError:
+                    expired = True
+                if expired:
+                    self._bytes -= files.pop(path)
                     path.unlink(missing_ok=True)
-                    kept_bytes -= size
                     removed.append(path.relative_to(self.root).as_posix())
+            removed += self._make_room(0)
         self.store.forget_served_paths(removed)
+        self.store.prune_prediction_log(now - self.retention_s)
         return removed
 
     def usage(self) -> dict:

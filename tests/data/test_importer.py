@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import png_bytes
 from PIL import Image
 
 import jupyter_imgclass as ic
@@ -214,4 +216,38 @@ def test_kill_during_import_leaves_a_consistent_project(tmp_path):
     assert len(report.added) + len(report.duplicates) == 1000
     assert len(p.images) == 1000
     assert sum(v for k, v in p.counts().items() if k != "untagged") == 1000
+    p.close()
+
+
+def test_special_files_in_a_folder_are_rejected_without_hanging(tmp_path):
+    """A FIFO named x.jpg hung add_folder for ever; a link to /dev/zero read until
+    MemoryError. Each is now rejected with the reason and the rest of the folder imports."""
+    import socket as _socket
+
+    folder = tmp_path / "odd" / "cats"
+    folder.mkdir(parents=True)
+    (folder / "good.png").write_bytes(png_bytes((200, 100, 0)))
+    os.mkfifo(folder / "x.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / "null.png").symlink_to("/dev/null")
+    sock = _socket.socket(_socket.AF_UNIX)
+    sock.bind(str(folder / "s.png"))
+    p = ic.Project.create(tmp_path / "proj")
+    done = threading.Event()
+    result = {}
+
+    def run():
+        result["report"] = p.add_folder(tmp_path / "odd")
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(60), "add_folder hung on a special file"
+    sock.close()
+    report = result["report"]
+    assert len(report.added) == 1
+    reasons = {Path(src).name: why for src, why in report.rejected}
+    assert "not a regular file (a FIFO)" in reasons["x.jpg"]
+    assert "not a regular file (a character device)" in reasons["zero.jpg"]
+    assert "not a regular file (a character device)" in reasons["null.png"]
+    assert "not a regular file" in reasons["s.png"]
     p.close()

@@ -3,6 +3,7 @@ quota and a retention period, never for ``/nostore`` routes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -68,10 +69,45 @@ def test_quota_and_retention_prune_oldest_first_and_keep_the_log(project):
     # Half a second past 30 days for the third image, half a second short for the fourth.
     assert served.prune(now=1002.5 + 30 * 86400) == [paths[2]]
     assert served.prune(now=time.time() + 31 * 86400) == [paths[3]]
-    assert project.served_images() == [] and len(project.store.prediction_log()) == 4
+    # the log keeps the images' retention: 31 days on, its rows are gone too
+    assert project.served_images() == [] and project.store.prediction_log() == []
     too_big = ServedImages(project.path, project.store, quota_bytes=10)
     assert too_big.keep(images[0], "Iteration1", []) is None  # logged, not kept
     assert project.store.prediction_log()[-1]["image_path"] is None
+
+
+def test_the_quota_holds_on_every_write_not_only_at_the_prune(project):
+    """The probe: --keep-quota-mb 100 ended at 634 MB between two 30-second prunes."""
+    images = [image_bytes(300 + k, size=(64, 64)) for k in range(60)]
+    quota = 5 * max(len(x) for x in images)
+    served = ServedImages(project.path, project.store, quota_bytes=quota)
+    biggest = 0
+    for body in images:  # one burst, well inside one prune period
+        served.keep(body, "Iteration1", [{"tagName": "red", "probability": 0.5}])
+        biggest = max(biggest, served.usage()["bytes"])
+    assert biggest <= quota, f"{biggest} bytes kept against a quota of {quota}"
+    kept = project.served_images()
+    assert 4 <= len(kept) <= 5 and kept[0]["image_sha256"] == hashlib.sha256(images[-1]).hexdigest()
+    assert len(project.store.prediction_log()) == 60
+
+
+def test_review_queue_reads_a_bounded_window_of_a_long_log(project):
+    with project.store.transaction() as cur:
+        cur.executemany(
+            "INSERT INTO predictions_log(created_at, iteration, image_sha256, image_path, "
+            "predictions_json) VALUES (?, 'Iteration1', ?, NULL, '[]')",
+            [(time.time(), f"{k:064x}") for k in range(20_000)],
+        )
+    plan = project.store._query(
+        "EXPLAIN QUERY PLAN SELECT * FROM predictions_log INDEXED BY predictions_log_by_path "
+        "WHERE image_path IS NOT NULL ORDER BY id DESC LIMIT 10"
+    )  # the query prediction_log(kept_only=True) runs
+    assert any("predictions_log_by_path" in str(tuple(r)) for r in plan)
+    served = ServedImages(project.path, project.store)
+    served.keep(
+        image_bytes(7, size=(30, 30)), "Iteration1", [{"tagName": "red", "probability": 0.6}]
+    )
+    assert len(project.served_images()) == 1 and len(project.review_queue()) == 1
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import png_bytes
 
 import jupyter_imgclass as ic
 from jupyter_imgclass.data.integrity import DELETING_PREFIX, STAGING_PREFIX
 from jupyter_imgclass.errors import ProjectError, StorageError
-from tests.conftest import png_bytes
 
 
 def _stored_files(root: Path) -> set[str]:
