@@ -36,6 +36,8 @@ import math
 import os
 import platform
 import re
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -255,7 +257,7 @@ def export_bundle(
     check_kind(kind, error=BundleError)
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not (path / METADATA_FILE).exists():
+    if path.is_dir() and any(path.iterdir()) and not _bundle_or_remains(path, overwrite):
         raise BundleError(
             f"{path}: folder is not empty and holds no {METADATA_FILE}; "
             "export into a new or empty folder"
@@ -279,11 +281,53 @@ def export_bundle(
     else:
         thr = None if thresholds is None else float(thresholds)
 
-    path.mkdir(parents=True, exist_ok=True)
-    # model.json is written last: a bundle interrupted half-way has none and is refused.
-    stale = path / METADATA_FILE
-    if stale.exists():
-        stale.unlink()
+    # Everything is written into a staging folder beside ``path`` and swapped in whole:
+    # an interrupted export (or overwrite) leaves the old bundle as it was.
+    final, path = path, _staging_folder(path)
+    try:
+        _write_bundle(
+            path,
+            tensors,
+            tag_records,
+            thr,
+            model_name=model_name,
+            kind=kind,
+            preprocessing=preprocessing,
+            metrics=metrics,
+            published_name=published_name,
+            project_name=project_name,
+            project_id=project_id,
+            iteration_number=iteration_number,
+            onnx=onnx,
+            head_input=head_input,
+            save=save,
+        )
+        _swap_in(path, final)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_bundle(
+    path: Path,
+    tensors: dict[str, np.ndarray],
+    tag_records: list[dict],
+    thr: Any,
+    *,
+    model_name: str,
+    kind: str,
+    preprocessing: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None,
+    published_name: str | None,
+    project_name: str | None,
+    project_id: str | None,
+    iteration_number: int | None,
+    onnx: bool,
+    head_input: str,
+    save: Any,
+) -> None:
+    """Writes a whole bundle into the (staging) folder ``path``."""
     blob = save(tensors, metadata={"format": BUNDLE_FORMAT, "network": model_name})
     atomic_write(path / WEIGHTS_FILE, blob)
     files = {
@@ -331,11 +375,68 @@ def export_bundle(
         )
         files[ONNX_FILE] = {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}
         meta["onnx"] = info
-    elif onnx_path.exists():
-        onnx_path.unlink()  # from an earlier export; it would not match these weights
     atomic_write(path / README_FILE, _readme(meta).encode("utf-8"))
     atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2).encode("utf-8"))
-    return path
+    for name in os.listdir(path):
+        with open(path / name, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+BUNDLE_FILES = frozenset({WEIGHTS_FILE, METADATA_FILE, README_FILE, ONNX_FILE})
+
+
+def _bundle_or_remains(path: Path, overwrite: bool) -> bool:
+    """Whether ``path`` holds a bundle, or (for an overwrite) only what an interrupted
+    export of one could have left there."""
+    if (path / METADATA_FILE).exists():
+        return True
+    names = os.listdir(path)
+    return overwrite and all(n in BUNDLE_FILES or n.startswith(".tmp-") for n in names)
+
+
+def _staging_folder(final: Path) -> Path:
+    """A new empty folder beside ``final``; stale ones of killed exports are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.old-*"):
+        if final.is_dir():  # a swap finished but for the clean-up
+            shutil.rmtree(stale, ignore_errors=True)
+        else:  # killed between the two renames: the old bundle goes back first
+            os.replace(stale, final)
+    staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Puts ``staging`` at ``final``: one atomic exchange where the OS has it
+    (``renameat2``), else two renames whose gap :func:`_staging_folder` repairs."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # it holds the old bundle now
+        return
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False when
+    the OS or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
 
 
 # ---------------------------------------------------------------------------- load

@@ -153,6 +153,47 @@ def test_re_export_needs_overwrite_and_strangers_are_refused(tmp_path, weights):
         export(tmp_path / "d", weights, kind="regression")
 
 
+@pytest.mark.parametrize("killed_at", ["written", "swapping"])
+def test_a_killed_overwrite_leaves_the_old_bundle_loadable(tmp_path, weights, killed_at):
+    """kill -9 in the middle of ``export(overwrite=True)``: before, the bundle lost its
+    model.json and the next overwrite was refused ("folder is not empty")."""
+    target = export(tmp_path / "b", weights, published_name="old")
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import jupyter_imgclass.publish.bundle as bundle
+from test_bundle import export, small_cnn_weights
+point = {killed_at!r}
+if point == "written":  # every new file written, nothing swapped
+    bundle._swap_in = lambda staging, final: os.kill(os.getpid(), signal.SIGKILL)
+else:  # between the two renames of a system without an atomic exchange
+    bundle._exchange = lambda a, b: False
+    real = os.replace
+    def replace(src, dst):
+        real(src, dst)
+        if ".old-" in str(dst):
+            os.kill(os.getpid(), signal.SIGKILL)
+    bundle.os.replace = replace
+export({str(target)!r}, small_cnn_weights(3, seed=1), published_name="new", overwrite=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], timeout=300)
+    assert done.returncode == -9
+    if killed_at == "written":
+        assert load_model(target).published_name == "old"
+    export(target, weights, published_name="newer", overwrite=True)
+    assert load_model(target).published_name == "newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"], "staging folders left behind"
+
+
+def test_overwrite_works_on_the_remains_of_an_interrupted_bundle(tmp_path, weights):
+    target = export(tmp_path / "b", weights)
+    (target / "model.json").unlink()  # what an older interrupted overwrite left
+    with pytest.raises(BundleError, match="not empty"):
+        export(target, weights)
+    export(target, weights, published_name="fixed", overwrite=True)
+    assert load_model(target).published_name == "fixed"
+
+
 # ---------------------------------------------------------------------------- damaged bundles
 
 
