@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -471,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now_if_distributed(code: int) -> None:
+    """Ends a failed process of a multi-process run at once: JAX's exit handler would
+    otherwise wait for the other processes and then abort with a stack trace."""
+    from .models import runtime
+
+    if runtime.joined_processes() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jupyter-imgclass`` command."""
     args = build_parser().parse_args(argv)
@@ -478,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ImgClassError as exc:
         print(f"jupyter-imgclass: error: {exc}", file=sys.stderr)
+        _exit_now_if_distributed(2)
         return 2
     except KeyboardInterrupt:
         return 130

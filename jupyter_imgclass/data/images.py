@@ -624,6 +624,28 @@ def _decode_bytes(
     return DecodedImage(limited, limited.width, limited.height, fmt, mode, reduced, was_oriented)
 
 
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+    """Why a stored image file cannot be used (missing, empty, not an image), or None.
+
+    Reads the file and its header only (no pixels): cheap enough to run over a project
+    before training, so one lost or damaged file is skipped with a warning instead of
+    failing the whole run.
+    """
+    path = Path(path)
+    try:
+        data = _read_source(path, str(path))
+    except BadImageError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    if not data:
+        return "empty file (0 bytes)"
+    try:
+        im = _open_unchecked(data)
+        w, h = im.size
+    except Exception:  # Pillow raises many types on garbage; all mean "not an image"
+        return _not_an_image_reason(data)
+    return None if w > 0 and h > 0 else f"image of {w}x{h} pixels has no pixels"
+
+
 # ---------------------------------------------------------------------------- storing
 
 

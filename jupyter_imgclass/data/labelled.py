@@ -60,6 +60,11 @@ class LabelledSet:
     classes: list[str]
     kind: str
 
+    def without(self, image_ids) -> LabelledSet:
+        """The same set without ``image_ids`` (classes unchanged)."""
+        keep = ~np.isin(self.image_ids, np.asarray(list(image_ids), np.int64))
+        return LabelledSet(self.image_ids[keep], self.labels[keep], self.classes, self.kind)
+
 
 def labelled_set(store: ImageStore) -> LabelledSet:
     """Collects labelled images and their targets from a project's store.

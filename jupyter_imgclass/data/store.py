@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -136,6 +137,13 @@ def validate_tag_name(name: Any) -> str:
         raise TagError(f"tag name {cleaned[:20]!r}...: longer than {MAX_TAG_LENGTH} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
         raise TagError(f"tag name {cleaned!r}: contains control characters")
+    hidden = [c for c in cleaned if unicodedata.category(c) in ("Cf", "Cc", "Co", "Cs", "Cn")]
+    if hidden:
+        names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unassigned')}" for c in hidden[:3])
+        raise TagError(
+            f"tag name {cleaned!r}: contains invisible or direction-changing characters "
+            f"({names}); two tags that look the same must not differ by them"
+        )
     return cleaned
 
 

@@ -284,6 +284,10 @@ def start_processes(
             num_processes=checked[1],
             process_id=checked[2],
             initialization_timeout=timeout_s,
+            # a killed process is noticed in this time, not the default 100 s
+            heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+            # at exit, the others are waited for this long (a failed run ends sooner)
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
         )
     except RuntimeError as exc:
         if "before" in str(exc).lower() or "already" in str(exc).lower():
@@ -309,11 +313,77 @@ def agree(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
-def barrier(name: str) -> None:
-    """Waits until every process of the run reaches ``barrier(name)`` (no-op for one)."""
+def joined_processes() -> int:
+    """How many processes this process's run has (1 when it joined none)."""
+    return 1 if _processes is None else _processes[1]
+
+
+def process_rank() -> int:
+    """This process's index in a multi-process run (0 alone)."""
+    import jax
+
+    return jax.process_index()
+
+
+HEARTBEAT_TIMEOUT_S = 30
+SHUTDOWN_TIMEOUT_S = 60
+BARRIER_TIMEOUT_S = 600.0
+"""How long a process waits at a barrier for the others by default."""
+_barriers = 0
+
+
+def _client():
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def barrier(name: str, timeout_s: float | None = None) -> None:
+    """Waits until every process of the run reaches ``barrier(name)`` (no-op for one).
+
+    The barrier is the coordination service's, not a collective over devices: processes
+    that reach different barriers time out with a clear error instead of mixing up each
+    other's data, and the wait is bounded (``timeout_s``, :data:`BARRIER_TIMEOUT_S` by
+    default). Every process numbers its barriers in the order it reaches them, so the
+    same name can be passed again.
+
+    Raises:
+        RuntimeError: not every process arrived in time (one failed or was killed).
+    """
+    import jax
+
+    global _barriers
+    if jax.process_count() == 1:
+        return
+    _barriers += 1
+    limit = BARRIER_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        _client().wait_at_barrier(f"imgclass/{_barriers}/{name}", int(limit * 1000))
+    except Exception as exc:  # XLA's runtime error types vary between releases
+        raise RuntimeError(
+            f"not every process reached {name!r} within {limit:g} s: another process failed "
+            f"or was killed (its output says why) [{type(exc).__name__}: {str(exc)[:300]}]"
+        ) from None
+
+
+def publish(key: str, value: str) -> None:
+    """Stores ``value`` under ``key`` for every process of the run (no-op for one)."""
     import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+        _client().key_value_set(f"imgclass/{key}", value)
 
-        multihost_utils.sync_global_devices(name)
+
+def read(key: str, timeout_s: float) -> str:
+    """The value a process stored with :func:`publish` under ``key`` (waits ``timeout_s``).
+
+    Raises:
+        RuntimeError: nothing came in time, or the coordinating process is gone.
+    """
+    try:
+        return str(_client().blocking_key_value_get(f"imgclass/{key}", int(timeout_s * 1000)))
+    except Exception as exc:
+        raise RuntimeError(
+            f"no word from process 0 on {key!r} within {timeout_s:g} s: it failed or was "
+            f"killed (its output says why) [{type(exc).__name__}: {str(exc)[:300]}]"
+        ) from None

@@ -37,6 +37,8 @@ class DataCheck:
         odd_sizes: ids of images far smaller or larger than the median image.
         outliers: ``(image_id, score)`` of images far from every other in feature space.
         iteration: the iteration whose predictions the label issues rest on.
+        unreadable: ``(image_id, "file: reason")`` of images whose stored file is missing
+            or damaged; the other checks skip them (remove them, or restore the file).
     """
 
     label_issues: list[dict] = field(default_factory=list)
@@ -46,6 +48,7 @@ class DataCheck:
     odd_sizes: list[int] = field(default_factory=list)
     outliers: list[tuple[int, float]] = field(default_factory=list)
     iteration: int | None = None
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
     project: Any = field(default=None, repr=False, compare=False)
 
     def panel(self):
@@ -62,10 +65,13 @@ class DataCheck:
             f"{len(self.thin_tags)} thin tag(s), "
             f"{'imbalanced' if self.imbalance else 'balanced'}, "
             f"{len(self.odd_sizes)} odd size(s), {len(self.outliers)} outlier(s)"
+            + (f", {len(self.unreadable)} unreadable image(s)" if self.unreadable else "")
         )
 
     def __repr__(self) -> str:
         lines = [f"DataCheck: {self.summary()}"]
+        for image_id, reason in self.unreadable[:10]:
+            lines.append(f"  image {image_id} skipped: {reason}")
         for issue in self.label_issues[:10]:
             lines.append(
                 f"  image {issue['image_id']}: tagged {issue['tag']!r}, "
@@ -90,12 +96,19 @@ class DataCheck:
 def check_project(project: Project, iteration: Any = None) -> DataCheck:
     """Runs every check of :class:`DataCheck` on ``project`` (see ``Project.check``)."""
     from .. import datacheck
+    from ..data.images import unreadable_reason
     from ..data.labelled import cross_validation_folds
     from ..errors import ImgClassError
     from .runs import project_features
 
     report = DataCheck(project=project)
-    images = project.images
+    images = []
+    for im in project.images:
+        reason = unreadable_reason(im.path)
+        if reason is None:
+            images.append(im)
+        else:
+            report.unreadable.append((im.id, f"{im.path}: {reason}"))
     if not images:
         return report
     counts = {t: c for t, c in project.counts().items() if t != "untagged"}

@@ -41,7 +41,7 @@ from ..errors import ImgClassError, ProjectError, TagError, TrainingError
 from ..vocabulary import check_kind
 from .events import Events, Subscription
 from .iteration import Iteration
-from .runs import RunOptions, TrainingRun, recover_interrupted
+from .runs import RunOptions, TrainingRun, recover_interrupted, take_training_lock
 
 log = logging.getLogger(__name__)
 
@@ -683,9 +683,13 @@ class Project:
         if processes > 1:
             # every process reads the next iteration number before process 0 takes it
             runtime.barrier("imgclass-train-start")
+        self._store.require_writable()
+        # process 0 writes the iteration and holds the project's training lock until the
+        # run ends; a second training (this kernel or another) is refused here
+        lock = take_training_lock(self.root) if runtime.process_rank() == 0 else None
         with self._runs_lock:
-            number = self._store.next_iteration_number() + len(self._runs)
-            run = TrainingRun(self, number, options)
+            number = self._store.next_iteration_number()
+            run = TrainingRun(self, number, options, lock=lock)
             self._runs.append(run)
         run.on_event(lambda event: self._on_run_event(run, event))
         run.start()

@@ -21,7 +21,6 @@ the others wait for its iteration.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -111,9 +110,30 @@ def default_model(n_images: int) -> str:
     return "efficientnet_lite0" if n_images <= TRANSFER_MAX_IMAGES else "small_cnn"
 
 
-def lock_path(root: Path, number: int) -> Path:
-    """The OS lock a live run of iteration ``number`` holds."""
-    return root / "iterations" / f".{number}.lock"
+TRAINING_LOCK = ".training.lock"
+
+
+def training_lock(root: Path) -> FileLock:
+    """The OS lock a live training of the project holds (process 0's, in a multi-process
+    run); a killed process releases it. One file for the project, not one per run."""
+    return FileLock(root / "iterations" / TRAINING_LOCK, timeout=0, thread_local=False)
+
+
+def take_training_lock(root: Path) -> FileLock:
+    """Takes :func:`training_lock`, or says that another training is running.
+
+    Raises:
+        TrainingError: a training of this project runs already (this kernel or another).
+    """
+    lock = training_lock(root)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrainingError(
+            f"{root}: another training of this project is running (in this kernel or another "
+            "process); wait for it to finish, or stop it, then train again"
+        ) from None
+    return lock
 
 
 # ---------------------------------------------------------------------------- run
@@ -130,8 +150,11 @@ class TrainingRun:
         iteration: the saved :class:`Iteration` once finished.
     """
 
-    def __init__(self, project: Project, number: int, options: RunOptions):
+    def __init__(
+        self, project: Project, number: int, options: RunOptions, lock: FileLock | None = None
+    ):
         self.project = project
+        self._training_lock = lock  # held until the run ends (None: not process 0)
         self.number = number
         self.options = options
         self.status = "starting"
@@ -207,13 +230,7 @@ class TrainingRun:
     def _run(self) -> None:
         self.status = "running"
         try:
-            lock = (
-                FileLock(lock_path(self.project.root, self.number))
-                if _rank() == 0  # process 0 writes the iteration; the others only read it
-                else contextlib.nullcontext()
-            )
-            with lock:
-                self.iteration = run_training(self)
+            self.iteration = run_training(self)
             self.status = "stopped" if self._stop.is_set() else "done"
         except Exception as exc:  # reported to the user via status/error and wait()
             self.status = "failed"
@@ -224,6 +241,8 @@ class TrainingRun:
             self.emit({"phase": "failed", "error": self.error})
         finally:
             try:
+                if self._training_lock is not None:
+                    self._training_lock.release()  # before wait() returns: train again
                 self.emit({"phase": self.status})
             finally:
                 self._done.set()
@@ -232,9 +251,9 @@ class TrainingRun:
 # ---------------------------------------------------------------------------- the path
 def _rank() -> int:
     """This process's index in a multi-process run (0 alone)."""
-    import jax
+    from ..models import runtime
 
-    return jax.process_index()
+    return runtime.process_rank()
 
 
 def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np.ndarray:
@@ -246,6 +265,20 @@ def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np
         run.emit({"phase": "extracting features", "done": done, "total": total})
 
     return cached_features(run.project, model, spec, image_ids, size, on_progress=progress)
+
+
+def usable_set(project: Project, data):
+    """``data`` without images whose stored file is missing or damaged, and one warning
+    per skipped image naming its id and file (every process of a run drops the same)."""
+    from ..data.images import unreadable_reason
+
+    dropped, warnings = [], []
+    for im in project.images_by_id(data.image_ids):
+        reason = unreadable_reason(im.path)
+        if reason is not None:
+            dropped.append(im.id)
+            warnings.append(f"image {im.id} ({im.path}) skipped: {reason}")
+    return (data.without(dropped), warnings) if dropped else (data, [])
 
 
 FEATURE_BACKBONE = "efficientnet_lite0"
@@ -304,8 +337,8 @@ def run_training(run: TrainingRun) -> Iteration:
     started = time.time()
     if _rank() != 0:
         return _follow(run, started)
-    data = labelled_set(project.store)
-    run.warnings = check_trainable(data)
+    data, skipped = usable_set(project, labelled_set(project.store))
+    run.warnings = skipped + check_trainable(data)
     for w in run.warnings:
         run.emit({"phase": "warning", "message": w})
     model_name = opts.model or default_model(len(data.image_ids))
@@ -335,39 +368,69 @@ def run_training(run: TrainingRun) -> Iteration:
     )
     try:
         trained = _train(run, data, spec, input_size, started)
-        return _save(run, data, name, config, trained, started)
-    except BaseException:
+        iteration = _save(run, data, name, config, trained, started)
+    except BaseException as exc:
         project.store.finish_iteration(run.number, status="failed", metrics=None)
+        _announce(run, f"failed: {type(exc).__name__}: {exc}")
         raise
-    finally:
-        _saved(run)  # the other processes read it now
+    _announce(run, "saved")
+    return iteration
 
 
 def _follow(run: TrainingRun, started: float) -> Iteration:
     """A process other than 0 of a multi-process run: trains its share when the network
-    trains data-parallel, then opens the iteration process 0 saved."""
+    trains data-parallel, then opens the iteration process 0 saved.
+
+    Process 0 decides and announces the outcome (saved, or failed and why); the others
+    wait for its word, bounded in time, so a failure on either side ends every process
+    with the reason instead of leaving one waiting at a collective."""
     from .. import models
+    from ..models import runtime
 
     opts = run.options
-    data = labelled_set(run.project.store)
+    data, _ = usable_set(run.project, labelled_set(run.project.store))
     spec = models.get(opts.model or default_model(len(data.image_ids)))
     try:
         if _spreads(spec, opts):
             input_size = int(opts.input_size or spec.input_size)
             _train(run, data, spec, input_size, started)
-    finally:
-        _saved(run)
+    except Exception as exc:
+        word = _outcome(run, timeout_s=FAILED_WORD_S)
+        raise TrainingError(
+            f"training run {run.number} failed in this process ({type(exc).__name__}: {exc}); "
+            f"process 0 says: {word}"
+        ) from exc
+    word = _outcome(run, timeout_s=(opts.time_limit_s or 0) + runtime.BARRIER_TIMEOUT_S)
+    if word != "saved":
+        raise TrainingError(f"process 0 did not save iteration {run.number}: {word}")
     rows = [r for r in run.project.store.iterations() if r["number"] == run.number]
     if not rows or rows[0]["status"] not in ("done", "stopped"):
         raise TrainingError(f"process 0 did not save iteration {run.number}; its output says why")
     return Iteration(run.project, rows[0])
 
 
-def _saved(run: TrainingRun) -> None:
-    """The barrier where process 0 has saved (or failed) iteration ``run.number``."""
+FAILED_WORD_S = 60.0
+"""How long a process that failed waits for process 0's word before it gives up."""
+
+
+def _announce(run: TrainingRun, word: str) -> None:
+    """Process 0 tells the others how iteration ``run.number`` ended."""
     from ..models import runtime
 
-    runtime.barrier(f"imgclass-saved-{run.number}")
+    try:
+        runtime.publish(f"run/{run.number}/outcome", word[:2000])
+    except Exception:  # the others then time out with their own message
+        log.exception("could not tell the other processes how the run ended")
+
+
+def _outcome(run: TrainingRun, timeout_s: float) -> str:
+    """Process 0's word on iteration ``run.number`` ("saved", or "failed: why")."""
+    from ..models import runtime
+
+    try:
+        return runtime.read(f"run/{run.number}/outcome", timeout_s)
+    except RuntimeError as exc:
+        return str(exc)
 
 
 def _spreads(spec, opts: RunOptions) -> bool:
@@ -665,32 +728,54 @@ def improves(new, old, kind: str) -> bool:
 
 
 def recover_interrupted(project: Project) -> list[int]:
-    """Marks iterations left "training" by a dead process as "failed"; returns their numbers.
+    """Settles iterations left "training" by a dead process; returns the failed numbers.
 
-    A run holds its OS lock for as long as its process lives, so an iteration whose lock
-    can be taken has no trainer any more. Temporary folders of interrupted saves are
-    removed too.
+    A live training holds :func:`training_lock` for as long as its process lives, so
+    when the lock can be taken no trainer is left. An iteration whose folder was renamed
+    into place before its row was updated (killed in between) is complete: its row is
+    completed from the folder's record instead of being marked failed. Temporary folders
+    of interrupted saves and the per-run lock files of older versions are removed.
     """
+    lock = training_lock(project.root)
+    try:
+        lock.acquire()
+    except Timeout:  # a live run (this process or another) is still training
+        return []
     failed = []
-    for row in project.store.iterations():
-        if row["status"] != "training":
-            continue
-        try:
-            with FileLock(lock_path(project.root, row["number"]), timeout=0):
-                project.store.finish_iteration(row["number"], status="failed", metrics=None)
-                failed.append(int(row["number"]))
-        except Timeout:  # a live run (this process or another) is still training it
-            continue
-    for tmp in (project.root / "iterations").glob(".tmp-*"):
-        number = tmp.name.split("-")[1]
-        if not number.isdigit() or int(number) in failed or not _locked(project.root, number):
+    try:
+        iterations = project.root / "iterations"
+        for row in project.store.iterations():
+            if row["status"] != "training":
+                continue
+            record = _finished_record(iterations / str(row["number"]))
+            if record is not None:
+                metrics = record.pop("metrics", None)
+                config = {k: v for k, v in record.items() if k not in ("name", "number")}
+                status = config.get("status", "done")
+                project.store.complete_iteration(
+                    row["number"], status=status, metrics=metrics, config=config
+                )
+                continue
+            project.store.finish_iteration(row["number"], status="failed", metrics=None)
+            failed.append(int(row["number"]))
+        for tmp in iterations.glob(".tmp-*"):
             shutil.rmtree(tmp, ignore_errors=True)
+        for stale in iterations.glob(".*.lock"):
+            if stale.name != TRAINING_LOCK:
+                stale.unlink(missing_ok=True)
+    finally:
+        lock.release()
     return failed
 
 
-def _locked(root: Path, number: str) -> bool:
+def _finished_record(folder: Path) -> dict | None:
+    """The record of a completely saved iteration folder, or None."""
+    import json
+
     try:
-        with FileLock(lock_path(root, int(number)), timeout=0):
-            return False
-    except Timeout:
-        return True
+        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not (folder / WEIGHTS_FILE).is_file():
+        return None
+    return record

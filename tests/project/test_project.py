@@ -107,11 +107,20 @@ def test_negative_tag_stands_alone(tmp_path, make_png):
     p.close()
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "x" * 101, 42, None])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "   ", "a\x00b", "x" * 101, 42, None, "cat\u200b", "\u202etac", "do\u2066g", "\ufeffcat"],
+)
 def test_bad_tag_names_are_refused_with_reason(project, bad):
     with pytest.raises(ic.TagError, match="tag name"):
         project.create_tag(bad)
     assert project.tags == []
+
+
+def test_look_alike_tags_name_the_hidden_character(project):
+    with pytest.raises(ic.TagError, match="U\\+200B ZERO WIDTH SPACE"):
+        project.create_tag("cat\u200b")
+    assert project.create_tag("chat noir 🐈").name == "chat noir 🐈"
 
 
 def test_unicode_and_case_insensitive_tags(project, make_png):

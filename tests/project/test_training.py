@@ -285,6 +285,71 @@ def test_kernel_killed_during_training_leaves_a_failed_iteration_and_the_project
         ).is_file()
 
 
+def test_a_second_training_at_once_is_refused_with_a_clear_message(colour_project):
+    """Two trainings at once ended in ``IntegrityError: UNIQUE constraint failed``."""
+    root = colour_project.root
+    first = colour_project.train(
+        budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False
+    )
+    with pytest.raises(ic.TrainingError, match="another training of this project is running"):
+        colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys, jupyter_imgclass as ic\n"
+         "p = ic.Project.open(sys.argv[1])\n"
+         "p.train(budget='quick', model='small_cnn', input_size=16, show=False)",
+         str(root)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert other.returncode != 0 and "another training of this project" in other.stderr
+    first.stop()
+    first.wait(timeout=300)
+    again = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    assert again.wait(timeout=300).number == 2
+
+
+KILLED_SAVER = """
+import os, signal, sys
+import jupyter_imgclass as ic
+from jupyter_imgclass.data import store
+def killed(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the folder is in place, the row not yet updated
+store.ImageStore.complete_iteration = killed
+project = ic.Project.open(sys.argv[1])
+project.train(budget="quick", model="small_cnn", input_size=16, show=False).wait()
+"""
+
+
+def test_a_kill_between_the_folder_rename_and_the_row_keeps_the_iteration(colour_project):
+    root = colour_project.root
+    colour_project.close()
+    (root / "iterations" / ".7.lock").write_text("")  # what older versions left per run
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVER, str(root)], timeout=600)
+    assert done.returncode == -9
+    with ic.Project.open(root) as project:
+        assert [(it.number, it.status) for it in project.iterations] == [(1, "done")]
+        assert project.iteration(1).metrics["overall"]["count"] == 24
+        assert project.iteration(1).predict(_colour_images(COLOURS["red"], 1, seed=5)[0])
+        assert sorted(p.name for p in (root / "iterations").iterdir()) == [".training.lock", "1"]
+
+
+def test_a_missing_or_damaged_image_file_is_skipped_with_a_warning(colour_project):
+    """One missing file made ``train()`` and ``check()`` fail for the whole project."""
+    images = colour_project.images
+    gone, damaged = images[0], images[9]
+    gone.path.unlink()
+    damaged.path.write_bytes(b"not an image any more")
+    run = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    it = run.wait(timeout=600)
+    assert it.status == "done" and it.metrics["overall"]["count"] == 22
+    skipped = [w for w in run.warnings if "skipped" in w]
+    assert len(skipped) == 2
+    assert f"image {gone.id} ({gone.path}) skipped: no such file" in skipped
+    assert any(f"image {damaged.id}" in w and "not" in w for w in skipped)
+    report = colour_project.check()
+    assert [i for i, _ in report.unreadable] == [gone.id, damaged.id]
+    assert "2 unreadable image(s)" in report.summary()
+
+
 def test_a_save_that_fails_leaves_no_folder_and_a_failed_row(colour_project):
     # A plain file where the iteration's folder must go: the rename into place fails.
     blocker = colour_project.root / "iterations" / "1"
@@ -293,7 +358,7 @@ def test_a_save_that_fails_leaves_no_folder_and_a_failed_row(colour_project):
     with pytest.raises(ic.TrainingError, match="iterations/1"):
         run.wait()
     assert [r["status"] for r in colour_project.store.iterations()] == ["failed"]
-    assert sorted(p.name for p in blocker.parent.iterdir()) == [".1.lock", "1"]
+    assert sorted(p.name for p in blocker.parent.iterdir()) == [".training.lock", "1"]
     assert blocker.read_text() == "not a folder"
     assert colour_project.iterations == []
 

@@ -149,6 +149,49 @@ def test_two_processes_on_loopback_train_like_one_process(digit_folder, tmp_path
             )
 
 
+def test_a_killed_process_ends_the_other_with_the_reason_in_bounded_time(digit_folder, tmp_path):
+    """kill -9 of process 1 mid-training: process 0 does not hang at a collective; it
+    stops with the reason (the peer's connection closed) and exit status 2."""
+    import signal
+    import time
+
+    port = _free_port()
+    cmd = [
+        *_train_cmd(digit_folder, tmp_path / "p", "--coordinator", f"127.0.0.1:{port}"),
+        "--num-processes", "2", "--epochs", "400",
+    ]  # fmt: skip
+    cmd.remove("--quiet")  # process 0 reports its epochs on stderr
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--process-id", str(i)],
+            env=_env(1),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        lines = []
+        for line in procs[0].stderr:  # bounded: the run has 400 epochs and ends by itself
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        assert any(x.startswith("epoch 1/") for x in lines), "".join(lines)[-2000:]
+        procs[1].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = procs[0].communicate(timeout=300)
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert procs[0].returncode == 2, err[-3000:]
+    assert "jupyter-imgclass: error: training run 1 failed" in err
+    assert waited < 120, f"process 0 took {waited:.0f} s to notice"
+
+
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
