@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import png_bytes
 
 # Tests must never touch the user's caches: JAX's compilation cache goes to a temp folder.
 os.environ.setdefault(
     "IMGCLASS_JAX_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "imgclass-test-jax-cache")
 )
-
-
-def png_bytes(
-    color: tuple[int, int, int], size: tuple[int, int] = (24, 16), seed: int = 0
-) -> bytes:
-    """A small PNG with a solid colour plus seeded noise, so every call is a distinct file."""
-    rng = np.random.default_rng(seed)
-    arr = np.empty((size[1], size[0], 3), np.uint8)
-    arr[:] = color
-    arr = np.clip(arr.astype(int) + rng.integers(-20, 20, arr.shape), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -11,6 +11,19 @@ from PIL import Image
 from jupyter_imgclass import models
 
 
+def png_bytes(
+    color: tuple[int, int, int], size: tuple[int, int] = (24, 16), seed: int = 0
+) -> bytes:
+    """A small PNG with a solid colour plus seeded noise, so every call is a distinct file."""
+    rng = np.random.default_rng(seed)
+    arr = np.empty((size[1], size[0], 3), np.uint8)
+    arr[:] = color
+    arr = np.clip(arr.astype(int) + rng.integers(-20, 20, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random small_cnn weights, flat as training.fit returns them."""
     from flax import nnx

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes
+from helpers import png_bytes
 from PIL import Image
 
 import jupyter_imgclass as ic

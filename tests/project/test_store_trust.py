@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import png_bytes
+from helpers import png_bytes
 
 import jupyter_imgclass as ic
 from jupyter_imgclass.data.integrity import DELETING_PREFIX, STAGING_PREFIX
