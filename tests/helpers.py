@@ -4,6 +4,8 @@ conftest lives there)."""
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -75,3 +77,58 @@ def terminate(proc, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class CliServer:
+    """A ``jupyter-imgclass serve ...`` process on a free loopback port, its output in a
+    file; ``url`` once ``/health`` answers. ``env`` adds variables; ``nofile`` sets the
+    child's file limit (``ulimit -n``, set in the child: this process runs threads)."""
+
+    START = (
+        "import resource, runpy, sys\n"
+        "n = int(sys.argv.pop(1))\n"
+        "if n: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))\n"
+        "sys.argv = ['jupyter-imgclass', *sys.argv[1:]]\n"
+        "runpy.run_module('jupyter_imgclass.cli', run_name='__main__')\n"
+    )
+
+    def __init__(self, args, log: Path, timeout_s: float = 120, *, env=None, nofile=0):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.log = log
+        self.port = port
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", self.START, str(int(nofile)), "serve",
+                 *map(str, args), "--port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, **(env or {})},
+            )  # fmt: skip
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.2)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

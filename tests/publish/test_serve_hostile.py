@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import resource
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import requests
-from helpers import image_bytes, small_cnn_weights, terminate
+from helpers import CliServer, image_bytes, small_cnn_weights
 from PIL import Image
 
 from jupyter_imgclass import models
@@ -56,49 +55,14 @@ def model(bundle):
     return load_model(bundle)
 
 
-class Served:
-    """``jupyter-imgclass serve`` in a child process with its own limits and env."""
-
-    def __init__(self, args, log: Path, *, nofile: int | None = None, env=None):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.log = log
-
-        # ``ulimit -n`` set in the child itself (no preexec_fn: this process runs threads)
-        start = (
-            "import resource, runpy, sys\n"
-            f"if {nofile!r}: resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile!r}, {nofile!r}))\n"
-            "sys.argv = ['jupyter-imgclass', *sys.argv[1:]]\n"
-            "runpy.run_module('jupyter_imgclass.cli', run_name='__main__')\n"
-        )
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", start, "serve", *map(str, args), "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, text=True,
-                env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                terminate(self.proc)
-                raise AssertionError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+class Served(CliServer):
+    """``jupyter-imgclass serve`` in a child process whose memory can be read."""
 
     def rss_kb(self, field: str = "VmRSS") -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise AssertionError(field)
-
-    def stop(self) -> None:
-        terminate(self.proc)
 
 
 @pytest.fixture
