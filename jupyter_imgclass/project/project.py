@@ -966,7 +966,8 @@ class Project:
     def _repr_html_(self) -> str:
         counts = self.counts()
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
-        warn = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings())
+        found = [] if self.open_report.clean else [f"On opening: {self.open_report.summary()}"]
+        warn = "".join(f"<li>{html.escape(w)}</li>" for w in [*found, *self.warnings()])
         return (
             f"<div class='imgclass-project'><b>{html.escape(self.name)}</b> "
             f"({self.kind}, {self._store.image_count()} images)"

@@ -278,3 +278,16 @@ def test_cli_backup_copies_an_open_project(tmp_path):
     assert q.open_report.clean and q.counts()["red"] == 12
     q.close()
     p.close()
+
+
+def test_the_notebook_view_of_a_project_says_what_opening_found(tmp_path):
+    root = tmp_path / "proj"
+    p = ic.Project.create(root)
+    _fill(p, 3)
+    p.close()
+    odd = root / "images" / "zz" / "note.png"
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(png_bytes((3, 3, 3)))
+    q = ic.Project.open(root)
+    assert "On opening: 1 unknown file(s) moved to recovered/" in q._repr_html_()
+    q.close()
