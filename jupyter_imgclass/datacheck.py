@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .active import unit_rows
+from .data.labelled import MAX_IMBALANCE, MIN_IMAGES_PER_TAG
 
 __all__ = [
     "COSINE",
@@ -47,8 +48,9 @@ CROPS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10)
 """Centre crops (fraction dropped from every side) hashed to find cropped copies."""
 CROP_HAMMING = 4
 """Bits up to which one image's hash and a crop hash of another count as a cropped copy."""
-THIN = 5
-IMBALANCE = 3.0
+THIN = MIN_IMAGES_PER_TAG
+IMBALANCE = MAX_IMBALANCE
+"""The project's own rules (``data.labelled``): check() and Project.warnings() agree."""
 
 
 def label_issues(labels: Any, probabilities: Any, kind: str = "multiclass") -> list[tuple]:

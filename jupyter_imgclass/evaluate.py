@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .vocabulary import check_kind
+from .vocabulary import DEFAULT_THRESHOLD, check_kind
 
 __all__ = [
     "Loss",
@@ -230,7 +230,7 @@ def compute_metrics(
     probabilities: Any,
     tags: Sequence[str],
     kind: str,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     *,
     per_tag_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image
 
 from . import models
-from .data.images import load_rgb
+from .data.images import load_rgb, resize_square
 from .evaluate import passing
 from .models.apply import apply_fn, eval_split, run_batched
 from .models.weights import weights_to_model
+from .vocabulary import DEFAULT_THRESHOLD
 
 PREDICT_BATCH = 64
 """Largest batch run at once; smaller calls pad to ``models.apply.BUCKETS`` (the REST
@@ -97,16 +97,7 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: need [N, H, W, 3], got shape {images.shape}")
         if images.shape[1:3] != (self.input_size, self.input_size):
-            images = np.stack(
-                [
-                    np.asarray(
-                        Image.fromarray(im.astype(np.uint8)).resize(
-                            (self.input_size, self.input_size), Image.Resampling.BILINEAR
-                        )
-                    )
-                    for im in images
-                ]
-            )
+            images = np.stack([resize_square(im, self.input_size) for im in images])
         if not len(images):
             return np.zeros((0, len(self.tags)), np.float32)
         with self._lock:
@@ -130,7 +121,9 @@ class Predictor:
         order = np.argsort(-row, kind="stable")
         if not self.thresholds:
             return [Prediction(self.tags[i], float(row[i])) for i in order]
-        passes = passing(row, [self.thresholds.get(t, 0.5) for t in self.tags], self.kind)
+        passes = passing(
+            row, [self.thresholds.get(t, DEFAULT_THRESHOLD) for t in self.tags], self.kind
+        )
         return [Prediction(self.tags[i], float(row[i]), bool(passes[i])) for i in order]
 
     def __repr__(self) -> str:

@@ -25,6 +25,9 @@ KINDS = ("multiclass", "multilabel")
 BUDGETS = ("quick", "advanced")
 """``quick``: a head on frozen pretrained features; ``advanced``: train or fine-tune the network."""
 
+DEFAULT_THRESHOLD = 0.5
+"""A tag's threshold until the user sets one (``Iteration.set_thresholds``)."""
+
 
 def _choose(what: str, value: Any, choices: tuple[str, ...], error: type[ImgClassError]) -> str:
     if value not in choices:

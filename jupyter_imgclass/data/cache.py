@@ -29,7 +29,6 @@ import io
 import logging
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,22 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from . import images as imgs
+from .integrity import atomic_write
 
 log = logging.getLogger(__name__)
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes ``data`` so that ``path`` holds either the old file or all of the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _cache_write(path: Path, data: bytes) -> None:

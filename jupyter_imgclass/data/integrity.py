@@ -23,12 +23,14 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "DELETING_PREFIX",
+    "atomic_write",
     "STAGING_PREFIX",
     "OpenReport",
     "quick_check",
@@ -115,6 +117,18 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` so that ``path`` holds either the old file or all of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def stage_file(final: Path, data: bytes) -> Path:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BundleError, ImgClassError
+from ..vocabulary import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     from .project import Project
@@ -100,7 +101,7 @@ class Iteration:
     @property
     def threshold(self) -> float:
         """The default probability threshold (per-tag ones: :attr:`thresholds`)."""
-        return float(self.config.get("threshold", 0.5))
+        return float(self.config.get("threshold", DEFAULT_THRESHOLD))
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -169,7 +170,9 @@ class Iteration:
         truth = np.load(self.folder / "val_labels.npy")
         return truth, self._val_probabilities
 
-    def evaluate(self, threshold: float = 0.5, per_tag: dict[str, float] | None = None) -> dict:
+    def evaluate(
+        self, threshold: float = DEFAULT_THRESHOLD, per_tag: dict[str, float] | None = None
+    ) -> dict:
         """Metrics on the cross-validated predictions at another threshold (``per_tag``
         overrides it for the tags it names)."""
         from ..evaluate import compute_metrics
@@ -409,7 +412,7 @@ def _names(value: Any, classes: Sequence[str]) -> Any:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomic JSON write (tmp + replace); numpy numbers and arrays become plain JSON."""
-    from ..data.cache import atomic_write
+    from ..data.integrity import atomic_write
 
     atomic_write(path, json.dumps(data, indent=2, default=_json_default).encode("utf-8"))
 

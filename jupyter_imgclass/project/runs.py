@@ -45,7 +45,7 @@ from ..data.labelled import (
     stratified_split,
 )
 from ..errors import ImgClassError, TrainingError
-from ..vocabulary import check_budget
+from ..vocabulary import DEFAULT_THRESHOLD, check_budget
 from .events import Events, Subscription
 from .iteration import RECORD_FILE, WEIGHTS_FILE, Iteration, write_json
 
@@ -355,7 +355,7 @@ def run_training(run: TrainingRun) -> Iteration:
         "epochs": opts.epochs,
         "time_limit_s": opts.time_limit_s,
         "class_counts": class_counts(data),
-        "threshold": 0.5,
+        "threshold": DEFAULT_THRESHOLD,
         "preprocessing": {**spec.to_json(), "input_size": input_size},
     }
     project.store.insert_iteration(

@@ -88,7 +88,7 @@ class ServedImages:
     def keep(self, body: bytes, iteration: str, predictions: list) -> str | None:
         """Writes the image (once per content) and logs the answer; returns the path kept,
         relative to the project, or None when the quota leaves no room for it."""
-        from ..data.cache import atomic_write
+        from ..data.integrity import atomic_write
 
         digest = hashlib.sha256(body).hexdigest()
         relative, removed = None, []

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.cache import atomic_write
+from ..data.integrity import atomic_write
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.cache import atomic_write
+from ..data.integrity import atomic_write
 from ..errors import BundleError
 
 __all__ = ["OPSET", "export_onnx", "function_to_onnx", "onnx_predict"]

@@ -14,6 +14,7 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
+from ..vocabulary import DEFAULT_THRESHOLD
 from ._common import STATIC, StaticReprMixin, describe_error
 
 GALLERY_LIMIT = 24
@@ -27,7 +28,7 @@ class MetricsView(anywidget.AnyWidget):
     metrics = traitlets.Dict().tag(sync=True)
     classes = traitlets.List().tag(sync=True)
     kind = traitlets.Unicode("multiclass").tag(sync=True)
-    threshold = traitlets.Float(0.5).tag(sync=True)
+    threshold = traitlets.Float(DEFAULT_THRESHOLD).tag(sync=True)
     selected = traitlets.List().tag(sync=True)  # [row, column] of the confusion matrix
 
 
