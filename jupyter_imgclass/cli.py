@@ -218,10 +218,11 @@ def cmd_backup(args) -> int:
     with Project.open(args.project) as project:
         out = project.backup(args.out)
         report = project.open_report
+    images = len(list(out.glob("images/*/*")))
     if args.json:
-        print(json.dumps({"backup": str(out), "images": len(list(out.glob("images/*/*")))}))
+        print(json.dumps({"backup": str(out), "images": images}))
     else:
-        print(str(out))
+        print(f"{images} images, the database and the iterations copied to {out}")
     if not report.clean:
         print(f"note: {report.summary()}", file=sys.stderr)
     return 0
@@ -242,6 +243,7 @@ def cmd_serve(args) -> int:
         "allow_urls": args.allow_url or (),
         "cors_origins": args.cors or (),
         "host_names_extra": args.host_name or (),
+        "log_level": "warning" if getattr(args, "quiet", False) else "info",  # no access log
     }
     if key is None:
         print(

@@ -173,6 +173,11 @@ class Importer:
             report.duplicates.append((name, existing.id))
             report.duplicate_of[existing.id] = existing.source or existing.filename
             return None
+        try:  # a tag is created with its first image, never left empty by rejects
+            tag_names = self.store.ensure_tags(tag_names) if tag_names else []
+        except TagError as exc:
+            report.rejected.append((name, str(exc)))
+            return None
         filename = f"{sha}{ext}"
         target = self.stored_path(filename)
         source = str(Path(item).resolve()) if isinstance(item, str | os.PathLike) else name
@@ -220,19 +225,14 @@ class Importer:
     def import_items(
         self, items: Iterable[tuple[Any, str, Sequence[str]]], report: ImportReport | None = None
     ) -> ImportReport:
-        """Imports ``(item, name, tags)`` triples; tags are created as needed."""
+        """Imports ``(item, name, tags)`` triples; a tag is created with its first image."""
         report = report or ImportReport()
         self.store.require_writable()
         batch: list[int] = []
         try:
             for item, name, tags in items:
                 try:
-                    tag_names = self.store.ensure_tags(tags) if tags else []
-                except TagError as exc:
-                    report.rejected.append((name, str(exc)))
-                    continue
-                try:
-                    image_id = self.import_one(item, name, tag_names, report)
+                    image_id = self.import_one(item, name, tags, report)
                 except OSError as exc:
                     if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                         raise

@@ -51,8 +51,8 @@ class OpenReport:
     """What opening a project found and did.
 
     Attributes:
-        readonly: the project is open read-only (the folder or file cannot be written, or
-            the database is damaged).
+        readonly: the project is open read-only (asked for, the folder or file cannot be
+            written, or the database is damaged); ``readonly_reason`` says which.
         damaged: ``PRAGMA quick_check`` messages; empty for a sound database.
         recovered: ids of images whose file had no row and came back untagged.
         moved: files (relative to the project) with no row whose content did not match
@@ -63,6 +63,7 @@ class OpenReport:
     """
 
     readonly: bool = False
+    readonly_reason: str | None = None
     damaged: list[str] = field(default_factory=list)
     recovered: list[int] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
@@ -86,7 +87,8 @@ class OpenReport:
                 "Project.salvage(path) rebuilds it from what is readable"
             )
         elif self.readonly:
-            parts.append("the project is open read-only (its folder or file cannot be written)")
+            why = self.readonly_reason or "its folder or file cannot be written"
+            parts.append(f"the project is open read-only ({why})")
         if self.recovered:
             parts.append(
                 f"{len(self.recovered)} image file(s) had no database row (a copy made while "

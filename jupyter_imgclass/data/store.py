@@ -229,7 +229,12 @@ class ImageStore:
                 f"{SCHEMA_VERSION}); upgrade the package to open it"
             )
         if version == 0:
-            raise ProjectError(f"{path}: not a jupyter_imgclass database (no schema)")
+            raise ProjectError(
+                f"{path}: holds no project tables (no schema). A folder copied while a kernel "
+                f"had a new project open lacks {path.name}-wal, where its first rows were; "
+                "Project.salvage(folder) rebuilds the database and brings its images back "
+                "untagged"
+            )
         if version < SCHEMA_VERSION and readonly:
             raise ProjectError(
                 f"{path}: made by an older jupyter_imgclass (schema {version}) and read-only "

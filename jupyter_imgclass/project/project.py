@@ -167,9 +167,15 @@ class Project:
                 f"{root}: not a jupyter_imgclass project (no {DB_NAME}); "
                 "use Project.create() to start one"
             )
-        store = ImageStore.open(root / DB_NAME, readonly="asked for" if readonly else None)
+        store = ImageStore.open(
+            root / DB_NAME, readonly="opened with readonly=True" if readonly else None
+        )
         project = cls(root, store)
-        report = OpenReport(readonly=store.readonly, damaged=list(store.damaged))
+        report = OpenReport(
+            readonly=store.readonly,
+            readonly_reason=store.readonly_reason,
+            damaged=list(store.damaged),
+        )
         if not store.readonly:
             for sub in ("images", "cache", "iterations"):
                 (root / sub).mkdir(exist_ok=True)
@@ -185,7 +191,7 @@ class Project:
                     report = dataclasses.replace(found, readonly=False, damaged=[])
             recover_interrupted(project)
         project.open_report = report
-        if not report.clean:
+        if not report.clean and not (readonly and not report.damaged):  # asked: no news
             log.warning("%s: %s", root, report.summary())
         return project
 
@@ -673,6 +679,7 @@ class Project:
             batch_size=batch_size,
             learning_rate=learning_rate,
         )
+        self._store.require_writable()
         check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
         from ..models import runtime
 
@@ -683,7 +690,6 @@ class Project:
         if processes > 1:
             # every process reads the next iteration number before process 0 takes it
             runtime.barrier("imgclass-train-start")
-        self._store.require_writable()
         # process 0 writes the iteration and holds the project's training lock until the
         # run ends; a second training (this kernel or another) is refused here
         lock = take_training_lock(self.root) if runtime.process_rank() == 0 else None

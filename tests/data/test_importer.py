@@ -251,3 +251,16 @@ def test_special_files_in_a_folder_are_rejected_without_hanging(tmp_path):
     assert "not a regular file (a character device)" in reasons["null.png"]
     assert "not a regular file" in reasons["s.png"]
     p.close()
+
+
+def test_a_tag_is_created_with_its_first_image_not_by_rejected_files(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "odd").mkdir(parents=True)
+    (folder / "odd" / "notes.jpg").write_text("not an image")
+    (folder / "cats").mkdir()
+    (folder / "cats" / "a.png").write_bytes(png_bytes((9, 9, 9)))
+    p = ic.Project.create(tmp_path / "proj")
+    report = p.add_folder(folder)
+    assert len(report.added) == 1 and len(report.rejected) == 1
+    assert p.tag_names == ["cats"]
+    p.close()

@@ -250,8 +250,11 @@ def test_explicit_read_only_open_writes_nothing(tmp_path):
     before = {f.name: f.stat().st_mtime_ns for f in root.iterdir()}
     db = (root / "project.sqlite").read_bytes()
     q = ic.Project.open(root, readonly=True)
+    assert "readonly=True" in q.open_report.summary()
     with pytest.raises(ProjectError, match="read-only"):
         q.remove_images([q.images[0].id])
+    with pytest.raises(ProjectError, match="read-only"):
+        q.train(budget="quick", model="small_cnn")  # before the data's own complaints
     assert len(q.images) == 2
     q.close()
     # SQLite may make its -wal/-shm side files to read; nothing else is touched.
@@ -291,3 +294,17 @@ def test_the_notebook_view_of_a_project_says_what_opening_found(tmp_path):
     q = ic.Project.open(root)
     assert "On opening: 1 unknown file(s) moved to recovered/" in q._repr_html_()
     q.close()
+
+
+def test_a_new_project_copied_without_its_wal_names_salvage_and_salvage_brings_it_back(tmp_path):
+    live = tmp_path / "live"
+    p = ic.Project.create(live)
+    _fill(p, 6, "red")  # a new project: its tables themselves are still in the WAL
+    copy = tmp_path / "copy"
+    shutil.copytree(live, copy, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    with pytest.raises(ProjectError, match="salvage"):
+        ic.Project.open(copy)
+    q = ic.Project.salvage(copy)
+    assert len(q.images) == 6 and q.counts()["untagged"] == 6
+    q.close()
+    p.close()

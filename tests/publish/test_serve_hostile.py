@@ -27,6 +27,7 @@ from helpers import CliServer, image_bytes, small_cnn_weights
 from PIL import Image
 
 from jupyter_imgclass import models
+from jupyter_imgclass.errors import ImgClassError
 from jupyter_imgclass.publish.bundle import export_bundle, load_model
 from jupyter_imgclass.publish.serve import GuardLimits, create_app, serve_in_background
 
@@ -328,6 +329,13 @@ def test_cors_allows_only_the_named_origin(serve):
 
 
 # ------------------------------------------------------------------ the rest (finding 10)
+
+
+def test_a_cors_origin_without_a_scheme_is_refused_at_start(model):
+    with pytest.raises(ImgClassError, match="scheme://host"):
+        create_app(model, cors_origins=["app.example.com"])
+    with pytest.raises(ImgClassError, match="no path"):
+        create_app(model, cors_origins=["https://app.example.com/page"])
 
 
 def test_key_file_and_environment_keep_the_key_off_the_command_line(serve, tmp_path):

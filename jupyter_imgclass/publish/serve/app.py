@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .body import drain, form_image, image_to_array, read_body
-from .browsers import BrowserGuard
+from .browsers import BrowserGuard, check_origin
 from .errors import RequestError, error_response
 from .model import MicroBatcher, ModelInfo, call_logger, prediction
 from .urls import UrlFetcher, parse_prefix
@@ -121,6 +121,7 @@ def create_app(
     Returns:
         A ``fastapi.FastAPI`` app; run it with uvicorn or :func:`serve_in_background`.
     """
+    cors_origins = [check_origin(o) for o in cors_origins]  # refused before any start
     settings = ServiceSettings(
         key=key,
         max_body_bytes=max_body_bytes,

@@ -16,7 +16,7 @@ import json
 import urllib.parse
 from collections.abc import Sequence
 
-__all__ = ["BrowserGuard", "host_names"]
+__all__ = ["BrowserGuard", "check_origin", "host_names"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -33,6 +33,30 @@ def host_names(bind_host: str, extra: Sequence[str] = ()) -> list[str] | None:
     return sorted(set(names))
 
 
+def check_origin(origin: str) -> str:
+    """An allowed CORS origin as browsers send it (``scheme://host[:port]``), or ``*``.
+
+    Raises:
+        ImgClassError: naming the value and the form expected.
+
+    Examples:
+        >>> check_origin("https://App.example.com/")
+        'https://app.example.com'
+    """
+    from ...errors import ImgClassError
+
+    text = str(origin).strip().rstrip("/")
+    if text == "*":
+        return text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ImgClassError(
+            f"CORS origin {origin!r}: expected scheme://host[:port] as a browser sends it, "
+            "e.g. https://app.example.com (no path)"
+        )
+    return text.lower()
+
+
 def _host_of(value: str) -> str:
     """The name part of a ``Host`` header (no port; IPv6 without brackets)."""
     value = value.strip().lower()
@@ -46,7 +70,7 @@ class BrowserGuard:
 
     def __init__(self, app, origins: Sequence[str] = (), hosts: Sequence[str] | None = None):
         self.app = app
-        self.origins = {o.rstrip("/").lower() for o in origins}
+        self.origins = {check_origin(o) for o in origins}
         self.hosts = None if hosts is None else {h.lower() for h in hosts}
 
     async def __call__(self, scope, receive, send):
@@ -80,7 +104,8 @@ class BrowserGuard:
 
 
 async def _refuse(send, message: str) -> None:
-    body = json.dumps({"code": "Forbidden", "message": message}).encode("utf-8")
+    body = json.dumps({"code": "Forbidden", "message": message}, separators=(",", ":"))
+    body = body.encode("utf-8")
     await send(
         {
             "type": "http.response.start",

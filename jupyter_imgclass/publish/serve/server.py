@@ -228,6 +228,7 @@ def serve_forever(
     *,
     host_names_extra: Sequence[str] = (),
     limits: GuardLimits | None = None,
+    log_level: str = "info",
     **app_options: Any,
 ) -> None:
     """Serves a :class:`Servable` or a bundle folder until interrupted (Ctrl-C).
@@ -250,7 +251,9 @@ def serve_forever(
         model, f"http://{shown}:{port}", project_id=app_options.get("project_id")
     ).items():
         print(f"{what:>14}: POST {url}", flush=True)
-    uvicorn.Server(uvicorn_config(app, limits=limits, host=host, port=port, log_level="info")).run()
+    uvicorn.Server(
+        uvicorn_config(app, limits=limits, host=host, port=port, log_level=log_level)
+    ).run()
 
 
 def route_urls(model: Any, base_url: str, *, project_id: str | None = None) -> dict[str, str]:
