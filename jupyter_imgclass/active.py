@@ -19,15 +19,20 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .errors import OptionError
 from .vocabulary import check_kind
 
 __all__ = [
     "METHODS",
     "STRATEGIES",
+    "STRATEGY_TABLE",
+    "Strategy",
+    "check_strategy",
     "choose",
     "k_center",
     "typical",
@@ -178,26 +183,6 @@ def rank(
     return order if n is None else order[:n]
 
 
-STRATEGIES = (
-    "herding_uncertain",
-    "herding",
-    "typical_uncertain",
-    "typical",
-    "badge",
-    "diverse",
-    "coverage",
-    "margin",
-    "entropy",
-    "least_confidence",
-    "random",
-)
-"""``Project.suggest`` strategies: ``"herding_uncertain"`` (the default: MaxHerding's
-kernel coverage weighted by the model's doubt), ``"herding"`` (coverage alone),
-``"typical_uncertain"`` (TypiClust's clusters, the model's doubt inside each),
-``"typical"`` (TypiClust), ``"badge"``
-(k-means++ on gradient embeddings), ``"diverse"`` (uncertain and spread out),
-``"coverage"`` (k-center on the features alone), the uncertainty :data:`METHODS`, and
-``"random"`` (the baseline every strategy is measured against)."""
 DIVERSE_POOL = 3
 """``"diverse"`` spreads its picks over the ``DIVERSE_POOL * n`` most uncertain images."""
 
@@ -522,6 +507,92 @@ def badge(
     return candidates[picked]
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """One way :func:`choose` picks images: its ``pick`` and what it is, in a sentence.
+
+    ``pick(features, labelled, candidates, n, probabilities, kind, seed)`` returns indices
+    from ``candidates``; ``probabilities`` is None before a model exists."""
+
+    pick: Callable[..., np.ndarray]
+    about: str
+
+
+def _doubt(probabilities, kind: str):
+    return None if probabilities is None else informativeness(probabilities, "margin", kind)
+
+
+def _uncertainty(method: str) -> Strategy:
+    def pick(features, labelled, candidates, n, probabilities, kind, seed):
+        if probabilities is None:  # no model yet: what coverage picks
+            return k_center(features, labelled, candidates, n)
+        return candidates[rank(probabilities, method, n, kind=kind)]
+
+    return Strategy(pick, f"the model's uncertainty alone ({method}); coverage before a model")
+
+
+def _diverse(features, labelled, candidates, n, probabilities, kind, seed):
+    if probabilities is None:
+        return k_center(features, labelled, candidates, n)
+    uncertain = candidates[rank(probabilities, "margin", DIVERSE_POOL * n, kind=kind)]
+    return k_center(features, labelled, uncertain, n)
+
+
+def _badge(features, labelled, candidates, n, probabilities, kind, seed):
+    if probabilities is None:  # before any model: TypiClust's cold start
+        return typical(features, labelled, candidates, n, seed=seed)
+    return badge(features, candidates, n, probabilities, kind=kind, seed=seed)
+
+
+STRATEGY_TABLE: dict[str, Strategy] = {
+    "herding_uncertain": Strategy(
+        lambda f, lab, c, n, p, kind, seed: herding(f, lab, c, n, _doubt(p, kind), seed=seed),
+        "the default: MaxHerding's kernel coverage weighted by the model's doubt",
+    ),
+    "herding": Strategy(
+        lambda f, lab, c, n, p, kind, seed: herding(f, lab, c, n, seed=seed),
+        "the kernel coverage of every image (MaxHerding)",
+    ),
+    "typical_uncertain": Strategy(
+        lambda f, lab, c, n, p, kind, seed: typical_uncertain(
+            f, lab, c, n, _doubt(p, kind), seed=seed
+        ),
+        "TypiClust's clusters, the image the model doubts most in each uncovered one",
+    ),
+    "typical": Strategy(
+        lambda f, lab, c, n, p, kind, seed: typical(f, lab, c, n, seed=seed),
+        "TypiClust: the densest image of each of the largest clusters holding no label",
+    ),
+    "badge": Strategy(_badge, "k-means++ over the head's gradient embeddings (BADGE)"),
+    "diverse": Strategy(_diverse, "the most uncertain images, spread by k-center"),
+    "coverage": Strategy(
+        lambda f, lab, c, n, p, kind, seed: k_center(f, lab, c, n),
+        "k-center on the backbone's features alone",
+    ),
+    **{method: _uncertainty(method) for method in METHODS},
+    "random": Strategy(
+        lambda f, lab, c, n, p, kind, seed: np.random.default_rng(seed).permutation(c)[:n],
+        "random choice, the baseline every strategy is measured against",
+    ),
+}
+"""Every ``Project.suggest`` strategy, in one place (the first is the default)."""
+
+STRATEGIES = tuple(STRATEGY_TABLE)
+"""The strategies' names (see :data:`STRATEGY_TABLE` for what each does)."""
+
+
+def check_strategy(strategy: Any) -> str:
+    """Returns ``strategy`` when it names one of :data:`STRATEGIES`.
+
+    Raises:
+        OptionError: naming the value and the choices (an ``ImgClassError`` and a
+            ``ValueError``).
+    """
+    if strategy not in STRATEGY_TABLE:
+        raise OptionError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
 def choose(
     strategy: str,
     n: int,
@@ -533,7 +604,7 @@ def choose(
     kind: str = "multiclass",
     seed: int = 0,
 ) -> np.ndarray:
-    """The ``n`` candidates to label next by ``strategy`` (see :data:`STRATEGIES`).
+    """The ``n`` candidates to label next by ``strategy`` (see :data:`STRATEGY_TABLE`).
 
     Args:
         strategy: a name of :data:`STRATEGIES`.
@@ -545,34 +616,12 @@ def choose(
             the uncertainty strategies and ``"diverse"``; without them (no model yet)
             those fall back to ``"coverage"``.
         kind: ``"multiclass"`` or ``"multilabel"``.
-        seed: for ``"random"``.
+        seed: for ``"random"`` and the strategies that draw.
 
     Returns:
         int64 indices from ``candidates``, most wanted first.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    entry = STRATEGY_TABLE[check_strategy(strategy)]
     candidates = np.asarray(candidates, np.int64)
     n = min(max(int(n), 0), len(candidates))
-    if strategy == "random":
-        return np.random.default_rng(seed).permutation(candidates)[:n]
-    if strategy == "typical":
-        return typical(features, labelled, candidates, n, seed=seed)
-    if strategy == "typical_uncertain":
-        doubt = None if probabilities is None else informativeness(probabilities, "margin", kind)
-        return typical_uncertain(features, labelled, candidates, n, doubt, seed=seed)
-    if strategy == "herding":
-        return herding(features, labelled, candidates, n, seed=seed)
-    if strategy == "herding_uncertain":
-        doubt = None if probabilities is None else informativeness(probabilities, "margin", kind)
-        return herding(features, labelled, candidates, n, doubt, seed=seed)
-    if strategy == "badge":  # before any model: TypiClust's cold start
-        if probabilities is None:
-            return typical(features, labelled, candidates, n, seed=seed)
-        return badge(features, candidates, n, probabilities, kind=kind, seed=seed)
-    if strategy == "coverage" or probabilities is None:
-        return k_center(features, labelled, candidates, n)
-    if strategy in METHODS:
-        return candidates[rank(probabilities, strategy, n, kind=kind)]
-    uncertain = candidates[rank(probabilities, "margin", DIVERSE_POOL * n, kind=kind)]
-    return k_center(features, labelled, uncertain, n)
+    return entry.pick(features, labelled, candidates, n, probabilities, kind, seed)

@@ -762,21 +762,10 @@ class Project:
 
         Args:
             n: how many.
-            strategy: ``"herding_uncertain"`` (default: MaxHerding, each pick the image
-                that most raises the kernel coverage of the images the model doubts, so
-                picks are typical of the doubtful regions and spread out; before any
-                iteration exactly ``"herding"``; chosen by
-                ``benchmarks/active_learning.py`` on digits and real photos),
-                ``"herding"`` (the coverage of every image), ``"typical_uncertain"``
-                (TypiClust's clusters, and in each uncovered one the image the model
-                doubts most among its more typical half), ``"typical"`` (TypiClust: the
-                densest image of each of the largest clusters holding no label),
-                ``"badge"`` (k-means++ over the head's gradient embeddings),
-                ``"diverse"`` (the most uncertain images, spread by k-center),
-                ``"coverage"`` (k-center on the backbone's features alone; what the
-                uncertainty strategies do before a model exists), ``"margin"``,
-                ``"entropy"``, ``"least_confidence"`` (uncertainty alone), or
-                ``"random"``.
+            strategy: a name of ``jupyter_imgclass.active.STRATEGY_TABLE``, which says
+                what each does; ``"herding_uncertain"`` by default (MaxHerding weighted by
+                the model's doubt, chosen by ``benchmarks/active_learning.py`` on digits and
+                real photos; before any iteration exactly ``"herding"``).
             iteration: whose predictions to use; the latest by default.
             seed: for ``"random"``, the k-means of the clustering strategies,
                 ``"badge"``'s draws and the herding strategies' reference sample (more
@@ -785,11 +774,10 @@ class Project:
         Returns:
             Image records, most wanted first.
         """
-        from ..active import STRATEGIES, choose
+        from ..active import check_strategy, choose
         from .runs import project_features
 
-        if strategy not in STRATEGIES:
-            raise ImgClassError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        check_strategy(strategy)
         images = self.images
         untagged = [k for k, im in enumerate(images) if not im.tags]
         if not untagged or n <= 0:
