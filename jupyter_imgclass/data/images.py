@@ -48,6 +48,8 @@ BOMB_FACTOR = 16
 """A header claiming more than this times ``max_pixels`` is refused as a decompression bomb."""
 MAX_FILE_BYTES = 200_000_000
 """Files larger than this are refused before they are read."""
+HEADER_BYTES = 1 << 20
+"""What :func:`unreadable_reason` reads of a file: every common format's header fits."""
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp",
      ".ppm", ".pgm", ".pbm", ".ico"}
@@ -109,8 +111,9 @@ def _name_of(source: Any, name: str | None) -> str:
     return type(source).__name__
 
 
-def _read_source(source: str | os.PathLike, name: str) -> bytes:
-    """The bytes of a regular file, at most ``MAX_FILE_BYTES``.
+def _read_source(source: str | os.PathLike, name: str, prefix: int | None = None) -> bytes:
+    """The bytes of a regular file, at most ``MAX_FILE_BYTES`` (only its first ``prefix``
+    bytes when given).
 
     The file is opened without blocking and checked on the open descriptor, so a FIFO
     never hangs the import and a link to ``/dev/zero`` is not read until memory runs out.
@@ -141,6 +144,8 @@ def _read_source(source: str | os.PathLike, name: str) -> bytes:
             )
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as fh:
+            if prefix is not None:
+                return fh.read(prefix)
             data = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
         if len(data) > MAX_FILE_BYTES:
             raise BadImageError(f"{name}: file grew past the {MAX_FILE_BYTES:,} byte limit")
@@ -627,13 +632,13 @@ def _decode_bytes(
 def unreadable_reason(path: str | os.PathLike) -> str | None:
     """Why a stored image file cannot be used (missing, empty, not an image), or None.
 
-    Reads the file and its header only (no pixels): cheap enough to run over a project
-    before training, so one lost or damaged file is skipped with a warning instead of
-    failing the whole run.
+    Reads the file's first MiB and parses its header only (no pixels): cheap enough to
+    run over a project before training, so one lost or damaged file is skipped with a
+    warning instead of failing the whole run.
     """
     path = Path(path)
     try:
-        data = _read_source(path, str(path))
+        data = _read_source(path, str(path), prefix=HEADER_BYTES)
     except BadImageError as exc:
         return str(exc).removeprefix(f"{path}: ")
     if not data:

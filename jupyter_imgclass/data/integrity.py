@@ -31,6 +31,7 @@ from pathlib import Path
 __all__ = [
     "DELETING_PREFIX",
     "atomic_write",
+    "fsync_folder",
     "STAGING_PREFIX",
     "OpenReport",
     "quick_check",
@@ -41,7 +42,8 @@ __all__ = [
 
 STAGING_PREFIX = ".staging-"
 DELETING_PREFIX = ".deleting-"
-LEGACY_TMP_PREFIX = ".tmp-"  # atomic_write's half-written files (older imports)
+TMP_PREFIX = ".tmp-"
+"""atomic_write's temporary files: never a complete, named file."""
 RECOVERED_FOLDER = "recovered"
 SALVAGE_CHUNK = 256
 
@@ -124,13 +126,20 @@ def sha256_file(path: Path) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Writes ``data`` so that ``path`` holds either the old file or all of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+    tmp = path.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flushes every file of ``folder`` to disk (before the folder is renamed into place)."""
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def stage_file(final: Path, data: bytes) -> Path:
@@ -199,8 +208,8 @@ def reconcile(
                 path.unlink()  # its removal committed
                 report.completed += 1
             continue
-        if name.startswith(LEGACY_TMP_PREFIX):
-            path.unlink()  # atomic_write's temporary: never a complete, named file
+        if name.startswith(TMP_PREFIX):
+            path.unlink()  # an import of an older version, killed mid-write
             report.discarded += 1
             continue
         if name in known:

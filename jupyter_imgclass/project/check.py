@@ -96,19 +96,15 @@ class DataCheck:
 def check_project(project: Project, iteration: Any = None) -> DataCheck:
     """Runs every check of :class:`DataCheck` on ``project`` (see ``Project.check``)."""
     from .. import datacheck
-    from ..data.images import unreadable_reason
     from ..data.labelled import cross_validation_folds
     from ..errors import ImgClassError
-    from .runs import project_features
+    from .runs import project_features, unreadable_images
 
     report = DataCheck(project=project)
-    images = []
-    for im in project.images:
-        reason = unreadable_reason(im.path)
-        if reason is None:
-            images.append(im)
-        else:
-            report.unreadable.append((im.id, f"{im.path}: {reason}"))
+    every = project.images
+    bad = unreadable_images(every)
+    report.unreadable = [(i, f"{path}: {why}") for i, (path, why) in bad.items()]
+    images = [im for im in every if im.id not in bad]
     if not images:
         return report
     counts = {t: c for t, c in project.counts().items() if t != "untagged"}

@@ -17,7 +17,6 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import logging
@@ -34,7 +33,14 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
-from ..data.integrity import DELETING_PREFIX, RECOVERED_FOLDER, OpenReport, reconcile
+from ..data.integrity import (
+    DELETING_PREFIX,
+    RECOVERED_FOLDER,
+    STAGING_PREFIX,
+    TMP_PREFIX,
+    OpenReport,
+    reconcile,
+)
 from ..data.labelled import check_trainable, data_warnings, labelled_set
 from ..data.store import ImageStore
 from ..errors import ImgClassError, ProjectError, TagError, TrainingError
@@ -182,13 +188,12 @@ class Project:
             store.project_id()  # projects older than ids get theirs when first opened
             with project._writer_lock(blocking=False) as got:
                 if got:  # another process importing: its files are in flight
-                    found = reconcile(
+                    report = reconcile(
                         {row.filename: row.id for row in store.images()},
                         root / "images",
                         root / RECOVERED_FOLDER,
                         add_untagged=project._importer().adopt,
                     )
-                    report = dataclasses.replace(found, readonly=False, damaged=[])
             recover_interrupted(project)
         project.open_report = report
         if not report.clean and not (readonly and not report.damaged):  # asked: no news
@@ -238,7 +243,9 @@ class Project:
                         shutil.copytree(
                             self.root / sub,
                             target / sub,
-                            ignore=shutil.ignore_patterns(".staging-*", ".tmp-*", ".*.lock"),
+                            ignore=shutil.ignore_patterns(
+                                f"{STAGING_PREFIX}*", f"{TMP_PREFIX}*", ".*.lock"
+                            ),
                         )
         return target
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from ..data.integrity import TMP_PREFIX, fsync_folder
 from ..data.labelled import (
     check_trainable,
     class_counts,
@@ -267,18 +268,25 @@ def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np
     return cached_features(run.project, model, spec, image_ids, size, on_progress=progress)
 
 
+def unreadable_images(images) -> dict[int, tuple[Path, str]]:
+    """``{image_id: (file, reason)}`` of the image records whose stored file is missing or
+    damaged (training and the data check skip them)."""
+    from ..data.images import unreadable_reason
+
+    found = {}
+    for im in images:
+        reason = unreadable_reason(im.path)
+        if reason is not None:
+            found[im.id] = (im.path, reason)
+    return found
+
+
 def usable_set(project: Project, data):
     """``data`` without images whose stored file is missing or damaged, and one warning
     per skipped image naming its id and file (every process of a run drops the same)."""
-    from ..data.images import unreadable_reason
-
-    dropped, warnings = [], []
-    for im in project.images_by_id(data.image_ids):
-        reason = unreadable_reason(im.path)
-        if reason is not None:
-            dropped.append(im.id)
-            warnings.append(f"image {im.id} ({im.path}) skipped: {reason}")
-    return (data.without(dropped), warnings) if dropped else (data, [])
+    bad = unreadable_images(project.images_by_id(data.image_ids))
+    warnings = [f"image {i} ({path}) skipped: {why}" for i, (path, why) in bad.items()]
+    return (data.without(bad), warnings) if bad else (data, [])
 
 
 FEATURE_BACKBONE = "efficientnet_lite0"
@@ -680,7 +688,7 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
         config["fit"] = {**fit, "images_per_s": result.images_per_s}
     iterations = project.root / "iterations"
     final = iterations / str(run.number)
-    tmp = iterations / f".tmp-{run.number}-{uuid.uuid4().hex[:8]}"
+    tmp = iterations / f"{TMP_PREFIX}{run.number}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         save_file(result.weights, str(tmp / WEIGHTS_FILE))
@@ -689,7 +697,7 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
         write_json(
             tmp / RECORD_FILE, {"name": name, "number": run.number, **config, "metrics": metrics}
         )
-        _fsync_folder(tmp)
+        fsync_folder(tmp)
         if final.exists():  # left by an earlier, failed attempt at this number
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -699,13 +707,6 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
     project.store.complete_iteration(run.number, status=status, metrics=metrics, config=config)
     row = next(r for r in project.store.iterations() if r["number"] == run.number)
     return Iteration(project, row)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Flushes every file of ``folder`` to disk before it is renamed into place."""
-    for path in folder.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def improves(new, old, kind: str) -> bool:
@@ -758,7 +759,7 @@ def recover_interrupted(project: Project) -> list[int]:
                 continue
             project.store.finish_iteration(row["number"], status="failed", metrics=None)
             failed.append(int(row["number"]))
-        for tmp in iterations.glob(".tmp-*"):
+        for tmp in iterations.glob(f"{TMP_PREFIX}*"):
             shutil.rmtree(tmp, ignore_errors=True)
         for stale in iterations.glob(".*.lock"):
             if stale.name != TRAINING_LOCK:

@@ -66,11 +66,12 @@ class ServedImages:
     def _index(self) -> OrderedDict[Path, int]:
         """The kept files, oldest serving first, read from disk once (under the lock)."""
         if self._files is None:
-            found = sorted(
-                (p.stat().st_mtime, p, p.stat().st_size)
-                for p in self.folder.glob("*/*")
-                if p.is_file() and not p.name.startswith(".")
-            )
+            found = []
+            for p in self.folder.glob("*/*"):
+                if p.is_file() and not p.name.startswith("."):
+                    info = p.stat()
+                    found.append((info.st_mtime, p, info.st_size))
+            found.sort()
             self._files = OrderedDict((p, size) for _, p, size in found)
             self._bytes = sum(self._files.values())
         return self._files

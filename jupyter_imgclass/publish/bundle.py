@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.integrity import atomic_write
+from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
 
@@ -251,7 +251,6 @@ def export_bundle(
             ``overwrite``, bad tags, an unknown kind, weights that are not arrays, or
             metadata that is not JSON.
     """
-    from safetensors.numpy import save
 
     path = Path(directory)
     check_kind(kind, error=BundleError)
@@ -300,7 +299,6 @@ def export_bundle(
             iteration_number=iteration_number,
             onnx=onnx,
             head_input=head_input,
-            save=save,
         )
         _swap_in(path, final)
     except BaseException:
@@ -325,9 +323,10 @@ def _write_bundle(
     iteration_number: int | None,
     onnx: bool,
     head_input: str,
-    save: Any,
 ) -> None:
     """Writes a whole bundle into the (staging) folder ``path``."""
+    from safetensors.numpy import save
+
     blob = save(tensors, metadata={"format": BUNDLE_FORMAT, "network": model_name})
     atomic_write(path / WEIGHTS_FILE, blob)
     files = {
@@ -377,9 +376,7 @@ def _write_bundle(
         meta["onnx"] = info
     atomic_write(path / README_FILE, _readme(meta).encode("utf-8"))
     atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2).encode("utf-8"))
-    for name in os.listdir(path):
-        with open(path / name, "rb") as fh:
-            os.fsync(fh.fileno())
+    fsync_folder(path)
 
 
 BUNDLE_FILES = frozenset({WEIGHTS_FILE, METADATA_FILE, README_FILE, ONNX_FILE})
@@ -391,7 +388,7 @@ def _bundle_or_remains(path: Path, overwrite: bool) -> bool:
     if (path / METADATA_FILE).exists():
         return True
     names = os.listdir(path)
-    return overwrite and all(n in BUNDLE_FILES or n.startswith(".tmp-") for n in names)
+    return overwrite and all(n in BUNDLE_FILES or n.startswith(TMP_PREFIX) for n in names)
 
 
 def _staging_folder(final: Path) -> Path:

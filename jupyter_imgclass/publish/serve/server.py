@@ -110,8 +110,7 @@ class ServerHandle:
         self.host = host
         self.port = port
         self.app = app
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}"
+        self.url = base_url(host, port)
         self.routes = routes or {}
         self.key_required = key_required
 
@@ -166,12 +165,7 @@ def serve_in_background(
     """
     import uvicorn
 
-    if isinstance(model, (str, os.PathLike)):
-        from ..bundle import load_model
-
-        model = load_model(model)
-    app_options.setdefault("allowed_hosts", host_names(host, host_names_extra))
-    app = create_app(model, key=key, **app_options)
+    model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -213,10 +207,7 @@ def serve_in_background(
         thread.join(10)
         reason = f": {errors[0]}" if errors else " (see the log)"
         raise ImgClassError(f"prediction server on {host}:{bound_port} failed to start{reason}")
-    shown = f"[{host}]" if ":" in host else host
-    routes = route_urls(
-        model, f"http://{shown}:{bound_port}", project_id=app_options.get("project_id")
-    )
+    routes = route_urls(model, base_url(host, bound_port), project_id=app_options.get("project_id"))
     return ServerHandle(server, thread, host, bound_port, app, routes, key is not None)
 
 
@@ -240,20 +231,30 @@ def serve_forever(
     import uvicorn
 
     app_options.setdefault("warmup", True)
-    if isinstance(model, (str, os.PathLike)):
-        from ..bundle import load_model
-
-        model = load_model(model)
-    app_options.setdefault("allowed_hosts", host_names(host, host_names_extra))
-    app = create_app(model, key=key, **app_options)
-    shown = f"[{host}]" if ":" in host else host
+    model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     for what, url in route_urls(
-        model, f"http://{shown}:{port}", project_id=app_options.get("project_id")
+        model, base_url(host, port), project_id=app_options.get("project_id")
     ).items():
         print(f"{what:>14}: POST {url}", flush=True)
     uvicorn.Server(
         uvicorn_config(app, limits=limits, host=host, port=port, log_level=log_level)
     ).run()
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` (an IPv6 host in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _prepared_app(model: Any, host: str, key, host_names_extra, app_options: dict):
+    """The model (a bundle path loaded now, so a bad bundle fails before the port opens)
+    and its app, answering to the bind address and ``host_names_extra`` by default."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..bundle import load_model
+
+        model = load_model(model)
+    app_options.setdefault("allowed_hosts", host_names(host, host_names_extra))
+    return model, create_app(model, key=key, **app_options)
 
 
 def route_urls(model: Any, base_url: str, *, project_id: str | None = None) -> dict[str, str]:
