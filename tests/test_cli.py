@@ -31,7 +31,7 @@ def trained_project(tmp_path_factory):
     p = ic.Project.create(root)
     for k, (tag, colour) in enumerate(COLOURS.items()):
         p.add_images([_png(colour, 10 * k + i) for i in range(8)], tags=[tag])
-    p.train(budget="advanced", model="small_cnn", epochs=2, show=False).wait(timeout=300)
+    p.train(budget="advanced", model="small_cnn", epochs=2).wait(timeout=300)
     p.close()
     return root
 

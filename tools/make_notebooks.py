@@ -91,7 +91,7 @@ large image. Every label is saved at once.
         "code",
         """
 # NBVAL_IGNORE_OUTPUT
-project.labeller()
+ic.labeller(project)
 """,
     ),
     (
@@ -109,6 +109,7 @@ seconds. The cell returns at once and a live monitor shows the progress;
         """
 # NBVAL_IGNORE_OUTPUT
 run = project.train(budget="quick", seed=0)
+ic.monitor(run)
 """,
     ),
     (
@@ -131,7 +132,7 @@ matrix to see those images.
         "code",
         """
 # NBVAL_IGNORE_OUTPUT
-iteration.report()
+ic.report(iteration)
 """,
     ),
     (
@@ -166,7 +167,7 @@ print("most of them right:", accuracy > 0.8)
 # NBVAL_IGNORE_OUTPUT
 best = iteration.predict(digits.images[unseen[0]])[0]
 print(f"true {truth[0]}, predicted {best.tag} with probability {best.probability:.2f}")
-project.tester()
+ic.tester(project)
 """,
     ),
     (
@@ -499,7 +500,7 @@ number on its tag's button), or run the next cell, which tags them for you.
 report = project.add_images([digits.images[i] for i in reserve[:10]])
 for image_id, i in zip(report.added, reserve[:10]):
     truth[image_id] = digits.tags[digits.labels[i]]
-project.labeller()
+ic.labeller(project)
 """),
     ("code", """
 for image in project.filter_images("untagged"):  # what the labeller would do with your keys
@@ -513,14 +514,14 @@ image scored by cross-validation. Off the diagonal are the mistakes.
 """),
     ("code", """
 # NBVAL_IGNORE_OUTPUT
-first_iteration = project.train(budget="quick", seed=0, show=False).wait()
+first_iteration = project.train(budget="quick", seed=0).wait()
 tags = first_iteration.classes
 matrix = pd.DataFrame(first_iteration.metrics["confusion_matrix"], index=tags, columns=tags)
 matrix
 """),
     ("code", """
 # NBVAL_IGNORE_OUTPUT
-first_iteration.report()  # the same with a threshold slider; click a cell to see its images
+ic.report(first_iteration)  # the same with a threshold slider; click a cell to see its images
 """),
     ("md", """
 ## 3. Top losses: where the model and the labels disagree most
@@ -569,7 +570,7 @@ change what is measured. The fair comparison is on digits neither iteration has 
 """),
     ("code", """
 # NBVAL_IGNORE_OUTPUT
-second_iteration = project.train(budget="quick", seed=0, show=False).wait()
+second_iteration = project.train(budget="quick", seed=0).wait()
 
 
 def unseen_accuracy(iteration):
@@ -665,7 +666,7 @@ def project_with(per_tag, name):
 # NBVAL_IGNORE_OUTPUT
 scratch_project = project_with(10, "scratch")
 scratch = scratch_project.train(budget="advanced", model="small_cnn", epochs=60,
-                                input_size=28, seed=0, show=False).wait()
+                                input_size=28, seed=0).wait()
 results = {"from scratch (small_cnn)": test_accuracy(scratch)}
 results
 """),
@@ -679,7 +680,7 @@ takes seconds. The monitor shows the progress.
 quick = {}
 for per_tag in (5, 10, 20):
     project = project_with(per_tag, f"quick-{per_tag}")
-    iteration = project.train(budget="quick", seed=0, show=False).wait()
+    iteration = project.train(budget="quick", seed=0).wait()
     quick[per_tag] = test_accuracy(iteration)
     print(f"{per_tag:>2} per tag: test accuracy {quick[per_tag]:.3f}, "
           f"cross-validated {iteration.metrics['overall']['accuracy']:.3f}")
@@ -691,7 +692,7 @@ results["quick (EfficientNet-Lite0 features)"] = quick[10]
     ("code", """
 # NBVAL_IGNORE_OUTPUT
 advanced_project = project_with(10, "advanced")
-run = advanced_project.train(budget="advanced", minutes=1.5, seed=0, show=False)
+run = advanced_project.train(budget="advanced", minutes=1.5, seed=0)
 advanced = run.wait()
 results["advanced (fine-tuned top)"] = test_accuracy(advanced)
 print(advanced.evaluation.get("note") or "; ".join(run.warnings))
@@ -731,7 +732,7 @@ images or when they look unlike the photos the network learned from.
 1. Train `small_cnn` from scratch with 20 and then 100 images per tag
    (`datasets.fashion_mnist(n_per_class=100, ...)`): where does it catch up?
 2. Try `model="efficientnet_lite2"` in the quick budget: better, and how much slower?
-3. Which tags are confused most? Look at `iteration.report()` of the 10-per-tag model.
+3. Which tags are confused most? Look at `ic.report(iteration)` of the 10-per-tag model.
 """),
 ]
 
@@ -762,7 +763,7 @@ workdir = Path(tempfile.mkdtemp(prefix="imgclass-publish-"))
 digits = datasets.digits()
 project = ic.Project.create(workdir / "digits")
 digits.subset(30, seed=0).to_project(project)
-iteration = project.train(budget="quick", seed=0, show=False).wait()
+iteration = project.train(budget="quick", seed=0).wait()
 print(iteration.evaluation_text())
 """),
     ("md", """
@@ -788,7 +789,7 @@ offline, which is why these notebooks use digits and clothing.
 """),
     ("code", """
 # NBVAL_IGNORE_OUTPUT
-iteration.report()
+ic.report(iteration)
 """),
     ("md", """
 ## 2. The bundle, and ONNX without this package

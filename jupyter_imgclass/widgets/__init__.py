@@ -2,10 +2,11 @@
 
 They hold no state beyond what the view shows; every change goes through the Project
 (and so to disk) and every widget listens to Project events, so two views of one project
-stay in sync.
+stay in sync. Build them from a Project with the package root's helpers
+(``ic.labeller(project)``, ``ic.report(iteration)``, ``ic.monitor(run)``, ...) or with the
+classes here; the layers below never build one.
 """
 
-from ..project import views as _views
 from .datacheck import DataCheckWidget
 from .evaluation import EvaluationWidget
 from .labeller import LabellerWidget
@@ -21,11 +22,3 @@ __all__ = [
     "TesterWidget",
     "TrainingMonitor",
 ]
-
-# The project layer's view methods (project.labeller(), iteration.report(), ...) reach
-# these classes through project.views, never by importing this layer.
-_views.provide("check", DataCheckWidget)
-_views.provide("evaluation", EvaluationWidget)
-_views.provide("labeller", LabellerWidget)
-_views.provide("monitor", TrainingMonitor)
-_views.provide("tester", TesterWidget)

@@ -14,7 +14,7 @@ SHOWN = 10
 
 
 class DataCheckWidget(StaticReprMixin, W.VBox):
-    """``project.check().panel()``: likely label errors (relabel), near-duplicate pairs
+    """``ic.data_check(project)``: likely label errors (relabel), near-duplicate pairs
     (remove one), thin or imbalanced tags (merge two tags). Every fix is one project call
     (one store transaction); the panel then checks again.
 

@@ -82,11 +82,11 @@ class ImageCard(W.VBox):
 
 
 class EvaluationWidget(StaticReprMixin, W.VBox):
-    """The report of one iteration (``iteration.report()``).
+    """The report of one iteration (``ic.report(iteration)``).
 
     Examples:
-        >>> report = project.iterations[-1].report()  # doctest: +SKIP
-        >>> report.slider.value = 0.8                  # numbers follow  # doctest: +SKIP
+        >>> report = ic.report(project.iterations[-1])  # doctest: +SKIP
+        >>> report.slider.value = 0.8                    # numbers follow  # doctest: +SKIP
     """
 
     def __init__(self, iteration):

@@ -41,8 +41,8 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         mode: ``"grid"`` or ``"single"`` (one large image at a time).
 
     Examples:
-        >>> w = project.labeller(filter="untagged")  # doctest: +SKIP
-        >>> w.label(w.current_id, "cat")             # what pressing 1 does  # doctest: +SKIP
+        >>> w = ic.labeller(project, filter="untagged")  # doctest: +SKIP
+        >>> w.label(w.current_id, "cat")                 # what pressing 1 does  # doctest: +SKIP
     """
 
     _esm = STATIC / "labeller.js"
@@ -65,8 +65,8 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
     # Single view: {"id": image id, "data": JPEG bytes} at up to PREVIEW_SIZE px.
     preview = traitlets.Dict().tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
-    # Requests from the front end: {"action": ..., "seq": n, ...}; see _on_action.
-    action = traitlets.Dict().tag(sync=True)
+    # The front end's actions (label, undo, skip, ...) come as custom messages, not as a
+    # trait: a trait would be saved into the notebook with the widget state.
 
     def __init__(
         self, project, filter: str | None = "untagged", *, page_size: int = 24, mode: str = "grid"
@@ -84,6 +84,7 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
         ]
         self._reload_ids()
         self._refresh_tags()
+        self.on_msg(self._on_message)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -302,10 +303,10 @@ class LabellerWidget(StaticReprMixin, anywidget.AnyWidget):
     def _on_images_changed(self, **_: Any) -> None:
         self._reload_ids()
 
-    # -- front-end requests
-    @traitlets.observe("action")
-    def _on_action(self, change) -> None:
-        req = change["new"] or {}
+    # -- front-end requests: the JS `model.send({action: ..., ...})`
+    def _on_message(self, _widget, req: Any, _buffers: list) -> None:
+        if not isinstance(req, dict):
+            return
         kind = req.get("action")
         if kind == "label":
             image_id = req.get("image_id", self.current_id)  # keys act on the kernel's cursor

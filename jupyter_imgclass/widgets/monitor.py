@@ -30,8 +30,8 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         run: the :class:`~jupyter_imgclass.project.TrainingRun` to follow.
 
     Examples:
-        >>> run = project.train(budget="quick", show=False)  # doctest: +SKIP
-        >>> run.monitor()                                    # doctest: +SKIP
+        >>> run = project.train(budget="quick")  # doctest: +SKIP
+        >>> ic.monitor(run)                      # doctest: +SKIP
     """
 
     def __init__(self, run):
@@ -173,7 +173,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         self.summary.value = (
             f"<div class='imgclass-summary'><b>{html.escape(it.name)}</b> "
             f"({html.escape(str(it.model))}, {html.escape(run.status)}) — {figures}"
-            f"<br>Next: <code>project.iterations[-1].report()</code></div>"
+            f"<br>Next: <code>ic.report(project.iterations[-1])</code></div>"
         )
 
     def _static_text(self) -> str:

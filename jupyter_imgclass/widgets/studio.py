@@ -10,7 +10,9 @@ import ipywidgets as W
 
 from ..vocabulary import BUDGETS
 from ._common import StaticReprMixin, describe_error
+from .evaluation import EvaluationWidget
 from .labeller import LabellerWidget
+from .monitor import TrainingMonitor
 from .tester import TesterWidget
 
 TABS = ("Data", "Label", "Train", "Evaluate", "Test", "Publish")
@@ -128,7 +130,6 @@ class Studio(StaticReprMixin, W.Tab):
                 budget=self.budget.value,
                 model=None if self.model.value == AUTOMATIC else self.model.value,
                 epochs=self.epochs.value or None,
-                show=False,
             )
         except Exception as exc:
             self.train_message.value = (
@@ -138,7 +139,7 @@ class Studio(StaticReprMixin, W.Tab):
         self.train_message.value = ""
         for old in self.monitor_box.children:
             old.close()
-        self.monitor_box.children = [self.run.monitor()]
+        self.monitor_box.children = [TrainingMonitor(self.run)]
         return self.run
 
     def close(self) -> None:
@@ -246,7 +247,8 @@ class Studio(StaticReprMixin, W.Tab):
             self.report_box.children = [W.HTML("No iteration yet: train one in the Train tab.")]
             return
         try:
-            self.report_box.children = [self.project.iteration(change["new"]).report()]
+            iteration = self.project.iteration(change["new"])
+            self.report_box.children = [EvaluationWidget(iteration)]
         except Exception as exc:
             self.report_box.children = [
                 W.HTML(f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>")

@@ -29,14 +29,14 @@ class ProbabilityBars(anywidget.AnyWidget):
 
 
 class TesterWidget(StaticReprMixin, W.VBox):
-    """``project.tester()`` / ``iteration.tester()``.
+    """``ic.tester(project)`` / ``ic.tester(iteration)``.
 
     Args:
         project: the project (new images are added to it).
         iteration: the iteration to test; by default the latest, following new ones.
 
     Examples:
-        >>> t = project.tester()             # doctest: +SKIP
+        >>> t = ic.tester(project)           # doctest: +SKIP
         >>> t.test(open("new.jpg", "rb").read())  # what an upload does  # doctest: +SKIP
     """
 

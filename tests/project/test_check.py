@@ -36,7 +36,7 @@ def test_check_finds_planted_mislabels_copies_and_thin_tags(tmp_path):
     bigger = np.asarray(Image.fromarray(original).resize((48, 48), Image.BICUBIC))
     resized = p.add_images([bigger], tags=["green"]).added[0]  # resized copy
     p.add_images(_images((128, 128, 128), 3, seed=9, size=200), tags=["grey"])  # thin, big
-    p.train(budget="quick", seed=0, show=False).wait()
+    p.train(budget="quick", seed=0).wait()
 
     report = p.check()
     assert report.iteration == 1

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
     p = ic.Project.create(tmp_path_factory.mktemp("thr") / "colours")
     for k, (tag, colour) in enumerate(COLOURS.items()):
         p.add_images(_colour_images(colour, 8, seed=k), tags=[tag])
-    it = p.train(budget="quick", model="efficientnet_lite0", show=False).wait(timeout=600)
+    it = p.train(budget="quick", model="efficientnet_lite0").wait(timeout=600)
     yield p, it
     p.close()
 

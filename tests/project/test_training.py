@@ -247,7 +247,7 @@ import numpy as np
 import jupyter_imgclass as ic
 project = ic.Project.open(sys.argv[1])
 epoch = threading.Event()
-run = project.train(budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False)
+run = project.train(budget="advanced", model="small_cnn", epochs=500, input_size=16)
 run.on_event(lambda e: epoch.set() if e.get("event") == "epoch" else None)
 epoch.wait(300)
 print("training", flush=True)
@@ -278,7 +278,7 @@ def test_kernel_killed_during_training_leaves_a_failed_iteration_and_the_project
         assert [(r["number"], r["status"]) for r in project.store.iterations()] == [(1, "failed")]
         assert project.iterations == []
         assert not list((root / "iterations").glob(".tmp-*"))
-        it = project.train(budget="quick", model="small_cnn", input_size=16, show=False).wait()
+        it = project.train(budget="quick", model="small_cnn", input_size=16).wait()
         assert it.number == 2 and it.status == "done"
         assert (it.folder / "iteration.json").is_file() and (
             it.folder / "weights.safetensors"
@@ -288,22 +288,20 @@ def test_kernel_killed_during_training_leaves_a_failed_iteration_and_the_project
 def test_a_second_training_at_once_is_refused_with_a_clear_message(colour_project):
     """Two trainings at once ended in ``IntegrityError: UNIQUE constraint failed``."""
     root = colour_project.root
-    first = colour_project.train(
-        budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False
-    )
+    first = colour_project.train(budget="advanced", model="small_cnn", epochs=500, input_size=16)
     with pytest.raises(ic.TrainingError, match="another training of this project is running"):
-        colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+        colour_project.train(budget="quick", model="small_cnn", input_size=16)
     other = subprocess.run(
         [sys.executable, "-c", "import sys, jupyter_imgclass as ic\n"
          "p = ic.Project.open(sys.argv[1])\n"
-         "p.train(budget='quick', model='small_cnn', input_size=16, show=False)",
+         "p.train(budget='quick', model='small_cnn', input_size=16)",
          str(root)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert other.returncode != 0 and "another training of this project" in other.stderr
     first.stop()
     first.wait(timeout=300)
-    again = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    again = colour_project.train(budget="quick", model="small_cnn", input_size=16)
     assert again.wait(timeout=300).number == 2
 
 
@@ -315,7 +313,7 @@ def killed(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)  # the folder is in place, the row not yet updated
 store.ImageStore.complete_iteration = killed
 project = ic.Project.open(sys.argv[1])
-project.train(budget="quick", model="small_cnn", input_size=16, show=False).wait()
+project.train(budget="quick", model="small_cnn", input_size=16).wait()
 """
 
 
@@ -338,7 +336,7 @@ def test_a_missing_or_damaged_image_file_is_skipped_with_a_warning(colour_projec
     gone, damaged = images[0], images[9]
     gone.path.unlink()
     damaged.path.write_bytes(b"not an image any more")
-    run = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    run = colour_project.train(budget="quick", model="small_cnn", input_size=16)
     it = run.wait(timeout=600)
     assert it.status == "done" and it.metrics["overall"]["count"] == 22
     skipped = [w for w in run.warnings if "skipped" in w]
@@ -354,7 +352,7 @@ def test_a_save_that_fails_leaves_no_folder_and_a_failed_row(colour_project):
     # A plain file where the iteration's folder must go: the rename into place fails.
     blocker = colour_project.root / "iterations" / "1"
     blocker.write_text("not a folder")
-    run = colour_project.train(budget="quick", model="small_cnn", input_size=16, show=False)
+    run = colour_project.train(budget="quick", model="small_cnn", input_size=16)
     with pytest.raises(ic.TrainingError, match="iterations/1"):
         run.wait()
     assert [r["status"] for r in colour_project.store.iterations()] == ["failed"]
@@ -370,9 +368,7 @@ def test_advanced_on_a_pretrained_network_keeps_to_its_minutes(colour_project):
     import time
 
     started = time.perf_counter()
-    run = colour_project.train(
-        budget="advanced", model="efficientnet_lite0", minutes=0.75, seed=0, show=False
-    )
+    run = colour_project.train(budget="advanced", model="efficientnet_lite0", minutes=0.75, seed=0)
     it = run.wait(timeout=600)
     assert time.perf_counter() - started <= 0.75 * 60 + 15
     assert it.status == "done"
@@ -394,7 +390,7 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
     untagged = {im.id for im in p.images if not im.tags}
     before = p.suggest(3)  # no iteration yet: coverage of the backbone's features
     assert len({im.id for im in before}) == 3 and {im.id for im in before} <= untagged
-    p.train(budget="quick", seed=0, show=False).wait()
+    p.train(budget="quick", seed=0).wait()
     for strategy in STRATEGIES:
         picked = [im.id for im in p.suggest(5, strategy=strategy, seed=1)]
         assert len(set(picked)) == 5 and set(picked) <= untagged, strategy

@@ -227,7 +227,7 @@ def test_project_train_refuses_bad_process_options_at_once(tmp_path):
     p.add_images([np.full((16, 16, 3), v, np.uint8) for v in range(0, 200, 40)], tags=["a"])
     p.add_images([np.full((16, 16, 3), v, np.uint8) for v in range(1, 200, 40)], tags=["b"])
     with pytest.raises(TrainingError, match="coordinator 'nowhere'"):
-        p.train(coordinator="nowhere", num_processes=2, process_id=0, show=False)
+        p.train(coordinator="nowhere", num_processes=2, process_id=0)
     assert p.iterations == [] and p.runs == []
     p.close()
 

@@ -47,7 +47,7 @@ def trained_project(tmp_path_factory):
     p = ic.Project.create(root)
     for k, (tag, colour) in enumerate(COLOURS.items()):
         p.add_images(colour_images(colour, 8, seed=10 + k), tags=[tag])
-    run = p.train(budget="advanced", model="small_cnn", epochs=2, input_size=16, show=False)
+    run = p.train(budget="advanced", model="small_cnn", epochs=2, input_size=16)
     run.wait(timeout=600)
     assert run.status == "done", run.error
     yield p

@@ -32,9 +32,9 @@ def test_panel_relabels_removes_a_copy_and_merges_tags(tmp_path):
     wrong = ids["red"][0]
     p.set_tags(wrong, "blue")
     p.add_images(_images((128, 128, 128), 3, seed=9), tags=["grey"])
-    p.train(budget="quick", seed=0, show=False).wait()
+    p.train(budget="quick", seed=0).wait()
 
-    panel = p.check().panel()
+    panel = ic.data_check(p, p.check())
     assert isinstance(panel, DataCheckWidget) and "likely label issue" in panel.summary.value
     row = panel.issues.children[0]
     relabel = row.children[-1]

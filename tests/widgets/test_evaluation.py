@@ -12,7 +12,7 @@ def click(button) -> None:
 
 def test_threshold_slider_recomputes_through_the_iteration(trained_project):
     it = trained_project.iterations[0]
-    w = it.report()
+    w = ic.report(it)
     assert isinstance(w, EvaluationWidget)
     assert w.view.metrics == it.evaluate(it.threshold)
     w.slider.set_state({"value": 0.97})  # as the browser sends a slider move
@@ -25,7 +25,7 @@ def test_threshold_slider_recomputes_through_the_iteration(trained_project):
 def test_confusion_cell_opens_images_and_retag_goes_to_disk(trained_project):
     p = trained_project
     it = p.iterations[0]
-    w = it.report()
+    w = ic.report(it)
     cm = w.view.metrics["confusion_matrix"]
     row, col = next((i, j) for i, r in enumerate(cm) for j, v in enumerate(r) if v)
     w.view.set_state({"selected": [row, col]})  # a click on the heatmap cell
@@ -41,7 +41,7 @@ def test_confusion_cell_opens_images_and_retag_goes_to_disk(trained_project):
 def test_top_losses_one_click_relabel_and_undo(trained_project):
     p = trained_project
     it = p.iterations[0]
-    w = it.report()
+    w = ic.report(it)
     click(w.losses_button)
     assert w.gallery.children and "top" in w.gallery_title.value
     losses = it.top_losses(len(w.gallery.children))
@@ -59,16 +59,16 @@ def test_top_losses_one_click_relabel_and_undo(trained_project):
 def test_compare_two_iterations(trained_project):
     p = trained_project
     if len(p.iterations) < 2:
-        p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16, show=False).wait()
+        p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16).wait()
     its = p.iterations
-    w = its[-1].report()
+    w = ic.report(its[-1])
     w.compare.value = its[0].number
     assert its[0].name in w.comparison.value and its[-1].name in w.comparison.value
 
 
 def test_display_twice_and_errors_in_widget(trained_project):
     it = trained_project.iterations[0]
-    w = it.report()
+    w = ic.report(it)
     a, b = w._repr_mimebundle_(), w._repr_mimebundle_()
     assert (
         a["application/vnd.jupyter.widget-view+json"]
@@ -81,7 +81,7 @@ def test_display_twice_and_errors_in_widget(trained_project):
 
 def test_per_tag_thresholds_best_f1_and_save(trained_project):
     it = trained_project.iterations[0]
-    w = it.report()
+    w = ic.report(it)
     assert set(w.tag_thresholds) == set(it.classes)
     w.tag_thresholds["red"].set_state({"value": 0.9})  # as the browser sends a typed value
     assert w.view.metrics == it.evaluate(w.slider.value, per_tag=w.thresholds)

@@ -5,18 +5,10 @@ from __future__ import annotations
 import jupyter_imgclass as ic
 from jupyter_imgclass.widgets import LabellerWidget
 
-_seq = iter(range(1, 10**6))
-
 
 def press(w: LabellerWidget, **request) -> None:
-    """What the front end's save_changes() sends for one request."""
-    state = {"action": {**request, "seq": next(_seq)}}
-    w._handle_msg(
-        {
-            "content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
-            "buffers": [],
-        }
-    )
+    """What the front end's ``model.send(request)`` delivers: one custom message."""
+    w._handle_msg({"content": {"data": {"method": "custom", "content": request}}, "buffers": []})
 
 
 def on_disk(project) -> dict[int, tuple[str, ...]]:
@@ -54,6 +46,20 @@ def test_keys_label_advance_undo_and_skip(untagged_project):
     assert w.current_id == w.image_ids[3]
     press(w, action="move", step=-2)  # arrows
     assert w.current_id == second
+
+
+def test_actions_are_messages_not_state(untagged_project):
+    """A key press is a custom message: nothing of it is saved with the widget's state,
+    and the same message twice acts twice (a trait set to the same value would not)."""
+    w = LabellerWidget(untagged_project)
+    before = set(w.get_state())
+    press(w, action="move", step=1)
+    press(w, action="move", step=1)
+    assert w.current_id == w.image_ids[2]
+    assert set(w.get_state()) == before and "action" not in before
+    press(w, action="no-such-action")
+    w._handle_msg({"content": {"data": {"method": "custom", "content": "1"}}, "buffers": []})
+    assert w.current_id == w.image_ids[2] and w.error == ""  # unknown requests change nothing
 
 
 def test_zero_is_negative_tag_created_on_demand(untagged_project):
@@ -180,7 +186,7 @@ def test_suggested_view_walks_the_suggestions_and_enter_accepts_the_guess(tmp_pa
     assert set(w.image_ids) == set(new) and all(it["guess"] is None for it in w.items)
     press(w, action="confirm")  # no model yet: Enter only moves on
     assert w.cursor == 1 and all(not on_disk(p)[i] for i in new)
-    p.train(budget="quick", seed=0, show=False).wait()
+    p.train(budget="quick", seed=0).wait()
     w.filter = "untagged"
     w.filter = "suggested"  # a fresh walk, now with the model's guesses
     first = w.items[0]
@@ -203,7 +209,7 @@ def test_review_view_queues_served_and_tester_images_most_uncertain_first(tmp_pa
     p = ic.Project.create(tmp_path / "p")
     for name in ("red", "green", "blue"):
         p.add_images([make_png(name, seed=s) for s in range(6)], tags=[name])
-    it = p.train(budget="quick", seed=0, show=False).wait()
+    it = p.train(budget="quick", seed=0).wait()
     with it.serve() as server:
         for route, seed in (("image", 50), ("image", 51), ("image nostore", 52)):
             request = urllib.request.Request(

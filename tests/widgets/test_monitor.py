@@ -14,8 +14,8 @@ def click(button) -> None:
 
 def test_stop_button_stops_a_running_training(trained_project):
     p = trained_project
-    run = p.train(budget="advanced", model="small_cnn", epochs=500, input_size=16, show=False)
-    m = run.monitor()
+    run = p.train(budget="advanced", model="small_cnn", epochs=500, input_size=16)
+    m = ic.monitor(run)
     assert isinstance(m, TrainingMonitor)
     click(m.stop_button)
     iteration = run.wait(timeout=600)
@@ -31,10 +31,10 @@ def test_stop_button_stops_a_running_training(trained_project):
 
 def test_monitor_of_a_finished_run_replays_curves(trained_project):
     p = trained_project
-    run = p.train(budget="advanced", model="small_cnn", epochs=2, input_size=16, show=False)
-    live = run.monitor()  # attached while running: gets events as they come
+    run = p.train(budget="advanced", model="small_cnn", epochs=2, input_size=16)
+    live = ic.monitor(run)  # attached while running: gets events as they come
     run.wait(timeout=600)
-    late = run.monitor()  # made afterwards: replays the events
+    late = ic.monitor(run)  # made afterwards: replays the events
     for m in (live, late):
         assert [pt["epoch"] for pt in m.chart.history] == [1, 2]
         assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(m.chart.history[-1])
@@ -47,15 +47,16 @@ def test_failed_run_shows_the_reason(tmp_path, make_images):
     p = ic.Project.create(tmp_path / "p")
     p.add_images(make_images("red", 3), tags=["red"])
     p.add_images(make_images("blue", 3, seed=1), tags=["blue"])
-    run = p.train(
-        budget="advanced", model="small_cnn", epochs=1, input_size=16, batch_size=-5, show=False
-    )
-    m = run.monitor()
+    # A plain file where the iteration's folder must go: the save fails at the very end.
+    (p.root / "iterations" / "1").write_text("not a folder")
+    run = p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16)
+    m = ic.monitor(run)
     try:
         run.wait(timeout=600)
     except ic.TrainingError:
         pass
-    assert run.status == "failed"  # the engine refused the batch size: the widget says so
+    assert run.status == "failed"  # the save failed: the widget says so
+    assert "iterations/1" in m.error.value
     assert "Training failed" in m.error.value and m.stop_button.disabled
     assert "failed" in repr(m)
     p.close()
@@ -65,12 +66,12 @@ def test_warnings_stay_in_view(tmp_path, make_images):
     p = ic.Project.create(tmp_path / "p")
     p.add_images(make_images("red", 8), tags=["red"])
     p.add_images(make_images("blue", 3, seed=1), tags=["blue"])
-    run = p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16, show=False)
+    run = p.train(budget="advanced", model="small_cnn", epochs=1, input_size=16)
     run.wait(timeout=600)
-    m = run.monitor()
+    m = ic.monitor(run)
     assert run.warnings and all(html.escape(w) in m.warnings.value for w in run.warnings)
     assert "&#x27;blue&#x27; has 3 images" in m.warnings.value
-    assert run.iteration.config["warnings"] == run.warnings
+    assert run.iteration.record.warnings == run.warnings
     p.close()
 
 
@@ -78,8 +79,8 @@ def test_progress_shows_the_phase_and_finishes_neutral(trained_project):
     from jupyter_imgclass.vocabulary import figure
 
     p = trained_project
-    run = p.train(budget="advanced", model="small_cnn", epochs=3, input_size=16, show=False)
-    m = run.monitor()
+    run = p.train(budget="advanced", model="small_cnn", epochs=3, input_size=16)
+    m = ic.monitor(run)
     seen = []
 
     def capture(event):  # after the monitor's own handler: what the user sees then

@@ -33,7 +33,7 @@ def drop(w: TesterWidget, name: str, data: bytes) -> None:
 
 def test_upload_predicts_and_adds_with_chosen_tag(trained_project, make_png):
     p = trained_project
-    w = p.tester()
+    w = ic.tester(p)
     assert w.iteration is not None and w.iteration.number == p.iterations[-1].number
     data = make_png("green", seed=999)
     upload(w, data)
@@ -51,7 +51,7 @@ def test_upload_predicts_and_adds_with_chosen_tag(trained_project, make_png):
 
 
 def test_bad_upload_clears_the_last_image_and_drops_work_twice(trained_project, make_png):
-    w = trained_project.iterations[0].tester()
+    w = ic.tester(trained_project.iterations[0])
     upload(w, make_png("green", seed=7), name="leaf.png")
     assert w.bars.image and w.tag.value and w.bars.predictions
     upload(w, b"not an image at all", name="notes.txt")
@@ -72,7 +72,7 @@ def test_bad_upload_clears_the_last_image_and_drops_work_twice(trained_project, 
 
 def test_without_iteration_explains(tmp_path, make_png):
     p = ic.Project.create(tmp_path / "p")
-    w = p.tester()
+    w = ic.tester(p)
     upload(w, make_png("red"))
     assert "no trained iteration" in w.message.value
     w.tag.value = "red"

@@ -1,13 +1,8 @@
 // Labeller front end: paged thumbnail grid / single view, tag buttons, keyboard.
-// All changes are requests to the kernel (the `action` trait); the view redraws from
-// the state the kernel sends back, so nothing shows as done before it is on disk.
-let seq = 0;
-
-function send(model, req) {
-  seq += 1;
-  model.set("action", { ...req, seq: seq, t: Date.now() });
-  model.save_changes();
-}
+// All changes are requests to the kernel, sent as custom messages (`model.send`, read by
+// the widget's `on_msg` handler), so no action is saved with the notebook's widget state;
+// the view redraws from the state the kernel sends back, so nothing shows as done before
+// it is on disk.
 
 function render({ model, el }) {
   const root = document.createElement("div");
@@ -31,7 +26,7 @@ function render({ model, el }) {
     if (!current() || !tag) return;
     // No image id: the kernel labels the image at ITS cursor, so fast typing is applied in
     // order (label, advance, label, ...) even before this view has caught up.
-    send(model, { action: "label", tag: tag.negative ? "__negative__" : tag.name });
+    model.send({ action: "label", tag: tag.negative ? "__negative__" : tag.name });
   }
 
   function draw() {
@@ -78,7 +73,7 @@ function render({ model, el }) {
     const undo = document.createElement("button");
     undo.className = "imgclass-labeller-undo";
     undo.textContent = "Undo";
-    undo.onclick = () => send(model, { action: "undo" });
+    undo.onclick = () => model.send({ action: "undo" });
     bar.appendChild(undo);
 
     const pager = document.createElement("span");
@@ -129,14 +124,14 @@ function render({ model, el }) {
     input.onkeydown = (e) => {
       e.stopPropagation();
       if (e.key === "Enter" && input.value.trim()) {
-        send(model, { action: "new_tag", name: input.value.trim() });
+        model.send({ action: "new_tag", name: input.value.trim() });
         input.value = "";
       }
     };
     const add = document.createElement("button");
     add.className = "imgclass-labeller-addtag";
     add.textContent = "+ tag";
-    add.onclick = () => { if (input.value.trim()) { send(model, { action: "new_tag", name: input.value.trim() }); input.value = ""; } };
+    add.onclick = () => { if (input.value.trim()) { model.send({ action: "new_tag", name: input.value.trim() }); input.value = ""; } };
     tagbar.append(input, add);
     root.appendChild(tagbar);
 
@@ -241,15 +236,15 @@ function render({ model, el }) {
         labelWith(tagFor(k));
       }
     } else if (k === "ArrowRight" || k === "ArrowDown") {
-      send(model, { action: "move", step: 1 });
+      model.send({ action: "move", step: 1 });
     } else if (k === "ArrowLeft" || k === "ArrowUp") {
-      send(model, { action: "move", step: -1 });
+      model.send({ action: "move", step: -1 });
     } else if (k === "Enter") {
-      send(model, { action: "confirm" });
+      model.send({ action: "confirm" });
     } else if (k === "Backspace" || ((e.ctrlKey || e.metaKey) && (k === "z" || k === "Z"))) {
-      send(model, { action: "undo" });
+      model.send({ action: "undo" });
     } else if (k === "s" || k === "S") {
-      send(model, { action: "skip" });
+      model.send({ action: "skip" });
     } else {
       handled = false;
     }
