@@ -117,7 +117,7 @@ def peer_accuracy(project, spec, tags, test_feats, test_labels) -> float:
 
 def head_accuracy(it, test_feats, test_labels) -> float:
     w = it.weights()
-    x = l2_normalise(test_feats) if it.config.get("head_input") == "l2" else test_feats
+    x = l2_normalise(test_feats) if it.record.head_input == "l2" else test_feats
     probs = np.asarray(probabilities(np.asarray(x) @ w["head.kernel"] + w["head.bias"], it.kind))
     return float((probs.argmax(1) == test_labels).mean())
 

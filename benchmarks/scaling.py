@@ -52,7 +52,7 @@ def _fit_child(opts: dict) -> dict:
     """One ``training.fit`` on random images; its images/s and memory."""
     import numpy as np
 
-    from jupyter_imgclass.models import runtime
+    from jupyter_imgclass.platform import runtime
 
     processes = runtime.start_processes(
         opts.get("coordinator"), opts.get("num_processes"), opts.get("process_id")
@@ -116,7 +116,7 @@ def _train_child(opts: dict) -> dict:
     out = {
         "seconds": round(time.perf_counter() - started, 1),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "images_per_s": (it.config.get("fit") or {}).get("images_per_s"),
+        "images_per_s": (it.record.fit or {}).get("images_per_s"),
         "held_mb": 0 if held is None else round(np.asarray(held).nbytes / 2**20, 1),
     }
     project.close()

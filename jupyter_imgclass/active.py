@@ -512,10 +512,12 @@ class Strategy:
     """One way :func:`choose` picks images: its ``pick`` and what it is, in a sentence.
 
     ``pick(features, labelled, candidates, n, probabilities, kind, seed)`` returns indices
-    from ``candidates``; ``probabilities`` is None before a model exists."""
+    from ``candidates``; ``probabilities`` is None before a model exists. ``uses_model``:
+    whether ``pick`` reads the probabilities (the caller need not predict otherwise)."""
 
     pick: Callable[..., np.ndarray]
     about: str
+    uses_model: bool = True
 
 
 def _doubt(probabilities, kind: str):
@@ -552,6 +554,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
     "herding": Strategy(
         lambda f, lab, c, n, p, kind, seed: herding(f, lab, c, n, seed=seed),
         "the kernel coverage of every image (MaxHerding)",
+        uses_model=False,
     ),
     "typical_uncertain": Strategy(
         lambda f, lab, c, n, p, kind, seed: typical_uncertain(
@@ -562,17 +565,20 @@ STRATEGY_TABLE: dict[str, Strategy] = {
     "typical": Strategy(
         lambda f, lab, c, n, p, kind, seed: typical(f, lab, c, n, seed=seed),
         "TypiClust: the densest image of each of the largest clusters holding no label",
+        uses_model=False,
     ),
     "badge": Strategy(_badge, "k-means++ over the head's gradient embeddings (BADGE)"),
     "diverse": Strategy(_diverse, "the most uncertain images, spread by k-center"),
     "coverage": Strategy(
         lambda f, lab, c, n, p, kind, seed: k_center(f, lab, c, n),
         "k-center on the backbone's features alone",
+        uses_model=False,
     ),
     **{method: _uncertainty(method) for method in METHODS},
     "random": Strategy(
         lambda f, lab, c, n, p, kind, seed: np.random.default_rng(seed).permutation(c)[:n],
         "random choice, the baseline every strategy is measured against",
+        uses_model=False,
     ),
 }
 """Every ``Project.suggest`` strategy, in one place (the first is the default)."""

@@ -7,6 +7,7 @@ with ``--json``). ``--help`` shows :data:`DESCRIPTION` and :data:`EXAMPLES`, pla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 
 from .errors import ImgClassError
-from .vocabulary import BUDGETS, KINDS, figure
+from .training.options import TrainOptions, choices_of, option_fields
+from .vocabulary import KINDS, figure
 
 DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
 EXAMPLES = """examples:
@@ -61,6 +63,7 @@ def cmd_train(args) -> int:
     from .models import runtime
     from .project import Project
 
+    options = _train_options(args)  # every option checked before anything is imported
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise ImgClassError(f"{data_dir}: not a folder of images (root/<tag>/*.jpg)")
@@ -87,20 +90,14 @@ def cmd_train(args) -> int:
         project = Project.open(project_dir)
     with project:
         run = project.train(
-            budget=args.budget,
-            model=args.model,
-            epochs=args.epochs,
-            minutes=args.minutes,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            show=False,
+            **dataclasses.asdict(options),
             coordinator=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
         run.on_event(_progress(args))
         iteration = run.wait()
-        fit = iteration.config.get("fit") or {}
+        fit = iteration.record.fit or {}
         layout = {
             "processes": processes,
             "process_id": rank,
@@ -303,7 +300,7 @@ def cmd_demo(args) -> int:
         ds = datasets.digits().subset(args.per_class, seed=0)
         report = ds.to_project(project)
         print(f"import: {report.summary()}", file=sys.stderr)
-        run = project.train(budget=args.budget, model=args.model, show=False)
+        run = project.train(**dataclasses.asdict(_train_options(args)))
         run.on_event(_progress(args))
         iteration = run.wait()
         if args.serve_seconds == 0:
@@ -350,6 +347,30 @@ def _report_text(iteration) -> str:
     return "\n".join(lines)
 
 
+def _add_train_options(parser: argparse.ArgumentParser, only=None) -> None:
+    """One argument per :class:`TrainOptions` field (or those named in ``only``): flag,
+    type, help and choices come from the field, so the command line cannot drift from
+    ``Project.train``."""
+    for field in option_fields():
+        if only is not None and field.name not in only:
+            continue
+        shown = "" if field.default is None else f" ({field.default})"
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=field.metadata["type"],
+            default=field.default,
+            choices=choices_of(field),
+            help=field.metadata["help"] + shown,
+        )
+
+
+def _train_options(args) -> TrainOptions:
+    """The :class:`TrainOptions` of the parsed command line (checked now)."""
+    names = [f.name for f in option_fields()]
+    return TrainOptions.from_keywords(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+
+
 def build_parser() -> argparse.ArgumentParser:
     plain = {"color": False} if sys.version_info >= (3, 14) else {}  # --help: plain text
     parser = argparse.ArgumentParser(
@@ -373,13 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = command("train", help="import a folder (sub-folders are tags) and train")
     t.add_argument("data_dir")
     t.add_argument("--project", required=True, help="project folder (created if missing)")
-    t.add_argument("--kind", default="multiclass", choices=KINDS)
-    t.add_argument("--model", default=None)
-    t.add_argument("--budget", default="quick", choices=BUDGETS)
-    t.add_argument("--minutes", type=float, default=None)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=None, help="global batch (advanced)")
+    t.add_argument(
+        "--kind",
+        default="multiclass",
+        choices=KINDS,
+        help="one tag per image (multiclass) or any number (multilabel)",
+    )
+    _add_train_options(t)
     t.add_argument(
         "--coordinator",
         default=None,
@@ -460,8 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = command("demo", help="train on scikit-learn's digits in a new project")
     d.add_argument("--project", default="projects/digits-demo", help="project folder")
     d.add_argument("--per-class", type=int, default=30, help="digits per tag (30)")
-    d.add_argument("--budget", default="quick", choices=BUDGETS)
-    d.add_argument("--model", default=None)
+    _add_train_options(d, only=("budget", "model"))
     d.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     d.add_argument(
         "--serve-seconds",

@@ -12,12 +12,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 
 from . import models
 from .data.images import load_rgb, resize_square
 from .evaluate import passing
-from .models.apply import apply_fn, eval_split, run_batched
+from .models.apply import apply_fn, eval_split, probabilities, run_batched
+from .models.layers import head_input
 from .models.weights import weights_to_model
 from .vocabulary import DEFAULT_THRESHOLD
 
@@ -75,6 +77,7 @@ class Predictor:
             self.spec, len(self.tags), weights, input_size=self.input_size, head_input=head_input
         )
         self.head_input = head_input
+        self._model = model
         graphdef, self._state = eval_split(model)
         self._forward = apply_fn(
             graphdef, tuple(self.spec.mean), tuple(self.spec.std), "probabilities", kind
@@ -103,6 +106,16 @@ class Predictor:
         with self._lock:
             probs = run_batched(self._forward, self._state, images.astype(np.uint8), PREDICT_BATCH)
         return probs.astype(np.float32)
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, T]`` from the backbone's pooled features ``[N, D]`` (what
+        ``model.features(x)`` returns): the head alone, as the network applies it after
+        its backbone. The answer equals :meth:`predict_arrays`'s when the features come
+        from the same backbone weights (a quick-budget iteration's frozen pretrained one)."""
+        x = head_input(jnp.asarray(features, jnp.float32), self.head_input)
+        with self._lock:
+            logits = self._model.head(x)
+        return np.asarray(probabilities(logits, self.kind), np.float32)
 
     def predict(self, items: Any) -> list[list[Prediction]]:
         """Sorted predictions for one item or a list of items (one list per item)."""

@@ -165,3 +165,31 @@ def test_cli_demo_prints_the_report_and_serves_for_its_seconds(tmp_path, make_pn
         assert proc.wait(timeout=60) == 0  # it stops by itself after its seconds
     finally:
         proc.kill()
+
+
+def test_cli_train_arguments_are_the_train_options_checked_before_the_import(tmp_path):
+    import dataclasses
+
+    from jupyter_imgclass.cli import build_parser
+    from jupyter_imgclass.training.options import TrainOptions
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    for field in dataclasses.fields(TrainOptions):  # every option, with help and choices
+        assert field.name in flags and flags[field.name].help, field.name
+    assert flags["model"].choices == ic.models.names()
+    assert flags["budget"].choices == ["quick", "advanced"]
+
+    folder = tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.png").write_bytes(_png((200, 0, 0), 1))
+    for bad, says in (
+        (["--model", "resnet"], "invalid choice: 'resnet'"),
+        (["--epochs", "0"], "epochs 0: must be a whole number"),
+        (["--learning-rate", "-1"], "learning_rate -1.0: must be a positive number"),
+        (["--input-size", "9"], "input_size 9: must be a whole number from 16"),
+    ):
+        project = tmp_path / f"p{len(says)}"
+        done = _cli("train", str(folder), "--project", str(project), *bad, timeout=60)
+        assert done.returncode != 0 and says in done.stderr, (bad, done.stderr)
+        assert not project.exists(), bad  # refused before anything was imported

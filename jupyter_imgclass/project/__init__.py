@@ -10,6 +10,6 @@
 
 from .iteration import Iteration
 from .project import ImageRecord, Project, TagRecord
-from .runs import RunOptions, TrainingRun
+from .runs import TrainingRun
 
-__all__ = ["ImageRecord", "Iteration", "Project", "RunOptions", "TagRecord", "TrainingRun"]
+__all__ = ["ImageRecord", "Iteration", "Project", "TagRecord", "TrainingRun"]

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .project import Project
+from .features import project_features, unreadable_images
 
 __all__ = ["DataCheck", "check_project"]
 
@@ -50,12 +49,6 @@ class DataCheck:
     iteration: int | None = None
     unreadable: list[tuple[int, str]] = field(default_factory=list)
     project: Any = field(default=None, repr=False, compare=False)
-
-    def panel(self):
-        """This report as a widget panel with a one-click fix beside each finding."""
-        from . import views
-
-        return views.make("check", self.project, self)
 
     def summary(self) -> str:
         """One line: how many findings of each kind."""
@@ -93,12 +86,11 @@ class DataCheck:
         return f"<pre>{html.escape(repr(self))}</pre>"
 
 
-def check_project(project: Project, iteration: Any = None) -> DataCheck:
+def check_project(project: Any, iteration: Any = None) -> DataCheck:
     """Runs every check of :class:`DataCheck` on ``project`` (see ``Project.check``)."""
     from .. import datacheck
     from ..data.labelled import cross_validation_folds
     from ..errors import ImgClassError
-    from .runs import project_features, unreadable_images
 
     report = DataCheck(project=project)
     every = project.images
@@ -128,9 +120,7 @@ def check_project(project: Project, iteration: Any = None) -> DataCheck:
         report.iteration = it.number
         truth, probs = it._val_truth_and_probs()
         scored = list(it.val_image_ids)
-        for f, rows in enumerate(
-            cross_validation_folds(truth, it.kind, seed=int(it.config.get("seed") or 0))
-        ):
+        for f, rows in enumerate(cross_validation_folds(truth, it.kind, seed=it.record.seed)):
             for r in rows:
                 fold_of[scored[int(r)]] = f
         current = {im.id: im.tags for im in images}

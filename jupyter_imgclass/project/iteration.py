@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import DEFAULT_THRESHOLD
-
-if TYPE_CHECKING:
-    from .project import Project
+from .record import IterationRecord
 
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "average_precision")
 WEIGHTS_FILE = "weights.safetensors"
@@ -37,16 +35,20 @@ class Iteration:
         model: network name.
         classes: output order of the classifier (tag names).
         kind: ``"multiclass"`` or ``"multilabel"``.
+        record: the :class:`~.record.IterationRecord` (how it was trained, on what).
+        project: the :class:`~jupyter_imgclass.Project` it belongs to.
     """
 
-    def __init__(self, project: Project, row: dict):
+    def __init__(self, project: Any, row: dict):
         self.project = project
         self.number = int(row["number"])
         self.name = row["name"]
         self.status = row["status"]
         self.model = row["model"]
         self.budget = row["budget"]
-        self.config = row.get("config") or {}
+        self.record = IterationRecord.from_json(
+            row.get("config") or {}, model=row["model"], budget=row["budget"], kind=project.kind
+        )
         self._metrics = row.get("metrics")
         self._predictor = None
         self._val_probabilities: np.ndarray | None = None
@@ -58,23 +60,23 @@ class Iteration:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.config.get("classes", []))
+        return list(self.record.classes)
 
     @property
     def kind(self) -> str:
-        return self.config.get("kind", self.project.kind)
+        return self.record.kind
 
     @property
     def val_image_ids(self) -> list[int]:
         """Ids of the images the metrics were computed on, each scored by a model that did
         not train on it (every labelled image when cross-validated)."""
-        return list(self.config.get("val_image_ids", []))
+        return list(self.record.val_image_ids)
 
     @property
     def evaluation(self) -> dict:
         """How the metrics were obtained: ``{"method": "cross-validation", "folds", "images"}``
         or ``{"method": "holdout", "images"}``."""
-        ev = self.config.get("evaluation")
+        ev = self.record.evaluation
         return dict(ev) if ev else {"method": "holdout", "images": len(self.val_image_ids)}
 
     def evaluation_text(self) -> str:
@@ -96,18 +98,18 @@ class Iteration:
     @property
     def history(self) -> list[dict]:
         """Per-epoch metrics of the training."""
-        return list(self.config.get("history", []))
+        return list(self.record.history)
 
     @property
     def threshold(self) -> float:
         """The default probability threshold (per-tag ones: :attr:`thresholds`)."""
-        return float(self.config.get("threshold", DEFAULT_THRESHOLD))
+        return float(self.record.threshold)
 
     @property
     def thresholds(self) -> dict[str, float]:
         """``{tag: threshold}``: saved with :meth:`set_thresholds`, else :attr:`threshold`
         for every tag. They travel into the bundle, the ONNX metadata and the endpoint."""
-        saved = self.config.get("thresholds") or {}
+        saved = self.record.thresholds
         return {tag: float(saved.get(tag, self.threshold)) for tag in self.classes}
 
     def best_f1_thresholds(self) -> dict[str, float]:
@@ -149,9 +151,8 @@ class Iteration:
             if not 0.0 <= number <= 1.0:  # NaN fails too
                 raise ImgClassError(f"threshold for {tag!r}: {value!r} is not a number in [0, 1]")
             merged[tag] = number
-        self.config = self.project.store.update_iteration_config(
-            self.number, {"thresholds": merged}
-        )
+        saved = self.project.store.update_iteration_config(self.number, {"thresholds": merged})
+        self.record = IterationRecord.from_json(saved, model=self.model, kind=self.kind)
         record = self.folder / RECORD_FILE
         if record.is_file():
             write_json(record, {**json.loads(record.read_text()), "thresholds": merged})
@@ -236,8 +237,8 @@ class Iteration:
                 self.kind,
                 weights,
                 thresholds=self.thresholds,
-                input_size=self.config.get("input_size"),
-                head_input=self.config.get("head_input", "raw"),
+                input_size=self.input_size,
+                head_input=self.record.head_input,
             )
         return self._predictor
 
@@ -269,7 +270,11 @@ class Iteration:
     @property
     def input_size(self) -> int:
         """The square side images are resized to."""
-        return self.predictor.input_size
+        if self.record.input_size:
+            return int(self.record.input_size)
+        from .. import models
+
+        return models.get(self.model).input_size
 
     @property
     def tag_types(self) -> list[str]:
@@ -310,9 +315,7 @@ class Iteration:
             raise BundleError(
                 f"{self.folder / WEIGHTS_FILE}: iteration {self.number} has no saved weights"
             )
-        preprocessing = models.get(self.model).to_json()
-        if self.config.get("input_size"):
-            preprocessing["input_size"] = int(self.config["input_size"])
+        preprocessing = {**models.get(self.model).to_json(), "input_size": self.input_size}
         return export_bundle(
             folder,
             model_name=self.model,
@@ -329,7 +332,7 @@ class Iteration:
             project_name=self.project.name,
             project_id=self.project.id,
             iteration_number=self.number,
-            head_input=self.config.get("head_input", "raw"),
+            head_input=self.record.head_input,
             onnx=onnx,
             overwrite=overwrite,
         )
@@ -372,18 +375,6 @@ class Iteration:
                 ),
             )
         return serve_in_background(self, host=host, port=port, key=key, **app_options)
-
-    def report(self):
-        """The evaluation widget: per-tag table, threshold slider, confusion matrix."""
-        from . import views
-
-        return views.make("evaluation", self)
-
-    def tester(self):
-        """The tester widget for this iteration."""
-        from . import views
-
-        return views.make("tester", self.project, iteration=self)
 
     def headline_metrics(self) -> dict[str, float]:
         """The overall accuracy, precision, recall and average precision that exist."""

@@ -17,7 +17,6 @@ Examples:
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import os
@@ -44,15 +43,17 @@ from ..data.integrity import (
 from ..data.labelled import check_trainable, data_warnings, labelled_set
 from ..data.store import ImageStore
 from ..errors import ImgClassError, ProjectError, TagError, TrainingError
+from ..training.options import TrainOptions
 from ..vocabulary import check_kind
+from . import served, suggestions
+from .check import check_project
 from .events import Events, Subscription
 from .iteration import Iteration
-from .runs import RunOptions, TrainingRun, recover_interrupted, take_training_lock
+from .runs import TrainingRun, recover_interrupted, take_training_lock
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "project.sqlite"
-REVIEW_LIMIT = 2000
 """The review queue looks at this many of the newest kept served images."""
 EVENTS = (
     "images_added",
@@ -622,37 +623,19 @@ class Project:
     # ------------------------------------------------------------------ training
     def train(
         self,
-        *,
         budget: str = "quick",
-        model: str | None = None,
-        epochs: int | None = None,
-        minutes: float | None = None,
-        seed: int = 0,
-        name: str | None = None,
-        input_size: int | None = None,
-        batch_size: int | None = None,
-        learning_rate: float | None = None,
-        show: bool = True,
+        *,
         coordinator: str | None = None,
         num_processes: int | None = None,
         process_id: int | None = None,
+        **options: Any,
     ) -> TrainingRun:
         """Starts training a new iteration in the background and returns at once.
 
         Args:
             budget: ``"quick"`` (frozen pretrained backbone, cached features, a head trained
-                in seconds) or ``"advanced"`` (train or fine-tune the whole network with
-                augmentation, keeping the best checkpoint).
-            model: network name (see ``jupyter_imgclass.models.names()``); by default
-                transfer learning for up to 5,000 images, ``small_cnn`` beyond.
-            epochs: number of epochs (the engine picks one by budget when None).
-            minutes: time budget for ``advanced``.
-            seed: makes the split and the run reproducible.
-            name: published name (default ``Iteration<n>``).
-            input_size: another square input side than the network's.
-            batch_size: images per training step (``advanced``).
-            learning_rate: peak learning rate (``advanced``).
-            show: display the live training monitor when running in a notebook.
+                in seconds) or ``"advanced"`` (fine-tune the network's top, or train a
+                network from scratch, under a time budget).
             coordinator: ``"HOST:PORT"`` of process 0, for training over several processes
                 or hosts (``jax.distributed``): run the same call once per process, each
                 with the same ``coordinator`` and ``num_processes`` and its own
@@ -663,29 +646,24 @@ class Project:
                 every process.
             num_processes: how many processes take part.
             process_id: this process's index, 0 to ``num_processes - 1``.
+            **options: the other fields of
+                :class:`~jupyter_imgclass.training.options.TrainOptions`: ``model``,
+                ``epochs``, ``minutes``, ``seed``, ``name``, ``input_size``,
+                ``batch_size``, ``learning_rate`` (each described there).
 
         Returns:
-            A :class:`~jupyter_imgclass.project.runs.TrainingRun`; ``run.wait()`` blocks.
+            A :class:`~jupyter_imgclass.project.runs.TrainingRun`; ``run.wait()`` blocks,
+            ``ic.monitor(run)`` shows it live.
 
         Raises:
-            TrainingError: bad options or too few labelled images, at once (not in the
-                background thread).
+            TrainingError: an unknown option, a bad value or too few labelled images, at
+                once (not in the background thread).
 
         Examples:
-            >>> run = project.train(budget="quick")  # doctest: +SKIP
-            >>> iteration = run.wait()               # doctest: +SKIP
+            >>> run = project.train("quick", seed=1)  # doctest: +SKIP
+            >>> iteration = run.wait()                 # doctest: +SKIP
         """
-        options = RunOptions(
-            budget=budget,
-            model=model,
-            epochs=epochs,
-            minutes=minutes,
-            seed=seed,
-            name=name,
-            input_size=input_size,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-        )
+        settings = TrainOptions.from_keywords(budget=budget, **options)
         self._store.require_writable()
         check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
         from ..models import runtime
@@ -702,15 +680,10 @@ class Project:
         lock = take_training_lock(self.root) if runtime.process_rank() == 0 else None
         with self._runs_lock:
             number = self._store.next_iteration_number()
-            run = TrainingRun(self, number, options, lock=lock)
+            run = TrainingRun(self, number, settings, lock=lock)
             self._runs.append(run)
         run.on_event(lambda event: self._on_run_event(run, event))
-        run.start()
-        if show and _in_notebook():
-            from IPython.display import display
-
-            display(run.monitor())
-        return run
+        return run.start()
 
     def _on_run_event(self, run: TrainingRun, event: dict) -> None:
         """Forwards a run's events; a finished run leaves :attr:`runs` first."""
@@ -757,6 +730,7 @@ class Project:
             f"iteration {number!r}: not found (have {', '.join(str(i.number) for i in its)})"
         )
 
+    # ------------------------------------------------------------------ what to do next
     def suggest(
         self,
         n: int = 20,
@@ -781,65 +755,12 @@ class Project:
         Returns:
             Image records, most wanted first.
         """
-        from ..active import check_strategy, choose
-        from .runs import project_features
-
-        check_strategy(strategy)
-        images = self.images
-        untagged = [k for k, im in enumerate(images) if not im.tags]
-        if not untagged or n <= 0:
-            return []
-        labelled = [k for k, im in enumerate(images) if im.tags]
-        try:
-            it = iteration or self.iteration()
-        except ImgClassError:
-            it = None
-        feats = project_features(self, [im.id for im in images], it)
-        probs = None
-        if it is not None and strategy not in ("coverage", "random", "typical"):
-            probs = self._predicted(it, [images[k].id for k in untagged], feats[untagged])
-        picked = choose(
-            strategy,
-            n,
-            features=feats,
-            labelled=labelled,
-            candidates=untagged,
-            probabilities=probs,
-            kind=self.kind,
-            seed=seed,
-        )
-        return [images[int(k)] for k in picked]
+        return suggestions.suggest(self, n, strategy, iteration, seed)
 
     def guesses(self, image_ids: Iterable[int], iteration=None) -> dict[int, str]:
         """The latest (or given) iteration's most likely tag for each image: what the
         labeller pre-selects when it walks the suggestions. Empty without an iteration."""
-        try:
-            it = iteration or self.iteration()
-        except ImgClassError:
-            return {}
-        ids = [int(i) for i in image_ids]
-        if not ids:
-            return {}
-        probs = self._predicted(it, ids)
-        return {i: it.classes[int(np.argmax(row))] for i, row in zip(ids, probs, strict=True)}
-
-    def _predicted(self, it, image_ids: list[int], features=None) -> np.ndarray:
-        """``it``'s probabilities for project images. A quick-budget iteration's backbone
-        is the frozen pretrained one, so its head runs on the cached features (given, or
-        looked up); any other network (fine-tuned, from scratch) runs on the images."""
-        from .. import models
-        from ..models.apply import probabilities
-        from ..models.layers import head_input
-        from .runs import project_features
-
-        if it.budget == "quick" and models.get(it.model).pretrained:
-            if features is None:
-                features = project_features(self, image_ids, it)
-            w = it.weights()
-            x = head_input(features, it.config.get("head_input", "raw"))
-            return np.asarray(probabilities(x @ w["head.kernel"] + w["head.bias"], it.kind))
-        arrays = np.stack([self.array(i, it.input_size) for i in image_ids])
-        return it.predictor.predict_arrays(arrays)
+        return suggestions.guesses(self, image_ids, iteration)
 
     def check(self, iteration=None):
         """What is probably wrong with the data: likely label errors (cleanlab on the
@@ -850,10 +771,9 @@ class Project:
             A :class:`~jupyter_imgclass.project.check.DataCheck`; fix what it finds with
             :meth:`set_tags`, :meth:`remove_images` or :meth:`merge_tags`.
         """
-        from .check import check_project
-
         return check_project(self, iteration)
 
+    # ------------------------------------------------------------------ what was served
     def prediction_logger(
         self,
         iteration_name: str,
@@ -869,93 +789,31 @@ class Project:
         (content-addressed, at most ``quota_bytes`` — 1 GiB — for ``retention_days`` —
         30 — after it was last served; see :mod:`jupyter_imgclass.project.served`).
         """
-        from .served import DEFAULT_QUOTA_BYTES, DEFAULT_RETENTION_DAYS, ServedImages
+        return served.prediction_logger(
+            self,
+            iteration_name,
+            keep_images=keep_images,
+            quota_bytes=quota_bytes,
+            retention_days=retention_days,
+        )
 
-        store = self._store
-        if keep_images:
-            served = ServedImages(
-                self.root,
-                store,
-                quota_bytes=DEFAULT_QUOTA_BYTES if quota_bytes is None else quota_bytes,
-                retention_days=DEFAULT_RETENTION_DAYS if retention_days is None else retention_days,
-            )
-            served.prune()
-
-            def keep_prediction(body: bytes, result: dict) -> None:
-                served.keep(body, iteration_name, result["predictions"])
-
-            return keep_prediction
-
-        def log_prediction(body: bytes, result: dict) -> None:
-            store.log_prediction(
-                iteration=iteration_name,
-                image_sha256=hashlib.sha256(body).hexdigest(),
-                image_path=None,
-                predictions=result["predictions"],
-            )
-
-        return log_prediction
-
-    def served_images(self, limit: int = REVIEW_LIMIT) -> list[dict]:
+    def served_images(self, limit: int = served.REVIEW_LIMIT) -> list[dict]:
         """Logged predictions whose image is still kept, newest first (at most ``limit``):
         ``id``, ``created_at``, ``iteration``, ``image_sha256``, ``path`` (absolute) and
         the served ``predictions`` (for reviewing what the endpoint saw)."""
-        out = []
-        for row in reversed(self._store.prediction_log(kept_only=True, limit=limit)):
-            relative = row.pop("image_path")
-            if relative and (self.root / relative).is_file():
-                out.append({**row, "path": self.root / relative})
-        return out
+        return served.served_images(self, limit)
 
     def review_queue(self) -> list[dict]:
         """Kept images the endpoint (or the tester) saw that are not in the project yet,
         most uncertain first: each :meth:`served_images` entry plus ``guess`` (the served
         top tag), ``probability`` and ``margin`` (top minus runner-up probability)."""
-        present = {im.sha256 for im in self.images}
-        seen: set[str] = set()
-        queue = []
-        for entry in self.served_images():  # newest first: the latest answer per image
-            sha = entry["image_sha256"]
-            if sha in present or sha in seen or not entry["predictions"]:
-                continue
-            seen.add(sha)
-            ranked = sorted(entry["predictions"], key=lambda p: -float(p["probability"]))
-            top = float(ranked[0]["probability"])
-            runner_up = float(ranked[1]["probability"]) if len(ranked) > 1 else 0.0
-            queue.append(
-                {
-                    **entry,
-                    "guess": ranked[0].get("tagName"),
-                    "probability": top,
-                    "margin": top - runner_up,
-                }
-            )
-        return sorted(queue, key=lambda e: e["margin"])
+        return served.review_queue(self)
 
     def add_review_queue(self) -> list[tuple[int, str | None]]:
         """Adds the :meth:`review_queue`'s images to the project, untagged (untagged images
         do not train); returns ``(image_id, served guess)`` in queue order. Tagging one
         (in the labeller's ``"review"`` view) moves it into the training set."""
-        queue = self.review_queue()
-        if queue:
-            self.add_images([e["path"] for e in queue])
-        by_sha = {im.sha256: im.id for im in self.images}
-        return [
-            (by_sha[e["image_sha256"]], e["guess"]) for e in queue if e["image_sha256"] in by_sha
-        ]
-
-    # ------------------------------------------------------------------ widgets
-    def labeller(self, filter: str | None = "untagged", **kwargs: Any):
-        """The labelling widget (keys 1-9, 0 negative, arrows, Backspace undo, S skip)."""
-        from . import views
-
-        return views.make("labeller", self, filter=filter, **kwargs)
-
-    def tester(self, iteration=None):
-        """The tester widget: drop or upload images and see the probabilities."""
-        from . import views
-
-        return views.make("tester", self, iteration=iteration)
+        return served.add_review_queue(self)
 
     # ------------------------------------------------------------------ reprs
     def __repr__(self) -> str:
@@ -999,11 +857,3 @@ def _per_item_tags(tags: Sequence[Any] | None, n: int) -> list[list[str]]:
         else:
             out.append(list(t))
     return out
-
-
-def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (not plain Python, not a terminal IPython)."""
-    import sys
-
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -2,14 +2,15 @@
 
 A :class:`TrainingRun` trains in its own thread (the notebook cell returns at once,
 ``run.wait()`` blocks, ``run.stop()`` keeps the best weights so far). Steps: collect
-labels -> refuse or warn -> seeded stratified split -> cached arrays (or cached backbone
-features for ``quick``) -> ``training.fit`` / ``fit_head`` -> an atomic save.
+labels -> refuse or warn -> the budget's recipe (:func:`jupyter_imgclass.training.recipes.train`,
+which reads images and features through this project's caches) -> an atomic save.
 
-Saving is atomic: weights, validation predictions and the record are written into a
-temporary folder that is renamed to ``iterations/<n>/``, then the store is updated in one
-transaction. While a run trains it holds an OS lock (``iterations/.<n>.lock``); opening a
-project marks an iteration left "training" with no live lock (its kernel died) as
-"failed" (:func:`recover_interrupted`).
+Saving is atomic: weights, validation predictions and the record
+(:class:`~.record.IterationRecord`) are written into a temporary folder that is renamed
+to ``iterations/<n>/``, then the store is updated in one transaction. While a run trains,
+process 0 holds the project's OS lock (``iterations/.training.lock``); opening a project
+marks an iteration left "training" with no live lock (its kernel died) as "failed"
+(:func:`recover_interrupted`).
 
 Several processes (``Project.train(coordinator=..., num_processes=..., process_id=...)``,
 one call per process on one project folder that every process reads): a network trained
@@ -22,6 +23,7 @@ the others wait for its iteration.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -30,86 +32,25 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from ..data.integrity import TMP_PREFIX, fsync_folder
-from ..data.labelled import (
-    check_trainable,
-    class_counts,
-    cross_validation_folds,
-    labelled_set,
-    stratified_split,
-)
+from ..data.labelled import LabelledSet, check_trainable, class_counts, labelled_set
 from ..errors import ImgClassError, TrainingError
-from ..vocabulary import DEFAULT_THRESHOLD, check_budget
+from ..training.options import TrainOptions
 from .events import Events, Subscription
+from .features import cached_features, usable_set
 from .iteration import RECORD_FILE, WEIGHTS_FILE, Iteration, write_json
-
-if TYPE_CHECKING:
-    from .project import Project
+from .record import IterationRecord
 
 log = logging.getLogger(__name__)
 
-TRANSFER_MAX_IMAGES = 5000
-FEATURE_BATCH = 32
-FINE_TUNE_DEFAULT_S = 120.0
-MIN_FINE_TUNE_S = 20.0
-SAVE_MARGIN_S = 3.0
 RUN_EVENTS = ("event",)
 FIT_FIELDS = ("batch_size", "devices", "processes", "precision", "steps")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What ``Project.train`` asked for; typed, checked before the thread starts.
-
-    Attributes:
-        budget: ``"quick"`` or ``"advanced"``.
-        model: network name; ``None`` picks by dataset size (:func:`default_model`).
-        epochs: passes over the data (the engine's default when ``None``).
-        minutes: time budget (``advanced``).
-        seed: makes the split and the run reproducible.
-        name: published name (``Iteration<n>`` when ``None``).
-        input_size: another square input side than the network's.
-        batch_size: images per step (``advanced``).
-        learning_rate: peak learning rate (``advanced``).
-    """
-
-    budget: str = "quick"
-    model: str | None = None
-    epochs: int | None = None
-    minutes: float | None = None
-    seed: int = 0
-    name: str | None = None
-    input_size: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-
-    def __post_init__(self) -> None:
-        check_budget(self.budget, error=TrainingError)
-        if self.model is not None:
-            from .. import models
-
-            models.get(self.model)  # unknown names fail in the caller's cell
-        if self.minutes is not None and not self.minutes > 0:
-            raise TrainingError(f"minutes {self.minutes!r}: must be a positive number")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise TrainingError(f"epochs {self.epochs!r}: must be a whole number of 1 or more")
-
-    @property
-    def time_limit_s(self) -> float | None:
-        return self.minutes * 60 if self.minutes else None
-
-
-def default_model(n_images: int) -> str:
-    """Transfer learning for small datasets, a from-scratch CNN for large ones."""
-    return "efficientnet_lite0" if n_images <= TRANSFER_MAX_IMAGES else "small_cnn"
-
 
 TRAINING_LOCK = ".training.lock"
 
@@ -143,16 +84,17 @@ class TrainingRun:
 
     Attributes:
         number: the iteration number this run will create.
-        options: the :class:`RunOptions`.
+        options: the :class:`~jupyter_imgclass.training.options.TrainOptions`.
         status: ``"starting"``, ``"running"``, ``"done"``, ``"stopped"`` or ``"failed"``.
         events: every progress event so far (dicts with ``phase`` or ``event`` keys).
         error: the reason, when ``status == "failed"``.
-        warnings: data warnings found before training.
+        warnings: data warnings found before training and what the recipe decided
+            (every ``"warning"`` event's message).
         iteration: the saved :class:`Iteration` once finished.
     """
 
     def __init__(
-        self, project: Project, number: int, options: RunOptions, lock: FileLock | None = None
+        self, project: Any, number: int, options: TrainOptions, lock: FileLock | None = None
     ):
         self.project = project
         self._training_lock = lock  # held until the run ends (None: not process 0)
@@ -210,18 +152,14 @@ class TrainingRun:
             raise TrainingError(f"training run {self.number} failed: {self.error}")
         return self.iteration
 
-    def monitor(self):
-        """A live training monitor widget of this run."""
-        from . import views
-
-        return views.make("monitor", self)
-
     def emit(self, event: dict) -> None:
         """Records a progress event and tells the listeners (called by the training code)."""
         event = dict(event)
         event.setdefault("time", time.time())
         with self._lock:
             self.events.append(event)
+            if event.get("phase") == "warning":
+                self.warnings.append(str(event.get("message")))
         self._hub.emit("event", event=event)
 
     def __repr__(self) -> str:
@@ -257,132 +195,84 @@ def _rank() -> int:
     return runtime.process_rank()
 
 
-def backbone_features(run: TrainingRun, model, spec, image_ids, size: int) -> np.ndarray:
-    """:func:`cached_features` for a training run: progress events, and a stop ends it."""
-
-    def progress(done: int, total: int) -> None:
-        if run.stopping:
-            raise TrainingError("stopped while extracting features; nothing to keep yet")
-        run.emit({"phase": "extracting features", "done": done, "total": total})
-
-    return cached_features(run.project, model, spec, image_ids, size, on_progress=progress)
-
-
-def unreadable_images(images) -> dict[int, tuple[Path, str]]:
-    """``{image_id: (file, reason)}`` of the image records whose stored file is missing or
-    damaged (training and the data check skip them)."""
-    from ..data.images import unreadable_reason
-
-    found = {}
-    for im in images:
-        reason = unreadable_reason(im.path)
-        if reason is not None:
-            found[im.id] = (im.path, reason)
-    return found
-
-
-def usable_set(project: Project, data):
-    """``data`` without images whose stored file is missing or damaged, and one warning
-    per skipped image naming its id and file (every process of a run drops the same)."""
-    bad = unreadable_images(project.images_by_id(data.image_ids))
-    warnings = [f"image {i} ({path}) skipped: {why}" for i, (path, why) in bad.items()]
-    return (data.without(bad), warnings) if bad else (data, [])
-
-
-FEATURE_BACKBONE = "efficientnet_lite0"
-"""Whose features ``suggest`` and ``check`` use when no pretrained iteration exists."""
-
-
-def project_features(project: Project, image_ids, iteration=None) -> np.ndarray:
-    """Cached backbone features of ``image_ids``: the pretrained ``iteration``'s backbone
-    at its input size, else :data:`FEATURE_BACKBONE`'s (extracting missing ones)."""
-    from flax import nnx
-
-    from .. import models
-
-    spec = models.get(FEATURE_BACKBONE)
-    size = spec.input_size
-    if iteration is not None and models.get(iteration.model).pretrained:
-        spec, size = models.get(iteration.model), iteration.input_size
-    backbone = spec.create(1, rngs=nnx.Rngs(0), pretrained=True)
-    return cached_features(project, backbone, spec, list(image_ids), size)
-
-
-def cached_features(
-    project: Project, model, spec, image_ids, size: int, on_progress=None
-) -> np.ndarray:
-    """Backbone features per image at ``size`` pixels, computed once and cached by content
-    hash + model + size; ``on_progress(done, total)`` while missing ones are extracted."""
-    from ..models.apply import extract_features
-
-    records = project.images_by_id(image_ids)
-    shas = [im.sha256 for im in records]
-    cached, missing = project.cache.features_many(shas, spec.name, size)
-    total = len(records)
-    if not missing:
-        return np.asarray(cached, np.float32)
-    if on_progress is not None:
-        on_progress(total - len(missing), total)
-    arrays = project.cache.arrays([(records[k].sha256, records[k].path) for k in missing], size)
-
-    def progress(done: int, _total: int) -> None:
-        if on_progress is not None:
-            on_progress(total - len(missing) + done, total)
-
-    vecs = extract_features(model, spec, arrays, batch_size=FEATURE_BATCH, on_progress=progress)
-    project.cache.features_put_many([shas[k] for k in missing], spec.name, size, vecs)
-    feats = np.zeros((total, vecs.shape[1]), np.float32) if cached is None else np.array(cached)
-    feats[missing] = vecs
-    return feats.astype(np.float32)
-
-
 def run_training(run: TrainingRun) -> Iteration:
     """Trains and saves one iteration; called in the run's thread."""
     from .. import models
+    from ..training import recipes
 
     project = run.project
-    opts = run.options
     started = time.time()
     if _rank() != 0:
         return _follow(run, started)
     data, skipped = usable_set(project, labelled_set(project.store))
-    run.warnings = skipped + check_trainable(data)
-    for w in run.warnings:
-        run.emit({"phase": "warning", "message": w})
-    model_name = opts.model or default_model(len(data.image_ids))
-    spec = models.get(model_name)
+    for warning in skipped + check_trainable(data):
+        run.emit({"phase": "warning", "message": warning})
+    opts = _resolved(run.options, data)
+    spec = models.get(opts.model)
     input_size = int(opts.input_size or spec.input_size)
+    record = IterationRecord(
+        model=opts.model,
+        budget=opts.budget,
+        kind=data.kind,
+        classes=list(data.classes),
+        input_size=input_size,
+        seed=opts.seed,
+        epochs=opts.epochs,
+        time_limit_s=opts.time_limit_s,
+        class_counts=class_counts(data),
+        preprocessing={**spec.to_json(), "input_size": input_size},
+    )
     name = opts.name or f"Iteration{run.number}"
-    config = {
-        "model": model_name,
-        "budget": opts.budget,
-        "kind": data.kind,
-        "classes": data.classes,
-        "input_size": input_size,
-        "seed": opts.seed,
-        "epochs": opts.epochs,
-        "time_limit_s": opts.time_limit_s,
-        "class_counts": class_counts(data),
-        "threshold": DEFAULT_THRESHOLD,
-        "preprocessing": {**spec.to_json(), "input_size": input_size},
-    }
     project.store.insert_iteration(
         number=run.number,
         name=name,
         status="training",
-        model=model_name,
+        model=opts.model,
         budget=opts.budget,
-        config=config,
+        config=record.to_json(),
     )
     try:
-        trained = _train(run, data, spec, input_size, started)
-        iteration = _save(run, data, name, config, trained, started)
+        trained = recipes.train(
+            opts,
+            data,
+            _inputs(run, data),
+            on_event=run.emit,
+            should_stop=lambda: run.stopping,
+            started=started,
+        )
+        iteration = _save(run, data, name, record, trained, started)
     except BaseException as exc:
         project.store.finish_iteration(run.number, status="failed", metrics=None)
         _announce(run, f"failed: {type(exc).__name__}: {exc}")
         raise
     _announce(run, "saved")
     return iteration
+
+
+def _resolved(options: TrainOptions, data: LabelledSet) -> TrainOptions:
+    """``options`` with the network the recipe will train named (every process agrees)."""
+    from ..training.recipes import default_model
+
+    return dataclasses.replace(options, model=options.model or default_model(len(data.image_ids)))
+
+
+def _inputs(run: TrainingRun, data: LabelledSet):
+    """The recipe's :class:`~jupyter_imgclass.training.recipes.Inputs`: this project's
+    feature and image caches over ``data``'s images."""
+    from ..training.recipes import Inputs
+
+    project = run.project
+    records = project.images_by_id(data.image_ids)
+    pairs = [(im.sha256, im.path) for im in records]
+
+    def features(backbone, spec, size: int, on_progress) -> np.ndarray:
+        return cached_features(project, backbone, spec, data.image_ids, size, on_progress)
+
+    def images(size: int, stream: bool, on_progress):
+        load = project.cache.rows if stream else project.cache.arrays
+        return load(pairs, size, on_progress=on_progress)
+
+    return Inputs(features=features, images=images)
 
 
 def _follow(run: TrainingRun, started: float) -> Iteration:
@@ -394,14 +284,20 @@ def _follow(run: TrainingRun, started: float) -> Iteration:
     with the reason instead of leaving one waiting at a collective."""
     from .. import models
     from ..models import runtime
+    from ..training import recipes
 
-    opts = run.options
     data, _ = usable_set(run.project, labelled_set(run.project.store))
-    spec = models.get(opts.model or default_model(len(data.image_ids)))
+    opts = _resolved(run.options, data)
     try:
-        if _spreads(spec, opts):
-            input_size = int(opts.input_size or spec.input_size)
-            _train(run, data, spec, input_size, started)
+        if recipes.spreads(models.get(opts.model), opts):
+            recipes.train(
+                opts,
+                data,
+                _inputs(run, data),
+                on_event=run.emit,
+                should_stop=lambda: run.stopping,
+                started=started,
+            )
     except Exception as exc:
         word = _outcome(run, timeout_s=FAILED_WORD_S)
         raise TrainingError(
@@ -441,224 +337,14 @@ def _outcome(run: TrainingRun, timeout_s: float) -> str:
         return str(exc)
 
 
-def _spreads(spec, opts: RunOptions) -> bool:
-    """Whether the run's training is data-parallel over processes (``training.fit``)."""
-    return not spec.pretrained and opts.budget == "advanced"
-
-
-@dataclass
-class _Trained:
-    """What the budget's training leaves: the model, and the images its metrics rest on."""
-
-    result: Any  # training.FitResult; val_probabilities are those of `scored`
-    scored: np.ndarray  # indices into the labelled set that the probabilities belong to
-    train: np.ndarray  # indices the final model trained on
-    evaluation: dict
-
-
-def _train(run: TrainingRun, data, spec, input_size: int, started: float) -> _Trained:
-    """The budget's training.
-
-    Pretrained networks: the cross-validated logistic-regression head on cached features
-    (every label in the final head; out-of-fold probabilities for the metrics); with
-    ``advanced``, the network's top is fine-tuned from the head over the same folds and
-    replaces the head only when its cross-validated figures are better, refitted on every
-    image. From-scratch networks keep a seeded, stratified held-out split.
-    """
-    from .. import training
-
-    opts = run.options
-    deadline = started + opts.time_limit_s if opts.time_limit_s else None
-    tconf = training.TrainConfig(
-        model=spec.name,
-        budget=opts.budget,
-        kind=data.kind,
-        num_classes=len(data.classes),
-        input_size=input_size,
-        seed=opts.seed,
-        epochs=opts.epochs,
-        time_limit_s=opts.time_limit_s,
-        batch_size=opts.batch_size,
-        learning_rate=opts.learning_rate,
-    )
-    everything = np.arange(len(data.image_ids))
-    if _spreads(spec, opts):
-        return _train_from_scratch(run, data, tconf, input_size)
-    import jax
-
-    if jax.process_count() > 1:
-        _warn(
-            run,
-            f"budget {opts.budget!r} with {spec.name}: trained in process 0 alone; only a "
-            "network trained from scratch (budget='advanced', e.g. model='small_cnn') "
-            "spreads over processes",
-        )
-    run.emit({"phase": "preparing", "message": "loading the pretrained backbone"})
-    backbone = training.create_model(tconf, pretrained=True)
-    features = backbone_features(run, backbone, spec, data.image_ids, input_size)
-    folds = cross_validation_folds(data.labels, data.kind, seed=opts.seed)
-    head = training.fit_head(
-        dataclasses.replace(tconf, label_smoothing=0.0),
-        backbone,
-        {"features": features, "label": data.labels},
-        folds=folds,
-        on_event=run.emit,
-        should_stop=lambda: run.stopping,
-    )
-    quick = _Trained(
-        head,
-        everything,
-        everything,
-        {"method": "cross-validation", "folds": len(folds), "images": len(everything)},
-    )
-    if opts.budget != "advanced" or run.stopping:
-        return quick
-    return _fine_tune(run, data, spec, tconf, input_size, quick, folds, deadline)
-
-
-def _fine_tune(run, data, spec, tconf, input_size, quick: _Trained, folds, deadline):
-    """Fine-tunes the network's top from the head on cached activations of its frozen
-    rest (:func:`training.fit_top`), over the same folds as the head; keeps it only when
-    its cross-validated figures beat the head's on the same images."""
-    from .. import training
-    from ..models.apply import extract_lower
-
-    if deadline is None:
-        deadline = time.time() + FINE_TUNE_DEFAULT_S
-    if deadline - time.time() < MIN_FINE_TUNE_S:
-        return _keep(run, quick, "no time left to fine-tune; kept the transfer-learned head")
-    model = training.weights_to_model(
-        spec,
-        len(data.classes),
-        quick.result.weights,
-        input_size=input_size,
-        head_input=quick.result.head_input,
-    )
-    if not hasattr(model, "top_split"):
-        return _keep(run, quick, f"{spec.name} has no top to fine-tune; kept the head")
-    split = model.top_split()
-    arrays = _load_images(run, data, input_size)
-    views = {"activation": arrays}
-    if "flip" in tconf.augmentations():
-        views["mirrored"] = arrays[:, :, ::-1]
-    total = len(arrays) * len(views)
-    acts = {}
-    try:
-        for k, (name, images) in enumerate(views.items()):
-
-            def progress(done: int, _total: int, k=k) -> None:
-                if run.stopping or time.time() > deadline - SAVE_MARGIN_S:
-                    raise training.DeadlineError("no time left while extracting activations")
-                run.emit({"phase": "extracting activations", "done": k * len(arrays) + done,
-                          "total": total})  # fmt: skip
-
-            acts[name] = extract_lower(model, spec, images, split, on_progress=progress)
-        top = training.fit_top(
-            dataclasses.replace(tconf, deadline=deadline - SAVE_MARGIN_S),
-            model,
-            {**acts, "label": data.labels},
-            split=split,
-            folds=folds,
-            fold_heads=quick.result.extra["fold_heads"],
-            epochs=tconf.epochs or training.TOP_EPOCHS,
-            learning_rate=tconf.learning_rate or training.TOP_LR,
-            on_event=run.emit,
-            should_stop=lambda: run.stopping,
-        )
-    except training.DeadlineError as exc:
-        return _keep(run, quick, f"{exc}; kept the transfer-learned head")
-    except TrainingError:
-        if not run.stopping:
-            raise
-        return _keep(run, quick, "stopped while fine-tuning; kept the transfer-learned head")
-    if not improves(top, _as_result(quick.result, quick.scored, data), data.kind):
-        return _keep(
-            run,
-            quick,
-            "fine-tuning did not improve the cross-validated figures; "
-            "kept the transfer-learned head",
-            history=top.history,
-        )
-    return _Trained(
-        top,
-        quick.scored,
-        quick.train,
-        {
-            "method": "cross-validation",
-            "folds": len(folds),
-            "images": len(quick.scored),
-            "note": f"fine-tuned the top ({top.best_epoch} epochs, chosen by cross-validation)",
-        },
-    )
-
-
-def _fit(run: TrainingRun, tconf, arrays, labels, train_idx, val_idx, model=None):
-    """``training.fit`` on the rows ``train_idx``, validated on ``val_idx``, for this run."""
-    from .. import training
-
-    return training.fit(
-        tconf,
-        {"image": _select(arrays, train_idx), "label": labels[train_idx]},
-        {"image": _select(arrays, val_idx), "label": labels[val_idx]},
-        on_event=run.emit,
-        should_stop=lambda: run.stopping,
-        model=model,
-    )
-
-
-def _select(arrays, rows: np.ndarray):
-    """``arrays[rows]``; a ``CachedRows`` view stays a view (nothing read yet)."""
-    return arrays.select(rows) if hasattr(arrays, "select") else arrays[rows]
-
-
-def _warn(run: TrainingRun, message: str) -> None:
-    run.warnings.append(message)
-    run.emit({"phase": "warning", "message": message})
-
-
-def _load_images(run: TrainingRun, data, size: int, *, stream: bool = False):
-    """Every labelled image at ``size`` from the cache (built when missing), reporting
-    progress: in memory, or with ``stream`` a :class:`CachedRows` view read batch by batch
-    (memory does not grow with the project)."""
-    run.emit({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
-    records = run.project.images_by_id(data.image_ids)
-    load = run.project.cache.rows if stream else run.project.cache.arrays
-    return load(
-        [(im.sha256, im.path) for im in records],
-        size,
-        on_progress=lambda d, t: run.emit({"phase": "loading images", "done": d, "total": t}),
-    )
-
-
-def _keep(run: TrainingRun, quick: _Trained, message: str, history=()) -> _Trained:
-    _warn(run, message)
-    result = dataclasses.replace(quick.result, history=quick.result.history + list(history))
-    return dataclasses.replace(quick, result=result)
-
-
-def _as_result(head, rows: np.ndarray, data):
-    """The head's out-of-fold figures on ``rows`` as a one-epoch result (to compare with)."""
-    from ..evaluate import validation_metrics
-
-    record = {
-        "epoch": 1,
-        **validation_metrics(data.labels[rows], head.val_probabilities[rows], data.kind),
-    }
-    return dataclasses.replace(head, history=[record], best_epoch=1)
-
-
-def _train_from_scratch(run: TrainingRun, data, tconf, input_size: int) -> _Trained:
-    """A network without pretrained weights: a held-out split picks the best epoch."""
-
-    train_idx, val_idx = stratified_split(data.labels, data.kind, seed=tconf.seed)
-    if len(val_idx) == 0:
-        raise TrainingError("too few images to hold any out for validation; add more")
-    arrays = _load_images(run, data, input_size, stream=True)
-    result = _fit(run, tconf, arrays, data.labels, train_idx, val_idx)
-    return _Trained(result, val_idx, train_idx, {"method": "holdout", "images": len(val_idx)})
-
-
-def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, started: float):
+def _save(
+    run: TrainingRun,
+    data: LabelledSet,
+    name: str,
+    record: IterationRecord,
+    trained: Any,
+    started: float,
+) -> Iteration:
     """Writes the iteration folder atomically, then records it in one transaction."""
     from safetensors.numpy import save_file
 
@@ -667,10 +353,11 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
     project = run.project
     result = trained.result
     y_val = data.labels[trained.scored]
-    metrics = compute_metrics(y_val, result.val_probabilities, data.classes, data.kind, 0.5)
-    status = "stopped" if result.stopped or run.stopping else "done"
-    config = dict(
-        config,
+    metrics = compute_metrics(
+        y_val, result.val_probabilities, data.classes, data.kind, record.threshold
+    )
+    fit = {k: result.extra[k] for k in FIT_FIELDS if k in result.extra}
+    record = record.replace(
         train_image_ids=data.image_ids[trained.train].tolist(),
         val_image_ids=data.image_ids[trained.scored].tolist(),
         evaluation=trained.evaluation,
@@ -679,13 +366,12 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
         best_epoch=result.best_epoch,
         warnings=list(run.warnings),
         train_seconds=round(time.time() - started, 3),
-        status=status,
+        status="stopped" if result.stopped or run.stopping else "done",
+        head_c=result.extra.get("c"),
+        # how the network trained: global batch, devices, processes, precision
+        fit={**fit, "images_per_s": result.images_per_s} if fit else None,
     )
-    if "c" in result.extra:
-        config["head_c"] = result.extra["c"]
-    fit = {k: result.extra[k] for k in FIT_FIELDS if k in result.extra}
-    if fit:  # how the network trained: global batch, devices, processes, precision
-        config["fit"] = {**fit, "images_per_s": result.images_per_s}
+    config = record.to_json()
     iterations = project.root / "iterations"
     final = iterations / str(run.number)
     tmp = iterations / f"{TMP_PREFIX}{run.number}-{uuid.uuid4().hex[:8]}"
@@ -704,31 +390,14 @@ def _save(run: TrainingRun, data, name: str, config: dict, trained: _Trained, st
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    project.store.complete_iteration(run.number, status=status, metrics=metrics, config=config)
+    project.store.complete_iteration(
+        run.number, status=record.status, metrics=metrics, config=config
+    )
     row = next(r for r in project.store.iterations() if r["number"] == run.number)
     return Iteration(project, row)
 
 
-def improves(new, old, kind: str) -> bool:
-    """Whether ``new`` beats ``old`` on the validation set: a higher main metric (accuracy,
-    or average precision for multilabel) and a validation loss that is no worse.
-
-    Asking for both guards the few-image case: with 40 held-out images one lucky image
-    tipped the choice to fine-tuned weights that then scored 0.72-0.76 on test against
-    the head's 0.80 (Fashion-MNIST, 20 images per tag).
-    """
-    from ..training import selection_score
-
-    def score(result) -> tuple[float, float]:
-        best = [h for h in result.history if h.get("epoch") == result.best_epoch]
-        record = best[-1] if best else (result.history[-1] if result.history else None)
-        return selection_score(record, kind) if record else (-np.inf, -np.inf)
-
-    (new_main, new_neg_loss), (old_main, old_neg_loss) = score(new), score(old)
-    return new_main > old_main and new_neg_loss >= old_neg_loss
-
-
-def recover_interrupted(project: Project) -> list[int]:
+def recover_interrupted(project: Any) -> list[int]:
     """Settles iterations left "training" by a dead process; returns the failed numbers.
 
     A live training holds :func:`training_lock` for as long as its process lives, so
@@ -751,10 +420,9 @@ def recover_interrupted(project: Project) -> list[int]:
             record = _finished_record(iterations / str(row["number"]))
             if record is not None:
                 metrics = record.pop("metrics", None)
-                config = {k: v for k, v in record.items() if k not in ("name", "number")}
-                status = config.get("status", "done")
+                saved = IterationRecord.from_json(record, model=row["model"], kind=project.kind)
                 project.store.complete_iteration(
-                    row["number"], status=status, metrics=metrics, config=config
+                    row["number"], status=saved.status, metrics=metrics, config=saved.to_json()
                 )
                 continue
             project.store.finish_iteration(row["number"], status="failed", metrics=None)
@@ -771,8 +439,6 @@ def recover_interrupted(project: Project) -> list[int]:
 
 def _finished_record(folder: Path) -> dict | None:
     """The record of a completely saved iteration folder, or None."""
-    import json
-
     try:
         record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -158,3 +158,87 @@ def _extension(body: bytes) -> str:
     except Exception:  # the service answered it, so it decoded; be safe anyway
         return "bin"
     return {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt or "bin")
+
+
+# ---------------------------------------------------------------------------- a project's log
+REVIEW_LIMIT = 2000
+"""The newest logged predictions :func:`served_images` reads (the review queue's window)."""
+
+
+def prediction_logger(
+    project: Any,
+    iteration_name: str,
+    *,
+    keep_images: bool = True,
+    quota_bytes: int | None = None,
+    retention_days: float | None = None,
+):
+    """A callback for the REST service that logs each answered prediction in ``project``
+    (``Project.prediction_logger``): the image's sha256 and the probabilities, and with
+    ``keep_images`` the image itself (:class:`ServedImages`)."""
+    store = project.store
+    if keep_images:
+        served = ServedImages(
+            project.root,
+            store,
+            quota_bytes=DEFAULT_QUOTA_BYTES if quota_bytes is None else quota_bytes,
+            retention_days=DEFAULT_RETENTION_DAYS if retention_days is None else retention_days,
+        )
+        served.prune()
+
+        def keep_prediction(body: bytes, result: dict) -> None:
+            served.keep(body, iteration_name, result["predictions"])
+
+        return keep_prediction
+
+    def log_prediction(body: bytes, result: dict) -> None:
+        store.log_prediction(
+            iteration=iteration_name,
+            image_sha256=hashlib.sha256(body).hexdigest(),
+            image_path=None,
+            predictions=result["predictions"],
+        )
+
+    return log_prediction
+
+
+def served_images(project: Any, limit: int = REVIEW_LIMIT) -> list[dict]:
+    """Logged predictions of ``project`` whose image is still kept, newest first
+    (``Project.served_images``)."""
+    out = []
+    for row in reversed(project.store.prediction_log(kept_only=True, limit=limit)):
+        relative = row.pop("image_path")
+        if relative and (project.root / relative).is_file():
+            out.append({**row, "path": project.root / relative})
+    return out
+
+
+def review_queue(project: Any) -> list[dict]:
+    """Kept images the endpoint saw that are not in ``project`` yet, most uncertain first
+    (``Project.review_queue``)."""
+    present = {im.sha256 for im in project.images}
+    seen: set[str] = set()
+    queue = []
+    for entry in served_images(project):  # newest first: the latest answer per image
+        sha = entry["image_sha256"]
+        if sha in present or sha in seen or not entry["predictions"]:
+            continue
+        seen.add(sha)
+        ranked = sorted(entry["predictions"], key=lambda p: -float(p["probability"]))
+        top = float(ranked[0]["probability"])
+        runner_up = float(ranked[1]["probability"]) if len(ranked) > 1 else 0.0
+        queue.append(
+            {**entry, "guess": ranked[0].get("tagName"), "probability": top,
+             "margin": top - runner_up}
+        )  # fmt: skip
+    return sorted(queue, key=lambda e: e["margin"])
+
+
+def add_review_queue(project: Any) -> list[tuple[int, str | None]]:
+    """Adds the :func:`review_queue`'s images to ``project``, untagged; returns
+    ``(image_id, served guess)`` in queue order (``Project.add_review_queue``)."""
+    queue = review_queue(project)
+    if queue:
+        project.add_images([e["path"] for e in queue])
+    by_sha = {im.sha256: im.id for im in project.images}
+    return [(by_sha[e["image_sha256"]], e["guess"]) for e in queue if e["image_sha256"] in by_sha]

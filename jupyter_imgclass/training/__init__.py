@@ -7,30 +7,45 @@
 * :mod:`.loop` -- :func:`fit` (epochs, time budget, the best checkpoint kept);
 * :mod:`.head` -- :func:`fit_head` (the quick budget's head on frozen features);
 * :mod:`.top` -- :func:`fit_top` (the advanced budget: the top of a pretrained network
-  fine-tuned on cached activations, cross-validated).
+  fine-tuned on cached activations, cross-validated);
+* :mod:`.options` -- :class:`TrainOptions` (what a user may ask of a training, declared once);
+* :mod:`.recipes` -- :func:`train` (quick head, fine-tuned top or from scratch, and which
+  result is kept).
+
+Names load on first use, so reading :class:`TrainOptions` does not import JAX.
 """
 
-from ..models.apply import extract_features
-from ..models.weights import model_to_weights, weights_to_model
-from .config import AUGMENTATIONS, DeadlineError, FitResult, TrainConfig
-from .head import fit_head
-from .loop import KeepBest, create_model, fit, selection_score
-from .top import TOP_EPOCHS, TOP_LR, fit_top
+from __future__ import annotations
 
-__all__ = [
-    "AUGMENTATIONS",
-    "DeadlineError",
-    "FitResult",
-    "KeepBest",
-    "TOP_EPOCHS",
-    "TOP_LR",
-    "TrainConfig",
-    "create_model",
-    "extract_features",
-    "fit",
-    "fit_head",
-    "fit_top",
-    "model_to_weights",
-    "selection_score",
-    "weights_to_model",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "extract_features": "..models.apply",
+    "model_to_weights": "..models.weights",
+    "weights_to_model": "..models.weights",
+    "AUGMENTATIONS": ".config",
+    "DeadlineError": ".config",
+    "FitResult": ".config",
+    "TrainConfig": ".config",
+    "fit_head": ".head",
+    "KeepBest": ".loop",
+    "create_model": ".loop",
+    "fit": ".loop",
+    "selection_score": ".loop",
+    "TrainOptions": ".options",
+    "Inputs": ".recipes",
+    "Trained": ".recipes",
+    "train": ".recipes",
+    "TOP_EPOCHS": ".top",
+    "TOP_LR": ".top",
+    "fit_top": ".top",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

@@ -74,11 +74,11 @@ def test_quick_training_saves_an_iteration_that_predicts_and_reloads(colour_proj
     assert set(it.metrics["per_tag"]) == {"blue", "green", "red"}
     # Every label trains the final head; every image is scored out of fold.
     labelled = [im.id for im in colour_project.images]
-    assert sorted(it.config["train_image_ids"]) == sorted(it.val_image_ids) == labelled
+    assert sorted(it.record.train_image_ids) == sorted(it.val_image_ids) == labelled
     assert overall["count"] == 24
     assert it.evaluation == {"method": "cross-validation", "folds": 5, "images": 24}
     assert it.evaluation_text() == "cross-validated over 24 images (5 folds)"
-    assert it.config["head_input"] == "l2" and it.config["head_c"] > 0
+    assert it.record.head_input == "l2" and it.record.head_c > 0
     preds = it.predict(_colour_images(COLOURS["red"], 1, seed=50)[0])
     assert preds[0].tag == "red"
     assert [p.probability for p in preds] == sorted((p.probability for p in preds), reverse=True)
@@ -236,7 +236,7 @@ def _fit(accuracy, loss, epoch=1):
     ],
 )
 def test_fine_tuning_replaces_the_head_only_on_consistent_evidence(new, old, expected):
-    from jupyter_imgclass.project.runs import improves as _improves
+    from jupyter_imgclass.training.recipes import improves as _improves
 
     assert _improves(_fit(*new), _fit(*old), "multiclass") is expected
 
@@ -377,7 +377,7 @@ def test_advanced_on_a_pretrained_network_keeps_to_its_minutes(colour_project):
         assert it.evaluation["folds"] >= 2 and not run.warnings
     else:  # the head was kept, and the user is told
         assert any("kept the transfer-learned head" in w for w in run.warnings)
-        assert it.config["warnings"] == run.warnings
+        assert it.record.warnings == run.warnings
     assert it.predict(_colour_images(COLOURS["green"], 1, seed=90)[0])[0].tag == "green"
 
 
@@ -403,5 +403,10 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
     ids = sorted(untagged)
     expected = {i: it.predict(p.array(i, it.input_size))[0].tag for i in ids}
     assert p.guesses(ids) == expected and p.guesses(ids, iteration=it) == expected
+    from jupyter_imgclass.project.suggestions import predicted
+
+    arrays = np.stack([p.array(i, it.input_size) for i in ids])
+    on_features = predicted(p, it, ids)  # the Predictor's head on the cached features
+    np.testing.assert_allclose(on_features, it.predictor.predict_arrays(arrays), atol=2e-4)
     with pytest.raises(ic.ImgClassError, match="strategy 'best'"):
         p.suggest(3, strategy="best")

@@ -1,0 +1,164 @@
+"""What a user may ask of a training: :class:`TrainOptions`, declared once.
+
+``Project.train(**options)``, the CLI's ``train`` arguments (flags, types, help and
+choices are generated from these fields) and Studio's Train tab all read this one
+declaration, and every value is checked here, before any image is read.
+
+Examples:
+    >>> TrainOptions(budget="advanced", minutes=2).time_limit_s
+    120.0
+    >>> TrainOptions(epochs=0)
+    Traceback (most recent call last):
+    ...
+    jupyter_imgclass.errors.TrainingError: epochs 0: must be a whole number of 1 or more
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import models
+from ..errors import TrainingError
+from ..vocabulary import BUDGETS, check_budget
+
+__all__ = [
+    "MAX_INPUT_SIZE",
+    "MIN_INPUT_SIZE",
+    "TrainOptions",
+    "choices_of",
+    "option",
+    "option_fields",
+]
+
+MIN_INPUT_SIZE = 16
+MAX_INPUT_SIZE = 1024
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    type: Callable[[str], Any],
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+) -> Any:
+    """A :class:`TrainOptions` field with what a front end needs to offer it: its help
+    text, the type a command line converts to and its choices (or a function listing them)."""
+    return dataclasses.field(
+        default=default, metadata={"help": help, "type": type, "choices": choices}
+    )
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The training options a user chooses; ``None`` lets the engine choose.
+
+    Attributes:
+        budget: ``"quick"``: a head on frozen pretrained features, trained in seconds;
+            ``"advanced"``: fine-tune a pretrained network's top (kept only when it beats
+            the quick head) or train a network from scratch, under a time budget.
+        model: network name (``models.names()``); by default transfer learning
+            (``efficientnet_lite0``) up to 5,000 images, ``small_cnn`` beyond.
+        epochs: passes over the data; chosen by budget when ``None``.
+        minutes: time budget (``advanced``).
+        seed: makes the split and the run reproducible.
+        name: published name (``Iteration<n>`` when ``None``).
+        input_size: another square input side (pixels) than the network's.
+        batch_size: images per training step (``advanced``).
+        learning_rate: peak learning rate (``advanced``).
+    """
+
+    budget: str = option(
+        "quick",
+        "'quick': a head on frozen pretrained features (seconds); 'advanced': fine-tune "
+        "or train the network under a time budget",
+        type=str,
+        choices=BUDGETS,
+    )
+    model: str | None = option(
+        None,
+        "network; by default efficientnet_lite0 up to 5,000 images, small_cnn beyond",
+        type=str,
+        choices=models.names,
+    )
+    epochs: int | None = option(None, "passes over the data (chosen by budget)", type=int)
+    minutes: float | None = option(None, "time budget in minutes (advanced)", type=float)
+    seed: int = option(0, "makes the split and the run reproducible", type=int)
+    name: str | None = option(None, "published name (Iteration<n> by default)", type=str)
+    input_size: int | None = option(
+        None, "another square input side in pixels than the network's", type=int
+    )
+    batch_size: int | None = option(None, "images per training step (advanced)", type=int)
+    learning_rate: float | None = option(None, "peak learning rate (advanced)", type=float)
+
+    def __post_init__(self) -> None:
+        check_budget(self.budget, error=TrainingError)
+        if self.model is not None and self.model not in models.names():
+            raise TrainingError(
+                f"unknown model {self.model!r}; choose one of {', '.join(models.names())}"
+            )
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not _whole(value) or value < 1):
+                raise TrainingError(f"{name} {value!r}: must be a whole number of 1 or more")
+        if not _whole(self.seed) or self.seed < 0:
+            raise TrainingError(f"seed {self.seed!r}: must be a whole number of 0 or more")
+        for name in ("minutes", "learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not (_number(value) and value > 0):
+                raise TrainingError(f"{name} {value!r}: must be a positive number")
+        size = self.input_size
+        if size is not None and not (_whole(size) and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
+            raise TrainingError(
+                f"input_size {size!r}: must be a whole number from {MIN_INPUT_SIZE} "
+                f"to {MAX_INPUT_SIZE}"
+            )
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise TrainingError(f"name {self.name!r}: must be a non-empty text")
+
+    @classmethod
+    def from_keywords(cls, **options: Any) -> TrainOptions:
+        """``TrainOptions(**options)``, refusing an unknown keyword by name.
+
+        Raises:
+            TrainingError: an unknown option (the known ones listed) or a bad value.
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TrainingError(
+                f"unknown training option(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+            )
+        return cls(**options)
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """The time budget in seconds (``None``: none given)."""
+        return self.minutes * 60 if self.minutes else None
+
+
+def option_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`TrainOptions` with their help, type and choices (front ends
+    build their inputs from these)."""
+    return list(dataclasses.fields(TrainOptions))
+
+
+def choices_of(field: dataclasses.Field) -> list[str] | None:
+    """A field's choices, listed now (the model names come from the registry)."""
+    choices = field.metadata.get("choices")
+    return list(choices() if callable(choices) else choices) if choices else None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
