@@ -49,21 +49,21 @@ workshop-data:
 		echo "notebooks/04 needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist"
 
 # tcmalloc for the kernels: XLA's CPU training runs 1.3-1.6x faster on it; a C++ compiler
-# for models/cpu_kernels.py (EfficientNet fine-tuning 1.4x faster). Both best effort.
+# for platform/cpu_kernels.py (EfficientNet fine-tuning 1.4x faster). Both best effort.
 fast-malloc:
 	@ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q libtcmalloc-minimal4; } || \
 		echo "faster CPU training: sudo apt-get install libtcmalloc-minimal4"
 	@command -v c++ >/dev/null || { $(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q g++; } || \
-		echo "faster CPU fine-tuning (models/cpu_kernels.py): sudo apt-get install g++"
+		echo "faster CPU fine-tuning (platform/cpu_kernels.py): sudo apt-get install g++"
 
 # default_url: the printed URL and the browser tab land on the notebook, not the Launcher.
 # The server, and the kernels it starts, run on tcmalloc where it is installed
 # (runtime.preload_command; IMGCLASS_MALLOC=glibc keeps glibc's malloc).
 run: $(VENV)/.installed-workshop workshop-data fast-malloc
 	@echo "The command line: source $(VENV)/bin/activate puts jupyter-imgclass on PATH"
-	$(shell $(PY) -c 'from jupyter_imgclass.models.runtime import preload_command; print(preload_command())' 2>/dev/null) \
+	$(shell $(PY) -c 'from jupyter_imgclass.platform.runtime import preload_command; print(preload_command())' 2>/dev/null) \
 		$(PY) -m jupyter lab --ip=127.0.0.1 $(if $(SUDO),,--allow-root) \
 		--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb $(LAB_ARGS)
 

@@ -76,7 +76,9 @@ def child(spec: str) -> None:
 
         from jupyter_imgclass import training
         from jupyter_imgclass.models.small_cnn import small_cnn
+        from jupyter_imgclass.platform import runtime
 
+        runtime.prepare()  # the factory is called directly, before fit's models.get
         model = small_cnn(10, rngs=nnx.Rngs(0), **opts["model"])
         cfg = training.TrainConfig(
             model="small_cnn", epochs=1, augment=False, num_classes=10,

@@ -55,8 +55,10 @@ def main() -> int:
     import numpy as np
     from jax import lax
 
-    from jupyter_imgclass.models import cpu_kernels
     from jupyter_imgclass.models.layers import conv_same, xla_conv_same
+    from jupyter_imgclass.platform import cpu_kernels, runtime
+
+    runtime.prepare()  # the devices and malloc a training has
 
     if not cpu_kernels.available():
         print(f"the C++ kernels are off: {cpu_kernels.status()}")

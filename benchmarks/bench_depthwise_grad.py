@@ -1,7 +1,7 @@
 """The depthwise convolution's kernel gradient for EfficientNet-Lite0's large layers, one
 layer at a time: XLA's formulation (k² multiply-reduces of the padded input's windows
 with ``dy``, ``layers._depthwise_kernel_grad``) against the C++ kernel called through
-XLA's FFI (``models.cpu_kernels``), jitted, best of 5, in one process.
+XLA's FFI (``platform.cpu_kernels``), jitted, best of 5, in one process.
 
 Usage::
 
@@ -37,8 +37,10 @@ def main() -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from jupyter_imgclass.models import cpu_kernels
     from jupyter_imgclass.models.layers import _depthwise_kernel_grad, same_pads
+    from jupyter_imgclass.platform import cpu_kernels, runtime
+
+    runtime.prepare()  # the devices and malloc a training has
 
     if not cpu_kernels.available():
         print(f"the C++ kernels are off: {cpu_kernels.status()}")

@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jupyter_imgclass import models  # asks JAX for one CPU device per core
+from jupyter_imgclass import models
 from jupyter_imgclass.models.layers import set_depthwise_impl
+from jupyter_imgclass.platform import runtime
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
@@ -130,7 +131,7 @@ def compare_impls(sizes: list[int], batch: int, rounds: int, repeats: int) -> No
 
 def compare_devices(batch: int, rounds: int, repeats: int) -> None:
     """Images/s of efficientnet_lite0's features on one CPU device vs the batch split over
-    every device (the package asks for one CPU device per core; ``models.runtime``)."""
+    every device (the package asks for one CPU device per core; ``platform.runtime``)."""
     from jupyter_imgclass.models.apply import batch_sharding
 
     devices = jax.local_devices()
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed batches per round")
     args = parser.parse_args()
 
+    runtime.prepare()  # one CPU device per core, before the first computation
     print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
     print(f"numpy matmul reference: {matmul_gflops():.0f} GFLOP/s (before)")
     if args.devices:

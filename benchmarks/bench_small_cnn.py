@@ -276,13 +276,13 @@ def main() -> None:
     args = ARGS
     import jax
 
-    import jupyter_imgclass
-    from jupyter_imgclass.models import cpu_kernels
+    from jupyter_imgclass.platform import cpu_kernels, runtime
 
+    runtime.prepare()  # before jax.devices(): one CPU device per core, as training asks
     print(
         f"jax {jax.__version__}, devices {jax.devices()}, "
-        f"malloc {jupyter_imgclass.models.runtime.allocator()}, "
-        f"glibc tuning {'on' if jupyter_imgclass.models.runtime.applied else 'off'}; "
+        f"malloc {runtime.allocator()}, "
+        f"glibc tuning {'on' if runtime.applied else 'off'}; "
         f"CPU kernels: {cpu_kernels.status()}"
     )
     skip = set(filter(None, args.skip.split(",")))

@@ -22,6 +22,7 @@ ROOT = "jupyter_imgclass"
 # Lowest first. A module may import its own layer and any below it, never one above.
 LAYERS = [
     ("base", ["errors", "vocabulary", "_version"]),
+    ("platform", ["platform"]),  # the process's JAX set-up and the CPU kernels
     ("data", ["data"]),
     ("models", ["models"]),
     ("engine", ["training", "evaluate", "predict", "active", "datacheck", "publish"]),

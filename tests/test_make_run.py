@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import terminate
 
-from jupyter_imgclass.models import runtime
+from jupyter_imgclass.platform import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 

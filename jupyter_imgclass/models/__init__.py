@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ImgClassError
-from . import runtime
+from ..platform import runtime
 
-# One CPU device per core, before any computation of the package (each one imports this
-# package first); it sets an environment variable and does not import JAX.
-runtime.use_cpu_cores()
+# training/loop.py, project/ and cli.py still write `from ..models import runtime`, which
+# finds the name above; they are to import `..platform.runtime` (the platform layer).
 
 __all__ = ["ModelSpec", "get", "names", "register"]
 
@@ -62,8 +61,8 @@ class ModelSpec:
     ) -> Any:
         """Builds the network with a fresh ``num_classes``-way head.
 
-        Every network of the engine is built here, so this is where JAX is prepared
-        (see :func:`.runtime.start`: malloc tuning, compilation cache).
+        Every network of the engine is built here, so this prepares the process for JAX
+        too, if :func:`get` has not (:func:`jupyter_imgclass.platform.runtime.prepare`).
 
         Args:
             num_classes: width of the head.
@@ -81,7 +80,7 @@ class ModelSpec:
 
         if head_input not in HEAD_INPUTS:
             raise ImgClassError(f"head_input {head_input!r}: choose one of {HEAD_INPUTS}")
-        runtime.start()
+        runtime.prepare()
         if input_size not in (None, self.input_size):
             options["input_size"] = input_size
         model = self.factory(
@@ -127,9 +126,15 @@ def names() -> list[str]:
 def get(name: str) -> ModelSpec:
     """Returns the :class:`ModelSpec` registered as ``name``.
 
+    Every computation of the engine looks its network up here before JAX's first
+    computation, so this is where the process is prepared for JAX (once:
+    :func:`jupyter_imgclass.platform.runtime.prepare` asks for one CPU device per core,
+    tunes malloc and turns on the compilation cache).
+
     Raises:
         ImgClassError: for an unknown name, listing the known ones.
     """
+    runtime.prepare()
     if name not in _REGISTRY and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
     if name not in _REGISTRY:

@@ -6,10 +6,10 @@
   ``"grouped"`` (``lax.conv_general_dilated`` with ``feature_group_count=C``, the native
   path on GPUs and what ONNX export uses). ``"auto"`` picks by ``jax.default_backend()``.
   The shifted form's kernel gradient runs in a C++ kernel on the CPU where one can be
-  built (:mod:`.cpu_kernels`; fine-tuning Lite0 1.4x faster).
+  built (``platform.cpu_kernels``; fine-tuning Lite0 1.4x faster).
 - :func:`conv_same`: stride-1 "SAME" k×k convolution for training; on the CPU, where the
-  kernels are built, three matrix products over patch matrices (:mod:`.cpu_kernels`),
-  with bfloat16 or float32 operands and float32 accumulation.
+  kernels are built, three matrix products over patch matrices
+  (``platform.cpu_kernels``), with bfloat16 or float32 operands and float32 accumulation.
 - :func:`same_pads`: TensorFlow "SAME" padding amounts.
 - :func:`materialise`: fills an ``nnx.eval_shape`` model with seeded numpy initial values.
 """
@@ -25,7 +25,7 @@ from flax import nnx
 from jax import lax
 
 from ..errors import ImgClassError
-from . import cpu_kernels
+from ..platform import cpu_kernels
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -41,7 +41,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, products=None) -> jax.Array:
 
     XLA:CPU's convolutions and their gradients ran small_cnn's four layers (batch 128) in
     245 ms; as ``patches @ W``, ``patches(dy) @ flip(W)ᵀ`` and ``patchesᵀ @ dy`` with the
-    patches built by :func:`.cpu_kernels.im2col`, 155 ms in float32 and 82 ms with
+    patches built by ``platform.cpu_kernels.im2col``, 155 ms in float32 and 82 ms with
     bfloat16 operands (``benchmarks/bench_conv_patches.py``). ``products``: the operands'
     dtype (``jnp.bfloat16``, or None: the input's); the products accumulate in float32 and
     the outputs come back in the input's dtype. Off the CPU, without the kernels, or for
@@ -187,7 +187,7 @@ def _depthwise_fwd(x, kernel, stride):
 def _depthwise_bwd(stride, res, dy):
     """Input gradient: ``dy`` spread back to the stride (interior zeros), padded, and
     correlated with the flipped kernel (k² slices, as the forward); kernel gradient: on the
-    CPU :mod:`.cpu_kernels`' one pass over ``x`` and ``dy`` where it is built, else
+    CPU ``platform.cpu_kernels``' one pass over ``x`` and ``dy`` where it is built, else
     :func:`_depthwise_kernel_grad` (the same numbers)."""
     x, kernel = res
     k = kernel.shape[0]
@@ -224,7 +224,7 @@ _depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 def _depthwise_kernel_grad(x: jax.Array, dy: jax.Array, k: int, stride: int) -> jax.Array:
     """``dk [k, k, C]`` in XLA's operations: k² multiply-reduces of the padded input's
-    windows with ``dy`` (on the CPU :mod:`.cpu_kernels` does it 4.7-9x faster)."""
+    windows with ``dy`` (on the CPU ``platform.cpu_kernels`` does it 4.7-9x faster)."""
     n, h, w, c = x.shape
     (plh, phh), (plw, phw) = same_pads(h, k, stride), same_pads(w, k, stride)
     out_h, out_w = dy.shape[1], dy.shape[2]

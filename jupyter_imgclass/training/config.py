@@ -136,12 +136,21 @@ def compute_dtype(precision: str, backend: str) -> Any:
 
 def product_dtype(precision: str, backend: str) -> Any:
     """The operand dtype of the training convolutions' matrix products (None: the compute
-    dtype): bfloat16 for ``"auto"`` on a CPU that multiplies bfloat16 in hardware."""
+    dtype): bfloat16 for ``"auto"`` on a CPU that multiplies bfloat16 in hardware.
+
+    On the CPU backend it also readies the C++ kernels the training layers call (built
+    once per machine, loaded once per process): ``fit`` asks for the dtype before its
+    first step, so the build is not timed as that step's compilation. Elsewhere nothing
+    is built.
+    """
     import jax.numpy as jnp
 
-    from ..models import cpu_kernels
+    from ..platform import cpu_kernels
 
-    if precision == "auto" and backend == "cpu" and cpu_kernels.bf16_products():
+    if backend != "cpu":
+        return None
+    cpu_kernels.available()  # the warm-up: the first call builds or loads them
+    if precision == "auto" and cpu_kernels.bf16_products():
         return jnp.bfloat16
     return None
 

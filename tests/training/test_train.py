@@ -302,7 +302,7 @@ def test_bfloat16_precision_trains_with_float32_master_weights(digits, trained):
     auto = training.fit(dataclasses.replace(config, precision="auto", epochs=1), small, val)
     # auto: float32 on CPU (whole-network bfloat16 measured slower) with bfloat16 products
     # in small_cnn's convolutions where the CPU has them; bfloat16 on a GPU (seen on an H200)
-    from jupyter_imgclass.models import cpu_kernels
+    from jupyter_imgclass.platform import cpu_kernels
 
     if jax.default_backend() != "cpu":
         expected = "bfloat16"

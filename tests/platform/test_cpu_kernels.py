@@ -1,4 +1,4 @@
-"""The hand-written CPU kernels (``models.cpu_kernels``): the same numbers as XLA's
+"""The hand-written CPU kernels (``platform.cpu_kernels``): the same numbers as XLA's
 formulation, sharded or not, and a clean fallback when they cannot be built."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jupyter_imgclass.models import cpu_kernels
 from jupyter_imgclass.models.layers import (
     _depthwise_kernel_grad,
     conv_same,
@@ -21,6 +20,8 @@ from jupyter_imgclass.models.layers import (
     same_pads,
     xla_conv_same,
 )
+from jupyter_imgclass.platform import cpu_kernels
+from jupyter_imgclass.training.config import product_dtype
 
 needs_compiler = pytest.mark.skipif(
     cpu_kernels.compiler() is None, reason="no C++ compiler on this machine"
@@ -193,7 +194,7 @@ def test_bf16_products_reads_the_cpus_flags():
 SHARDED = """
 import json, numpy as np, jax, jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from jupyter_imgclass.models import cpu_kernels
+from jupyter_imgclass.platform import cpu_kernels
 from jupyter_imgclass.models.layers import _depthwise_kernel_grad
 assert cpu_kernels.available(), cpu_kernels.status()
 mesh = Mesh(np.asarray(jax.devices()), ("batch",))
@@ -229,7 +230,7 @@ def test_batch_sharded_kernel_sums_each_devices_images():
 SHARDED_CONV = """
 import json, numpy as np, jax, jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from jupyter_imgclass.models import cpu_kernels
+from jupyter_imgclass.platform import cpu_kernels
 from jupyter_imgclass.models.layers import conv_same
 assert cpu_kernels.available(), cpu_kernels.status()
 mesh = Mesh(np.asarray(jax.devices()), ("batch",))
@@ -294,3 +295,27 @@ def test_kernels_off_say_why_and_training_falls_back(monkeypatch, tmp_path, env,
     np.testing.assert_array_equal(np.asarray(dw), np.asarray(
         jax.grad(lambda b: xla_conv_same(x, b).sum())(w)))  # fmt: skip
     assert not list((tmp_path / "kernels").glob("*.so"))
+
+
+def test_nothing_is_built_off_the_cpu_backend(monkeypatch, tmp_path):
+    """On a GPU (or TPU) host the kernels are never compiled: ``available()`` is False
+    without calling the compiler, and the training dtype is chosen without them."""
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setenv("IMGCLASS_KERNEL_CACHE", str(tmp_path / "kernels"))
+    monkeypatch.setattr(cpu_kernels.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(cpu_kernels, "compiler", lambda: pytest.fail("a compiler was asked for"))
+    assert product_dtype("auto", "gpu") is None
+    assert "ok" not in cpu_kernels._state  # not even looked at
+    assert cpu_kernels.available() is False
+    assert "backend is gpu" in cpu_kernels.status()
+    assert not (tmp_path / "kernels").exists()
+
+
+def test_the_training_dtype_readies_the_kernels_before_the_first_step(monkeypatch, tmp_path):
+    """``fit`` asks ``product_dtype`` before its timed first step; on the CPU that call
+    builds (or loads) the kernels, so tracing the step finds them decided."""
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setenv("IMGCLASS_KERNEL_CACHE", str(tmp_path / "kernels"))
+    monkeypatch.setenv("CXX", "false")  # a build that fails at once: the decision is what counts
+    assert product_dtype("float32", "cpu") is None
+    assert cpu_kernels._state["ok"] is False and "build failed" in cpu_kernels._state["reason"]

@@ -2,14 +2,12 @@
 // (zero outside the image, p = k / 2), converted to the output's type (float32 or bfloat16, rounded to nearest
 // even) on the way; the input is float32 or bfloat16.
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <type_traits>
 #include "bf16.h"
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -88,41 +86,22 @@ void images_t(const In* x, Out* out, int64_t n0, int64_t n1, int64_t N, int64_t 
   }
 }
 
-struct Job {
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t chunks = 0;
-  std::mutex mu;
-  std::condition_variable cv;
-};
-
 template <typename In, typename Out>
 void run(ffi::ThreadPool& pool, const In* x, Out* out, int64_t N, int64_t H, int64_t W, int64_t C, int64_t k,
          bool transposed) {
   const int64_t R = transposed ? N : N * H;  // work items: images, or (image, row) pairs
   const int64_t chunk = std::max<int64_t>(1, R / (8 * std::max<int64_t>(1, pool.num_threads())));
-  auto job = std::make_shared<Job>();
-  job->chunks = (R + chunk - 1) / chunk;
-  auto work = [job, x, out, R, chunk, N, H, W, C, k, transposed]() {
-    const int64_t p = k / 2;
-    std::unique_ptr<Out[]> buf(transposed ? new Out[(H + 2 * p) * (W + 2 * p) * C] : nullptr);
-    for (int64_t q; (q = job->next.fetch_add(1)) < job->chunks;) {
-      const int64_t r0 = q * chunk, r1 = std::min(R, (q + 1) * chunk);
-      if (transposed)
-        images_t(x, out, r0, r1, N, H, W, C, k, buf.get());
-      else
-        rows(x, out, r0, r1, H, W, C, k);
-      if (job->done.fetch_add(1) + 1 == job->chunks) {
-        std::lock_guard<std::mutex> lock(job->mu);
-        job->cv.notify_all();
-      }
-    }
+  const int64_t p = k / 2;
+  auto scratch = [=] {  // the transposed layout's padded image, one per thread
+    return std::unique_ptr<Out[]>(transposed ? new Out[(H + 2 * p) * (W + 2 * p) * C] : nullptr);
   };
-  // As in depthwise.cc: chunks claimed from a counter by this thread and XLA's pool; a late helper finds none.
-  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, job->chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
-  work();
-  std::unique_lock<std::mutex> lock(job->mu);
-  job->cv.wait(lock, [&] { return job->done.load() == job->chunks; });
+  imgclass::parallel_for(pool, (R + chunk - 1) / chunk, scratch, [&](std::unique_ptr<Out[]>& buf, int64_t q) {
+    const int64_t r0 = q * chunk, r1 = std::min(R, (q + 1) * chunk);
+    if (transposed)
+      images_t(x, out, r0, r1, N, H, W, C, k, buf.get());
+    else
+      rows(x, out, r0, r1, H, W, C, k);
+  });
 }
 
 }  // namespace

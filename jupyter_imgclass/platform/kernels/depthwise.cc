@@ -1,12 +1,8 @@
 // Depthwise convolution kernel gradient: dk[i, j, c] = sum_{n, oy, ox} x[n, oy*s+i-ph, ox*s+j-pw, c] * dy[n, oy, ox, c]
-#include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <vector>
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -49,55 +45,27 @@ static void one_image(const float* x, const float* dy, float* acc, int64_t H, in
   }
 }
 
-struct Job {
-  const float* x;
-  const float* dy;
-  int64_t N, H, W, C, OH, OW, k, s, ph, pw, per;
-  std::vector<float> partial;
-  std::vector<int64_t> lo, hi;
-  std::atomic<int64_t> next{0}, done{0};
-  std::mutex mu;
-  std::condition_variable cv;
-
-  void Work() {
-    for (int64_t n; (n = next.fetch_add(1)) < N;) {
-      one_image(x + n * H * W * C, dy + n * OH * OW * C, partial.data() + n * per, H, W, C, OH, OW, k, s, ph,
-                pw, lo.data(), hi.data());
-      if (done.fetch_add(1) + 1 == N) {
-        std::lock_guard<std::mutex> lock(mu);
-        cv.notify_all();
-      }
-    }
-  }
-};
-
 static ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                    ffi::ResultBuffer<ffi::F32> dk, int64_t k, int64_t stride, int64_t pad_h,
                                    int64_t pad_w) {
   auto xd = x.dimensions();
   auto dd = dy.dimensions();
-  auto job = std::make_shared<Job>();
-  job->x = x.typed_data();
-  job->dy = dy.typed_data();
-  job->N = xd[0]; job->H = xd[1]; job->W = xd[2]; job->C = xd[3]; job->OH = dd[1]; job->OW = dd[2];
-  job->k = k; job->s = stride; job->ph = pad_h; job->pw = pad_w;
-  job->per = k * k * job->C;
-  job->partial.resize(job->N * job->per);
-  columns(job->W, job->OW, k, stride, pad_w, job->lo, job->hi);
-  // Images are claimed from a counter by this thread and by helpers on XLA's pool; this thread waits only
-  // for images already claimed, so a helper that never starts costs nothing (a late one finds none left).
-  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, job->N - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([job]() { job->Work(); });
-  job->Work();
-  {
-    std::unique_lock<std::mutex> lock(job->mu);
-    job->cv.wait(lock, [&] { return job->done.load() == job->N; });
-  }
+  const int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3], OH = dd[1], OW = dd[2];
+  const int64_t per = k * k * C;
+  const float* xp = x.typed_data();
+  const float* dp = dy.typed_data();
+  std::vector<float> partial(N * per);
+  std::vector<int64_t> lo, hi;
+  columns(W, OW, k, stride, pad_w, lo, hi);
+  // One image an item, each summed into its own slice of `partial`.
+  imgclass::parallel_for(pool, N, [&](int64_t n) {
+    one_image(xp + n * H * W * C, dp + n * OH * OW * C, partial.data() + n * per, H, W, C, OH, OW, k, stride, pad_h,
+              pad_w, lo.data(), hi.data());
+  });
   float* out = dk->typed_data();
-  const int64_t per = job->per;
   std::memset(out, 0, sizeof(float) * per);
-  for (int64_t n = 0; n < job->N; ++n) {  // in image order: the same sum whatever the threads
-    const float* p = job->partial.data() + n * per;
+  for (int64_t n = 0; n < N; ++n) {  // in image order: the same sum whatever the threads
+    const float* p = partial.data() + n * per;
 #pragma omp simd
     for (int64_t q = 0; q < per; ++q) out[q] += p[q];
   }

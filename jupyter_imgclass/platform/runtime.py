@@ -1,11 +1,13 @@
-"""Where the engine starts JAX: the malloc tuning and the persistent compilation cache.
+"""Where the engine starts JAX: CPU devices, the malloc tuning, the persistent compilation
+cache, and multi-process runs.
 
-Nothing here runs at import. :func:`use_cpu_cores` runs when ``jupyter_imgclass.models`` is
-imported (every computation of the package imports it first; it does not import JAX);
-:func:`start` runs the first time a network is built
-(``ModelSpec.create``, which every training, feature extraction, prediction and export
-goes through) — after ``import jax``, which starts no threads, and before JAX's backend
-starts its worker threads on the first computation.
+Nothing here runs at import. :func:`prepare` does it all, once per process, and must run
+before JAX's backend starts (its first computation: ``nnx.Rngs(0)``, ``jax.devices()``,
+``jax.process_index()``): the engine calls it where every computation begins, in
+``models.get`` and ``ModelSpec.create`` (each network is looked up, then built, before
+anything runs on it) and in :func:`start_processes` (the CLI and ``Project.train`` call it
+before asking JAX for the process's rank). ``import jax`` starts no thread and reads no
+``XLA_FLAGS``, so it may come earlier.
 
 Malloc: XLA's CPU runtime takes each compiled program's buffers (a training step of
 ``small_cnn`` needs hundreds of MB) from ``malloc`` and frees them when the step ends.
@@ -30,8 +32,8 @@ first training step compiles in 1.25 s cold and 0.06 s from the cache).
 CPU devices: one XLA CPU device keeps about 1.2 of 2 cores busy; EfficientNet-Lite0
 features ran at 36 images/s on one device and 64 images/s with the batch split over two
 (``benchmarks/bench_features.py --devices``). :func:`use_cpu_cores` asks XLA for one CPU
-device per core (at most :data:`MAX_CPU_DEVICES`), which works only before JAX's first
-computation in the process; training and batched inference then split
+device per core (at most :data:`MAX_CPU_DEVICES`) through ``XLA_FLAGS``, which works only
+before JAX's first computation in the process; training and batched inference then split
 each batch over the devices (``apply.batch_sharding``). ``IMGCLASS_CPU_DEVICES=N`` sets
 the count (1 keeps one device); a count the user gave JAX (``jax_num_cpu_devices``,
 ``--xla_force_host_platform_device_count``) is left as it is.
@@ -58,6 +60,7 @@ applied: bool | None = None
 """None until :func:`tune_malloc` ran; then whether glibc took the settings."""
 
 _cache_dir: str | None = None
+_prepared = False
 
 
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
@@ -198,8 +201,27 @@ def _user_chose_devices() -> bool:
     return jax is not None and getattr(jax.config, "jax_num_cpu_devices", -1) != -1
 
 
-def start() -> None:
-    """Prepares the process for JAX once: malloc first, then the compilation cache."""
+def prepare() -> None:
+    """Prepares the process for JAX, once: the CPU devices (``XLA_FLAGS``), the malloc
+    tuning, then the compilation cache.
+
+    Call it before JAX's first computation in the process: JAX reads ``XLA_FLAGS`` once,
+    when its backend starts, and keeps the devices it made then. A second call does
+    nothing. It changes the process (an environment variable, glibc's malloc settings,
+    JAX's configuration), which is why nothing calls it at import.
+
+    Examples:
+        >>> from jupyter_imgclass.platform import runtime
+        >>> runtime.prepare()  # doctest: +SKIP
+        >>> import jax
+        >>> jax.local_device_count() == runtime.cpu_device_count()  # doctest: +SKIP
+        True
+    """
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
+    use_cpu_cores()
     tune_malloc()
     if _cache_dir is None:
         enable_compilation_cache()
@@ -266,6 +288,7 @@ def start_processes(
     """
     global _processes
     checked = check_processes(coordinator, num_processes, process_id)
+    prepare()  # callers ask JAX for the rank next, which starts its backend
     if checked is None:
         return 1 if _processes is None else _processes[1]
     if _processes is not None:

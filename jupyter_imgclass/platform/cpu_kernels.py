@@ -1,12 +1,17 @@
-"""Hand-written CPU kernels, compiled on first use and called from XLA through its FFI.
+"""Hand-written CPU kernels, built once per machine and called from XLA through its FFI.
 
 XLA:CPU runs some of a training step's operations far below the machine's memory speed;
 for those, a short C++ loop does better. The kernels live in ``kernels/*.cc`` beside this
-module and are built once per machine with the system's C++ compiler (``$CXX``, else
-``c++`` / ``g++`` / ``clang++``; ``-O3 -march=native``) into
-``~/.cache/jupyter_imgclass/kernels`` (``$IMGCLASS_KERNEL_CACHE``), named by a hash of the
-source, the compiler, jaxlib's version and the CPU, and registered as XLA FFI targets
-for the CPU.
+module (their one thread-pool loop in ``kernels/parallel.h``) and are built once per
+machine with the system's C++ compiler (``$CXX``, else ``c++`` / ``g++`` / ``clang++``;
+``-O3 -march=native``) into ``~/.cache/jupyter_imgclass/kernels``
+(``$IMGCLASS_KERNEL_CACHE``), named by a hash of the source, the compiler, jaxlib's version
+and the CPU, and registered as XLA FFI targets for the CPU.
+
+The first :func:`available` builds (or finds) and loads them; ``training.fit`` calls it
+through ``training.config.product_dtype`` before its first step, so the build is not
+counted in that step's compile time. Only where JAX's default backend is the CPU: on a GPU
+or TPU host nothing is built and the layers use XLA's operations.
 
 Where no compiler is found or the build fails, :func:`available` is False (the reason is
 in :func:`status`) and the layers keep their pure-XLA formulations, which give the same
@@ -62,7 +67,7 @@ from . import runtime
 log = logging.getLogger(__name__)
 
 SOURCES = ("depthwise.cc", "im2col.cc", "amx_conv.cc")
-HEADERS = ("bf16.h",)
+HEADERS = ("bf16.h", "parallel.h")
 TARGETS = {
     "imgclass_depthwise_kernel_grad": "DepthwiseKernelGrad",
     "imgclass_im2col": "Im2col",
@@ -154,7 +159,8 @@ def amx() -> bool:
 
 
 def available() -> bool:
-    """True once the kernels are built and registered (built on the first call)."""
+    """True once the kernels are built and registered (built on the first call, and only
+    where JAX's default backend is the CPU)."""
     with _lock:
         if "ok" not in _state:
             _state["ok"], _state["reason"] = _load()
@@ -172,6 +178,9 @@ def status() -> str:
 def _load() -> tuple[bool, str]:
     if os.environ.get("IMGCLASS_CPU_KERNELS", "").strip() == "0":
         return False, "IMGCLASS_CPU_KERNELS=0"
+    backend = jax.default_backend()
+    if backend != "cpu":  # -march=native code for a host that computes elsewhere: not built
+        return False, f"JAX's backend is {backend}, not the CPU"
     cxx = compiler()
     if cxx is None:
         return False, "no C++ compiler found (set CXX or install g++)"

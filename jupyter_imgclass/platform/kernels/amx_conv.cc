@@ -6,14 +6,12 @@
 // weights come in AMX's pair-interleaved layout, one 16 x 32 tile per (tap, 32 channels, 16 outputs):
 //   wv[((t * C/32 + cb) * O/16 + ob) * 512 + kp * 32 + o * 2 + e] = w[t, cb * 32 + 2 * kp + e, ob * 16 + o].
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <vector>
 #include "bf16.h"
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -127,11 +125,13 @@ void rows(const uint16_t* xp, const uint16_t* wv, float* y, const Shape& s, int6
   }
 }
 
-struct Job {
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t chunks = 0;
-  std::mutex mu;
-  std::condition_variable cv;
+// A thread's tile configuration, as parallel_for's per-thread scratch: set before its first item, released after
+// its last (the configuration is per thread).
+struct Tiles {
+  explicit Tiles(void (*configure)()) { configure(); }
+  ~Tiles() { _tile_release(); }
+  Tiles(const Tiles&) = delete;
+  Tiles& operator=(const Tiles&) = delete;
 };
 
 
@@ -249,25 +249,8 @@ static ffi::Error AmxConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> xp, f
   float* out = y->typed_data();
   const int64_t R = s.N * s.H;
   const int64_t chunk = std::max<int64_t>(1, R / (8 * std::max<int64_t>(1, pool.num_threads())));
-  auto job = std::make_shared<Job>();
-  job->chunks = (R + chunk - 1) / chunk;
-  auto work = [job, x, w, out, s, R, chunk]() {
-    configure();  // tile configuration is per thread
-    for (int64_t q; (q = job->next.fetch_add(1)) < job->chunks;) {
-      rows(x, w, out, s, q * chunk, std::min(R, (q + 1) * chunk));
-      if (job->done.fetch_add(1) + 1 == job->chunks) {
-        std::lock_guard<std::mutex> lock(job->mu);
-        job->cv.notify_all();
-      }
-    }
-    _tile_release();
-  };
-  // As in depthwise.cc: chunks claimed from a counter by this thread and XLA's pool; a late helper finds none.
-  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, job->chunks - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
-  work();
-  std::unique_lock<std::mutex> lock(job->mu);
-  job->cv.wait(lock, [&] { return job->done.load() == job->chunks; });
+  imgclass::parallel_for(pool, (R + chunk - 1) / chunk, [] { return Tiles(configure); },
+                         [&](Tiles&, int64_t q) { rows(x, w, out, s, q * chunk, std::min(R, (q + 1) * chunk)); });
   return ffi::Error::Success();
 #else
   return ffi::Error::Internal("amx_conv: built without AMX");
@@ -294,42 +277,33 @@ static ffi::Error AmxConvKernelGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, 
     return ffi::Error::InvalidArgument("amx_conv_kernel_grad: float32 or bfloat16 only");
   const int64_t G = std::min<int64_t>(8, s.N), per = s.k * s.k * s.O * s.C;
   std::vector<float> partial(G * per, 0.0f);
-  auto job = std::make_shared<Job>();
-  job->chunks = G;
   const void* xp = x.untyped_data();
   const void* dp = dy.untyped_data();
   float* acc = partial.data();
-  auto work = [job, xp, dp, acc, s, G, per, xf, df]() {
-    configure_grad();
-    std::unique_ptr<uint16_t[]> dyt(new uint16_t[s.O * s.Kb]), xv(new uint16_t[2 * s.XV * 2 * s.C]);
-    uint16_t* xv0 = xv.get();
-    uint16_t* xv1 = xv0 + s.XV * 2 * s.C;
-    for (int64_t g; (g = job->next.fetch_add(1)) < G;) {
-      const int64_t n0 = g * s.N / G, n1 = (g + 1) * s.N / G;
-      float* a = acc + g * per;
-      if (xf && df)
-        grad_images(static_cast<const float*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
-      else if (xf)
-        grad_images(static_cast<const float*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
-      else if (df)
-        grad_images(static_cast<const uint16_t*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt.get(), xv0, xv1);
-      else
-        grad_images(static_cast<const uint16_t*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt.get(),
-                    xv0, xv1);
-      if (job->done.fetch_add(1) + 1 == G) {
-        std::lock_guard<std::mutex> lock(job->mu);
-        job->cv.notify_all();
-      }
-    }
-    _tile_release();
+  struct Scratch {  // per thread: the tiles and the operand buffers that stay in L2
+    Tiles tiles;
+    std::unique_ptr<uint16_t[]> dyt, xv;
   };
-  int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, G - 1);
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work]() { work(); });
-  work();
-  {
-    std::unique_lock<std::mutex> lock(job->mu);
-    job->cv.wait(lock, [&] { return job->done.load() == G; });
-  }
+  auto scratch = [s] {
+    return Scratch{Tiles(configure_grad), std::unique_ptr<uint16_t[]>(new uint16_t[s.O * s.Kb]),
+                   std::unique_ptr<uint16_t[]>(new uint16_t[2 * s.XV * 2 * s.C])};
+  };
+  // One group of images an item, each summed into its own slice of `partial`.
+  imgclass::parallel_for(pool, G, scratch, [&](Scratch& t, int64_t g) {
+    uint16_t* dyt = t.dyt.get();
+    uint16_t* xv0 = t.xv.get();
+    uint16_t* xv1 = xv0 + s.XV * 2 * s.C;
+    const int64_t n0 = g * s.N / G, n1 = (g + 1) * s.N / G;
+    float* a = acc + g * per;
+    if (xf && df)
+      grad_images(static_cast<const float*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt, xv0, xv1);
+    else if (xf)
+      grad_images(static_cast<const float*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt, xv0, xv1);
+    else if (df)
+      grad_images(static_cast<const uint16_t*>(xp), static_cast<const float*>(dp), a, s, n0, n1, dyt, xv0, xv1);
+    else
+      grad_images(static_cast<const uint16_t*>(xp), static_cast<const uint16_t*>(dp), a, s, n0, n1, dyt, xv0, xv1);
+  });
   // the groups in order, each tap's [O][C] transposed into dw[i, j, c, o]
   float* out = dw->typed_data();
   for (int64_t t = 0; t < s.k * s.k; ++t)

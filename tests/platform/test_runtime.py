@@ -1,14 +1,15 @@
-"""Where the engine starts JAX (models.runtime): nothing at import, malloc before threads."""
+"""Where the engine starts JAX (platform.runtime): nothing at import, malloc before threads."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from jupyter_imgclass.models import runtime
+from jupyter_imgclass.platform import runtime
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the tuning is for glibc on Linux"
@@ -19,7 +20,7 @@ linux_only = pytest.mark.skipif(
 CHILD = """
 import os, sys, tempfile
 import jupyter_imgclass as ic
-from jupyter_imgclass.models import runtime
+from jupyter_imgclass.platform import runtime
 def threads(): return len(os.listdir('/proc/self/task'))
 project = ic.Project.create(tempfile.mkdtemp() + '/p')
 ic.models.names()
@@ -60,7 +61,7 @@ def test_cpu_devices_follow_the_environment_and_leave_a_started_jax_alone():
     code = (
         "import jax, jax.numpy as jnp, sys; "
         "jnp.ones(1).block_until_ready() if sys.argv[1] == 'started' else None; "
-        "from jupyter_imgclass.models import apply; "
+        "from jupyter_imgclass.platform import runtime; runtime.prepare(); "
         "print(jax.local_device_count())"
     )
 
@@ -83,6 +84,46 @@ def test_tuning_can_be_switched_off():
     assert _run("0")[2] == "False"
 
 
+def _two_devices(code: str) -> str:
+    """The output of ``python -c code`` in a process asked for two CPU devices."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["IMGCLASS_CPU_DEVICES"] = "2"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_importing_the_networks_changes_no_environment_variable():
+    """``import jupyter_imgclass.models`` (and its layers, the kernels' module and the
+    runtime) writes nothing into ``os.environ``: XLA_FLAGS waits for ``runtime.prepare``,
+    which the first ``models.get`` calls."""
+    code = (
+        # JAX's own import sets TF_CPP_MIN_LOG_LEVEL and TPU_SKIP_MDS_QUERY: not ours
+        "import os, json, jax; before = dict(os.environ); "
+        "import jupyter_imgclass.models, jupyter_imgclass.models.layers; "
+        "import jupyter_imgclass.platform.cpu_kernels; "
+        "changed = sorted(k for k in set(before) | set(os.environ) "
+        "if before.get(k) != os.environ.get(k)); "
+        "import jupyter_imgclass.models as m; m.get('small_cnn'); "
+        "print(json.dumps([changed, os.environ.get('XLA_FLAGS', '')]))"
+    )
+    changed, flags = json.loads(_two_devices(code).splitlines()[-1])
+    assert changed == []
+    assert flags == "--xla_force_host_platform_device_count=2"  # the first lookup asked
+
+
+def test_starting_processes_prepares_jax_before_the_rank_is_asked():
+    """The CLI and ``Project.train`` call ``start_processes`` (one process: no options) and
+    then ask JAX for the rank, which starts its backend: the devices are asked for first."""
+    code = (
+        "from jupyter_imgclass.platform import runtime; import jax; "
+        "print(runtime.start_processes(None, None, None), jax.process_index(), "
+        "jax.local_device_count())"
+    )
+    assert _two_devices(code).split() == ["1", "0", "2"]
+
+
 def test_import_leaves_jax_fastapi_and_widgets_unloaded():
     code = (
         "import jupyter_imgclass, sys; "
@@ -99,7 +140,7 @@ def test_on_a_preloaded_tcmalloc_the_glibc_tuning_stands_aside_and_training_runs
     if library is None:
         pytest.skip("tcmalloc is not installed (Debian: libtcmalloc-minimal4)")
     code = (
-        "from jupyter_imgclass.models import runtime; import jupyter_imgclass as ic; "
+        "from jupyter_imgclass.platform import runtime; import jupyter_imgclass as ic; "
         "import numpy as np; from jupyter_imgclass import training; "
         "x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 3), dtype=np.uint8); "
         "y = np.arange(64, dtype=np.int32) % 2; "
