@@ -1,8 +1,8 @@
 """jupyter_imgclass: the whole custom image-classifier workflow inside Jupyter.
 
 Importing the package loads no JAX, no FastAPI and no widget, and changes nothing in the
-process (the malloc tuning waits until the engine builds its first network; see
-:mod:`jupyter_imgclass.models.runtime`).
+process (the CPU devices and the malloc tuning wait until the engine looks up its first
+network; see :mod:`jupyter_imgclass.platform.runtime`).
 
 The widgets are built from a Project by the helpers below (:func:`labeller`,
 :func:`tester`, :func:`report`, :func:`monitor`, :func:`data_check`); each imports
