@@ -95,7 +95,7 @@ def run(name: str, strategies, seeds, pool_per_tag: int, step: int, rounds: int,
                 project.set_tags(int(image_id), truth[int(image_id)])
             curve = []
             for r in range(rounds + 1):
-                it = project.train(budget="quick", seed=seed, show=False).wait()
+                it = project.train(budget="quick", seed=seed).wait()
                 w = it.weights()
                 probs = probabilities(test_feats @ w["head.kernel"] + w["head.bias"], it.kind)
                 predicted = np.asarray(probs).argmax(1)

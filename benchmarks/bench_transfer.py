@@ -128,7 +128,7 @@ def run_one(root, dataset, spec, per_tag, seed, pool, test_fixed, test_features,
     project = ic.Project.create(root / f"{dataset}-{spec.name}-{per_tag}-{seed}")
     project.add_images([item for item, _ in train], tags=[[tag] for _, tag in train])
     started = time.perf_counter()
-    it = project.train(budget="quick", model=spec.name, seed=seed, show=False).wait()
+    it = project.train(budget="quick", model=spec.name, seed=seed).wait()
     seconds = time.perf_counter() - started
     tags = it.classes
     test_labels = np.array([tags.index(tag) for _, tag in test])
@@ -142,9 +142,7 @@ def run_one(root, dataset, spec, per_tag, seed, pool, test_fixed, test_features,
     }
     if adv_minutes:
         started = time.perf_counter()
-        run = project.train(
-            budget="advanced", model=spec.name, minutes=adv_minutes, seed=seed, show=False
-        )
+        run = project.train(budget="advanced", model=spec.name, minutes=adv_minutes, seed=seed)
         adv = run.wait()
         arrays = np.stack([load_rgb(item, spec.input_size) for item, _ in test])
         probs = adv.predictor.predict_arrays(arrays)
@@ -160,10 +158,10 @@ def timing(root: Path) -> None:
     project = ic.Project.create(root / "timing")
     ds.to_project(project)
     t = time.perf_counter()
-    it = project.train(budget="quick", show=False).wait()
+    it = project.train(budget="quick").wait()
     cold = time.perf_counter() - t
     t = time.perf_counter()
-    project.train(budget="quick", show=False).wait()
+    project.train(budget="quick").wait()
     warm = time.perf_counter() - t
     print(
         f"quick training, 500 new images, default backbone {it.model}: cold {cold:.1f} s "

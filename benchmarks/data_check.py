@@ -72,7 +72,7 @@ def run_one(name: str, per_tag: int, seed: int, root: Path) -> dict:
         copy = project.add_images([copy_of(images[src], kind)], tags=[[given[src]]]).added
         if copy:
             planted.append((tuple(sorted((ids[src], copy[0]))), kind))
-    project.train(budget="quick", seed=seed, show=False).wait()
+    project.train(budget="quick", seed=seed).wait()
     report = project.check()
     flipped_ids = {ids[i] for i in flipped}
     flags = [issue["image_id"] for issue in report.label_issues]

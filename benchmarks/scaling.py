@@ -109,9 +109,7 @@ def _train_child(opts: dict) -> dict:
         records = project.images
         held = project.cache.arrays([(im.sha256, im.path) for im in records], 28)
     started = time.perf_counter()
-    run = project.train(
-        budget="advanced", model="small_cnn", minutes=opts["minutes"], epochs=1, show=False
-    )
+    run = project.train(budget="advanced", model="small_cnn", minutes=opts["minutes"], epochs=1)
     it = run.wait()
     out = {
         "seconds": round(time.perf_counter() - started, 1),

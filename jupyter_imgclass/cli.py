@@ -60,7 +60,7 @@ def _progress(args) -> callable:
 
 
 def cmd_train(args) -> int:
-    from .models import runtime
+    from .platform import runtime
     from .project import Project
 
     options = _train_options(args)  # every option checked before anything is imported
@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_now_if_distributed(code: int) -> None:
     """Ends a failed process of a multi-process run at once: JAX's exit handler would
     otherwise wait for the other processes and then abort with a stack trace."""
-    from .models import runtime
+    from .platform import runtime
 
     if runtime.joined_processes() > 1:
         sys.stdout.flush()

@@ -5,7 +5,6 @@
 * :mod:`.iteration` -- :class:`Iteration` (a saved model: metrics, predict, export, serve);
 * :mod:`.runs` -- :class:`TrainingRun` and the path from labels to a saved iteration;
 * :mod:`.events` -- the one event mechanism (subscribe, emit, unsubscribe);
-* :mod:`.views` -- how ``project.labeller()`` and friends reach the widgets above.
 """
 
 from .iteration import Iteration

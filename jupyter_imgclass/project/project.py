@@ -666,7 +666,7 @@ class Project:
         settings = TrainOptions.from_keywords(budget=budget, **options)
         self._store.require_writable()
         check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
-        from ..models import runtime
+        from ..platform import runtime
 
         try:
             processes = runtime.start_processes(coordinator, num_processes, process_id)

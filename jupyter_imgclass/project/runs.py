@@ -190,7 +190,7 @@ class TrainingRun:
 # ---------------------------------------------------------------------------- the path
 def _rank() -> int:
     """This process's index in a multi-process run (0 alone)."""
-    from ..models import runtime
+    from ..platform import runtime
 
     return runtime.process_rank()
 
@@ -283,7 +283,7 @@ def _follow(run: TrainingRun, started: float) -> Iteration:
     wait for its word, bounded in time, so a failure on either side ends every process
     with the reason instead of leaving one waiting at a collective."""
     from .. import models
-    from ..models import runtime
+    from ..platform import runtime
     from ..training import recipes
 
     data, _ = usable_set(run.project, labelled_set(run.project.store))
@@ -319,7 +319,7 @@ FAILED_WORD_S = 60.0
 
 def _announce(run: TrainingRun, word: str) -> None:
     """Process 0 tells the others how iteration ``run.number`` ended."""
-    from ..models import runtime
+    from ..platform import runtime
 
     try:
         runtime.publish(f"run/{run.number}/outcome", word[:2000])
@@ -329,7 +329,7 @@ def _announce(run: TrainingRun, word: str) -> None:
 
 def _outcome(run: TrainingRun, timeout_s: float) -> str:
     """Process 0's word on iteration ``run.number`` ("saved", or "failed: why")."""
-    from ..models import runtime
+    from ..platform import runtime
 
     try:
         return runtime.read(f"run/{run.number}/outcome", timeout_s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 MIN_INPUT_SIZE = 16
+NAME_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+"""What a published name may hold: it is a path segment of every prediction URL."""
 MAX_INPUT_SIZE = 1024
 
 
@@ -116,8 +119,13 @@ class TrainOptions:
                 f"input_size {size!r}: must be a whole number from {MIN_INPUT_SIZE} "
                 f"to {MAX_INPUT_SIZE}"
             )
-        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
-            raise TrainingError(f"name {self.name!r}: must be a non-empty text")
+        if self.name is not None and not (
+            isinstance(self.name, str) and re.fullmatch(NAME_PATTERN, self.name)
+        ):
+            raise TrainingError(
+                f"name {self.name!r}: use 1 to 64 letters, digits, '-', '_' or '.' (the "
+                "published name is a part of the endpoint's URLs)"
+            )
 
     @classmethod
     def from_keywords(cls, **options: Any) -> TrainOptions:

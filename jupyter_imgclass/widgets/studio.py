@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..vocabulary import BUDGETS
+from ..training.options import choices_of, option_fields
 from ._common import StaticReprMixin, describe_error
 from .evaluation import EvaluationWidget
 from .labeller import LabellerWidget
@@ -18,6 +18,37 @@ from .tester import TesterWidget
 TABS = ("Data", "Label", "Train", "Evaluate", "Test", "Publish")
 AUTOMATIC = "automatic"
 """The Train tab's model choice that lets the project pick (``Project.train(model=None)``)."""
+MAIN_OPTIONS = ("budget", "model", "epochs", "minutes")
+"""The Train tab's first row; the other options sit under "more options"."""
+
+
+def _option_input(field) -> W.ValueWidget:
+    """The input of one :class:`TrainOptions` field: a dropdown of its choices (with
+    "automatic" where ``None`` lets the engine choose), a number (0 = automatic) or a text;
+    its help is the tooltip."""
+    label = field.name.replace("_", " ")
+    choices, kind = choices_of(field), field.metadata["type"]
+    style = {"description_width": "initial"}
+    if choices:
+        options = ([AUTOMATIC] if field.default is None else []) + choices
+        widget = W.Dropdown(description=label, options=options, value=field.default or AUTOMATIC)
+    elif kind is int:
+        widget = W.IntText(description=label, value=field.default or 0, style=style)
+    elif kind is float:
+        widget = W.FloatText(description=label, value=field.default or 0.0, style=style)
+    else:
+        widget = W.Text(description=label, value=field.default or "", placeholder="automatic")
+    widget.tooltip = field.metadata["help"] + ("; 0 = automatic" if kind in (int, float) else "")
+    widget.layout = W.Layout(width="220px")
+    return widget
+
+
+def _option_value(field, widget: W.ValueWidget) -> Any:
+    """What the input says for ``Project.train`` (``None``: let the engine choose)."""
+    value = widget.value
+    if value in (AUTOMATIC, "") or (field.default is None and value == 0):
+        return None
+    return value
 
 
 def _module_available(name: str) -> bool:
@@ -60,29 +91,21 @@ class Studio(StaticReprMixin, W.Tab):
         )
         # Label
         self.labeller = LabellerWidget(project, filter="all")
-        # Train
-        from .. import models
-
-        self.model = W.Dropdown(
-            description="model",
-            # Not None as the value: a Dropdown shows a value of None as a blank choice.
-            options=[AUTOMATIC, *models.names()],
-            value=AUTOMATIC,
-        )
-        self.budget = W.Dropdown(description="budget", options=list(BUDGETS), value="quick")
-        self.epochs = W.IntText(
-            description="epochs (0 = auto)", value=0, style={"description_width": "initial"}
-        )
+        # Train: one input per TrainOptions field, built from the field's type and choices
+        self.options = {field.name: _option_input(field) for field in option_fields()}
+        self.model, self.budget = self.options["model"], self.options["budget"]
+        self.epochs = self.options["epochs"]
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(lambda _b: self.start_training())
         self.train_message = W.HTML("")
         self.monitor_box = W.VBox()
+        first = [self.options[name] for name in MAIN_OPTIONS]
+        more = W.Accordion(
+            children=[W.VBox([w for n, w in self.options.items() if n not in MAIN_OPTIONS])],
+            titles=("more options",),
+        )
         train = W.VBox(
-            [
-                W.HBox([self.model, self.budget, self.epochs, self.train_button]),
-                self.train_message,
-                self.monitor_box,
-            ]
+            [W.HBox([*first, self.train_button]), more, self.train_message, self.monitor_box]
         )
         # Evaluate
         self.iteration_choice = W.Dropdown(description="iteration", options=[])
@@ -124,13 +147,10 @@ class Studio(StaticReprMixin, W.Tab):
         return report
 
     def start_training(self):
-        """Starts a run with the chosen model/budget/epochs and shows its monitor."""
+        """Starts a run with the chosen options and shows its monitor."""
         try:
-            self.run = self.project.train(
-                budget=self.budget.value,
-                model=None if self.model.value == AUTOMATIC else self.model.value,
-                epochs=self.epochs.value or None,
-            )
+            chosen = {f.name: _option_value(f, self.options[f.name]) for f in option_fields()}
+            self.run = self.project.train(**chosen)
         except Exception as exc:
             self.train_message.value = (
                 f"<div class='imgclass-error'>{html.escape(describe_error(exc))}</div>"

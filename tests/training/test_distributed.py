@@ -16,7 +16,7 @@ from PIL import Image
 
 import jupyter_imgclass as ic
 from jupyter_imgclass.errors import TrainingError
-from jupyter_imgclass.models import runtime
+from jupyter_imgclass.platform import runtime
 
 FIT_SNIPPET = """
 import json, sys, numpy as np
@@ -141,11 +141,11 @@ def test_two_processes_on_loopback_train_like_one_process(digit_folder, tmp_path
 
     with ic.Project.open(tmp_path / "two") as spread, ic.Project.open(tmp_path / "one") as alone:
         assert [it.number for it in spread.iterations] == [1]
-        a, b = alone.iteration(1).config, spread.iteration(1).config
-        assert b["fit"]["processes"] == 2 and a["fit"]["processes"] == 1
+        a, b = alone.iteration(1).record, spread.iteration(1).record
+        assert b.fit["processes"] == 2 and a.fit["processes"] == 1
         for key in ("loss", "val_loss"):
             np.testing.assert_allclose(
-                [h[key] for h in b["history"]], [h[key] for h in a["history"]], rtol=1e-4
+                [h[key] for h in b.history], [h[key] for h in a.history], rtol=1e-4
             )
 
 

@@ -104,6 +104,8 @@ def test_the_default_network_and_who_spreads_over_processes():
         ({"learning_rate": True}, "learning_rate True"),
         ({"input_size": 4096}, "input_size 4096"),
         ({"name": "  "}, "name '  '"),
+        ({"name": "first try"}, "name 'first try': use 1 to 64 letters"),
+        ({"name": "a/../b"}, "name 'a/../b'"),
         ({"epoch": 3}, "unknown training option\\(s\\) epoch; choose from budget, model"),
     ],
 )

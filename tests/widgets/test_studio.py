@@ -36,10 +36,21 @@ def test_studio_import_label_train_evaluate(tmp_path, make_png):
     assert "red" in s.data_summary.value and s.labeller.total == 8
     # The model choice shows "automatic" from the start, not a blank dropdown.
     assert (s.model.index, s.model.label, s.model.value) == (0, "automatic", "automatic")
+    # One input per TrainOptions field, each with its help as the tooltip.
+    from jupyter_imgclass.training.options import option_fields
+
+    assert list(s.options) == [f.name for f in option_fields()]
+    assert all(w.tooltip for w in s.options.values())
+    assert s.options["learning_rate"].value == 0 and s.options["seed"].value == 0
     s.model.value, s.budget.value, s.epochs.value = "small_cnn", "advanced", 1
+    s.options["name"].value, s.options["batch_size"].value = "first-try", 4
     click(s.train_button)
     s.run.wait(timeout=600)
     assert s.monitor_box.children and s.run.status == "done"
+    assert (s.run.options.model, s.run.options.epochs, s.run.options.batch_size) == (
+        "small_cnn", 1, 4,
+    )  # fmt: skip
+    assert s.run.options.learning_rate is None and s.run.iteration.name == "first-try"
     assert s.iteration_choice.value == s.run.number
     assert s.report_box.children[0].iteration.number == s.run.number
     assert s.tester.iteration.number == s.run.number
@@ -83,6 +94,9 @@ def test_studio_shows_errors_in_place(tmp_path):
     assert "folder path: empty" in s.data_message.value
     click(s.train_button)  # nothing labelled
     assert "imgclass-error" in s.train_message.value
+    s.options["learning_rate"].value = -1.0  # refused by TrainOptions, said in place
+    click(s.train_button)
+    assert "learning_rate -1.0: must be a positive number" in s.train_message.value
     click(s.export_button)
     assert "no trained iteration" in s.publish_message.value
     s.close()
