@@ -28,18 +28,22 @@ def _option_input(field) -> W.ValueWidget:
     its help is the tooltip."""
     label = field.name.replace("_", " ")
     choices, kind = choices_of(field), field.metadata["type"]
-    style = {"description_width": "initial"}
+    style = {"description_width": "90px"}  # the labels line up, in the row and folded
     if choices:
         options = ([AUTOMATIC] if field.default is None else []) + choices
-        widget = W.Dropdown(description=label, options=options, value=field.default or AUTOMATIC)
+        widget = W.Dropdown(
+            description=label, options=options, value=field.default or AUTOMATIC, style=style
+        )
     elif kind is int:
         widget = W.IntText(description=label, value=field.default or 0, style=style)
     elif kind is float:
         widget = W.FloatText(description=label, value=field.default or 0.0, style=style)
     else:
-        widget = W.Text(description=label, value=field.default or "", placeholder="automatic")
+        widget = W.Text(
+            description=label, value=field.default or "", placeholder="automatic", style=style
+        )
     widget.tooltip = field.metadata["help"] + ("; 0 = automatic" if kind in (int, float) else "")
-    widget.layout = W.Layout(width="220px")
+    widget.layout = W.Layout(width="250px")
     return widget
 
 
@@ -105,7 +109,12 @@ class Studio(StaticReprMixin, W.Tab):
             titles=("more options",),
         )
         train = W.VBox(
-            [W.HBox([*first, self.train_button]), more, self.train_message, self.monitor_box]
+            [
+                W.HBox([*first, self.train_button], layout=W.Layout(flex_flow="row wrap")),
+                more,
+                self.train_message,
+                self.monitor_box,
+            ]
         )
         # Evaluate
         self.iteration_choice = W.Dropdown(description="iteration", options=[])

@@ -15,17 +15,15 @@ from ._common import STATIC, StaticReprMixin, describe_error
 
 
 class ProbabilityBars(anywidget.AnyWidget):
-    """The image and one bar per tag; also a drop zone (a dropped file sets ``dropped``)."""
+    """The image and one bar per tag; also a drop zone and a camera: a dropped file or a
+    captured frame arrives as a custom message ``{"action": "drop", "name"}`` with the
+    bytes as its buffer (an action, not state: nothing of it is saved in the notebook)."""
 
     _esm = STATIC / "bars.js"
     _css = STATIC / "widgets.css"
     image = traitlets.Bytes(b"").tag(sync=True)
     name = traitlets.Unicode("").tag(sync=True)
     predictions = traitlets.List().tag(sync=True)  # [{"tag", "probability"}], highest first
-    # The front end sends a DataView, which arrives as a memoryview: made bytes here (a
-    # plain Bytes trait refuses a memoryview, and the drop was lost in the kernel's log).
-    dropped = traitlets.Bytes(b"").tag(sync=True, from_json=lambda value, _w: bytes(value or b""))
-    dropped_name = traitlets.Unicode("").tag(sync=True)
 
 
 class TesterWidget(StaticReprMixin, W.VBox):
@@ -57,7 +55,7 @@ class TesterWidget(StaticReprMixin, W.VBox):
         )
         self.choice.observe(self._on_choice, "value")
         self.bars = ProbabilityBars()
-        self.bars.observe(self._on_drop, "dropped")
+        self.bars.on_msg(self._on_drop)
         self.tag = W.Combobox(
             placeholder="tag for this image", ensure_option=False, layout=W.Layout(width="200px")
         )
@@ -203,10 +201,11 @@ class TesterWidget(StaticReprMixin, W.VBox):
         f = files[-1]
         self.test(bytes(f["content"]), str(f.get("name") or "upload"))
 
-    def _on_drop(self, change) -> None:
-        if change["new"]:
-            self.test(bytes(change["new"]), self.bars.dropped_name or "dropped image")
-            self.bars.dropped = b""  # so that the same file dropped again is tested again
+    def _on_drop(self, _bars: Any, content: Any, buffers: list) -> None:
+        """A file dropped on the bars or a camera frame (a message with its bytes)."""
+        if isinstance(content, dict) and content.get("action") == "drop" and buffers:
+            # the browser's ArrayBuffer arrives as a memoryview
+            self.test(bytes(buffers[0]), str(content.get("name") or "dropped image"))
 
     def _on_add(self, _button: Any = None) -> None:
         self.add_to_project()

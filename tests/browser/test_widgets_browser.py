@@ -245,9 +245,12 @@ def test_studio_tabs(notebook):
     page.wait_for_selector(".imgclass-studio .imgclass-card img[src^='blob:']")
     nb.screenshot(studio, "studio-label")
     page.get_by_role("tab", name="Train").click()
-    model = studio.locator(".widget-dropdown select").first
+    budget, model = (studio.locator(".widget-dropdown select").nth(k) for k in (0, 1))
     model.wait_for()
+    assert budget.evaluate("s => s.options[s.selectedIndex].text") == "quick"
     assert model.evaluate("s => s.options[s.selectedIndex].text") == "automatic"
+    page.get_by_text("more options").click()  # every other TrainOptions field, folded
+    studio.get_by_text("learning rate").wait_for()
     nb.screenshot(studio, "studio-train")
     page.get_by_role("tab", name="Publish").click()
     page.wait_for_selector(".imgclass-studio >> text=Serve (REST)")
@@ -270,7 +273,7 @@ def test_studio_in_classic_notebook_7(notebook, lab):
     page.keyboard.press("2")  # the second tag on the first card, as in JupyterLab
     card.locator(f".imgclass-card-tags:text-is('{second}')").wait_for()
     page.get_by_role("tab", name="Train").click()
-    model = studio.locator(".widget-dropdown select").first
+    model = studio.locator(".widget-dropdown select").nth(1)  # after the budget
     assert model.evaluate("s => s.options[s.selectedIndex].text") == "automatic"
     nb.screenshot(studio, "studio-classic-notebook")
     with ic.Project.open(lab["root"] / "studio-classic-project") as p:

@@ -26,9 +26,10 @@ def upload(w: TesterWidget, data: bytes, name: str = "new.png") -> None:
 
 
 def drop(w: TesterWidget, name: str, data: bytes) -> None:
-    """What the browser's drop (or camera capture) sends: the bytes as a binary buffer."""
-    state = {"method": "update", "state": {"dropped_name": name}, "buffer_paths": [["dropped"]]}
-    w.bars._handle_msg({"content": {"data": state}, "buffers": [memoryview(data)]})
+    """What the browser's drop (or camera capture) sends: a custom message with the bytes
+    as its buffer."""
+    message = {"method": "custom", "content": {"action": "drop", "name": name}}
+    w.bars._handle_msg({"content": {"data": message}, "buffers": [memoryview(data)]})
 
 
 def test_upload_predicts_and_adds_with_chosen_tag(trained_project, make_png):
@@ -67,7 +68,7 @@ def test_bad_upload_clears_the_last_image_and_drops_work_twice(trained_project, 
         drop(w, "drop.png", red)
         assert w.bars.predictions and "drop.png" in w.message.value
         assert w.bars.image == red and w.tag.value == w.bars.predictions[0]["tag"]
-        assert w.bars.dropped == b""
+    assert "dropped" not in w.bars.get_state()  # nothing of a drop is kept as state
 
 
 def test_without_iteration_explains(tmp_path, make_png):

@@ -1,9 +1,8 @@
 // Image under test, one probability bar per tag, a drop zone for image files, and a
 // camera (the browser's getUserMedia) whose captured frame is tested like a dropped file.
 function send(model, name, buf) {
-  model.set("dropped_name", name);
-  model.set("dropped", new DataView(buf));
-  model.save_changes();
+  // an action, not state: a custom message with the bytes as its buffer
+  model.send({ action: "drop", name }, undefined, [buf]);
 }
 
 function camera(model) {
