@@ -34,7 +34,7 @@ from ..models.apply import batch_sharding, probabilities, run_batched
 from ..models.layers import head_input
 from ..models.weights import model_to_weights
 from .config import DeadlineError, FitResult, TrainConfig, class_weights
-from .loop import Emitter, selection_score
+from .loop import Emitter, KeepBest
 
 __all__ = ["TOP_BATCH", "TOP_EPOCHS", "TOP_LR", "TOP_PULL", "fit_top"]
 
@@ -123,17 +123,17 @@ def fit_top(
             oof[e, held] = net.predict(params, acts[held])
         emit({"phase": "fine-tuning", "done": o + 1, "total": len(folds) + 1})
 
-    history = []
+    history, best = [], KeepBest(kind)
     for e in range(epochs):
         record = {"epoch": e + 1, "epochs": epochs, **validation_metrics(y, oof[e], kind)}
         history.append(record)
+        best.consider(e + 1, record, e + 1, oof[e])  # the epoch count is what is kept
         emit({"event": "epoch", **record, "elapsed_s": round(time.perf_counter() - started, 3)})
-    best = max(range(epochs), key=lambda e: selection_score(history[e], kind)) + 1
 
     params, start = net.start(net.final_head), net.start(net.final_head)
     opt_state, losses = net.opt.init(params), []
     everything = np.arange(n)
-    for _ in range(best):
+    for _ in range(best.epoch):
         _check_time(config, should_stop)
         params, opt_state, loss = net.epoch(
             params, opt_state, start, acts, mirrored, y, weight, everything, batch_size, rng
@@ -142,13 +142,11 @@ def fit_top(
     emit({"phase": "fine-tuning", "done": len(folds) + 1, "total": len(folds) + 1})
     for record, loss in zip(history, losses, strict=False):
         record["loss"] = loss  # the refit's training loss at that epoch
-    return FitResult(
-        weights=net.weights(params),
-        history=history,
-        best_epoch=best,
-        val_probabilities=oof[best - 1],
+    return best.result(
+        net.weights(params),
+        history,
         stopped=False,
-        seconds=round(time.perf_counter() - started, 3),
+        started=started,
         head_input=model.head_input,
         extra={"split": split, "folds": len(folds), "epochs": epochs, "pull": pull},
     )
