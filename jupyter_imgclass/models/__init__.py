@@ -17,9 +17,6 @@ from typing import Any
 from ..errors import ImgClassError
 from ..platform import runtime
 
-# training/loop.py, project/ and cli.py still write `from ..models import runtime`, which
-# finds the name above; they are to import `..platform.runtime` (the platform layer).
-
 __all__ = ["ModelSpec", "get", "names", "register"]
 
 

@@ -42,7 +42,7 @@ from flax import nnx
 from .. import models
 from ..errors import TrainingError
 from ..evaluate import validation_metrics
-from ..models import runtime
+from ..platform import runtime
 from ..models.apply import apply_fn, probabilities, run_batched
 from ..models.weights import model_to_weights
 from .config import (
