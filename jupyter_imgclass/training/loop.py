@@ -42,9 +42,9 @@ from flax import nnx
 from .. import models
 from ..errors import TrainingError
 from ..evaluate import validation_metrics
-from ..platform import runtime
 from ..models.apply import apply_fn, probabilities, run_batched
 from ..models.weights import model_to_weights
+from ..platform import runtime
 from .config import (
     DEFAULT_EPOCHS,
     DEFAULT_TIME_LIMIT_S,
