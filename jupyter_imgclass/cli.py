@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import ImgClassError
+from .training.events import ENDED, Event
 from .training.options import TrainOptions, choices_of, option_fields
 from .vocabulary import KINDS, figure
 
@@ -41,7 +42,7 @@ def _progress(args) -> callable:
             text = event["phase"] + (f" {done}/{total}" if total else "")
             if event.get("message"):
                 text += f": {event['message']}"
-        elif event.get("event") == "epoch":
+        elif event.get("event") == Event.EPOCH:
             text = f"epoch {event.get('epoch')}/{event.get('epochs') or '?'}"
             for key in ("loss", "val_loss", "val_accuracy"):
                 if isinstance(event.get(key), int | float):
@@ -50,7 +51,7 @@ def _progress(args) -> callable:
             return
         if tty:
             sys.stderr.write("\r\x1b[2K" + text[:120])
-            if event.get("phase") in ("done", "stopped", "failed"):
+            if event.get("phase") in ENDED:
                 sys.stderr.write("\n")
         else:
             sys.stderr.write(text + "\n")

@@ -43,6 +43,7 @@ from ..data.integrity import (
 from ..data.labelled import check_trainable, data_warnings, labelled_set
 from ..data.store import ImageStore
 from ..errors import ImgClassError, ProjectError, TagError, TrainingError
+from ..training.events import ENDED, Phase
 from ..training.options import TrainOptions
 from ..vocabulary import check_kind
 from . import served, suggestions
@@ -688,12 +689,12 @@ class Project:
     def _on_run_event(self, run: TrainingRun, event: dict) -> None:
         """Forwards a run's events; a finished run leaves :attr:`runs` first."""
         phase = event.get("phase")
-        if phase in ("done", "stopped", "failed"):
+        if phase in ENDED:
             with self._runs_lock:
                 if run in self._runs:
                     self._runs.remove(run)
         self._emit("training_event", run=run, event=event)
-        if phase in ("done", "stopped") and run.iteration is not None:
+        if phase in (Phase.DONE, Phase.STOPPED) and run.iteration is not None:
             self._emit("iteration_ready", iteration=run.iteration)
 
     @property

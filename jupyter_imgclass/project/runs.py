@@ -41,6 +41,7 @@ from filelock import FileLock, Timeout
 from ..data.integrity import TMP_PREFIX, fsync_folder
 from ..data.labelled import LabelledSet, check_trainable, class_counts, labelled_set
 from ..errors import ImgClassError, TrainingError
+from ..training.events import Phase
 from ..training.options import TrainOptions
 from .events import Events, Subscription
 from .features import cached_features, usable_set
@@ -158,7 +159,7 @@ class TrainingRun:
         event.setdefault("time", time.time())
         with self._lock:
             self.events.append(event)
-            if event.get("phase") == "warning":
+            if event.get("phase") == Phase.WARNING:
                 self.warnings.append(str(event.get("message")))
         self._hub.emit("event", event=event)
 
@@ -177,7 +178,7 @@ class TrainingRun:
                 str(exc) if isinstance(exc, ImgClassError) else f"{type(exc).__name__}: {exc}"
             )
             log.debug("training failed:\n%s", traceback.format_exc())
-            self.emit({"phase": "failed", "error": self.error})
+            self.emit({"phase": Phase.FAILED, "error": self.error})
         finally:
             try:
                 if self._training_lock is not None:
@@ -206,7 +207,7 @@ def run_training(run: TrainingRun) -> Iteration:
         return _follow(run, started)
     data, skipped = usable_set(project, labelled_set(project.store))
     for warning in skipped + check_trainable(data):
-        run.emit({"phase": "warning", "message": warning})
+        run.emit({"phase": Phase.WARNING, "message": warning})
     opts = _resolved(run.options, data)
     spec = models.get(opts.model)
     input_size = int(opts.input_size or spec.input_size)

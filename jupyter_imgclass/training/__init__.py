@@ -8,6 +8,7 @@
 * :mod:`.head` -- :func:`fit_head` (the quick budget's head on frozen features);
 * :mod:`.top` -- :func:`fit_top` (the advanced budget: the top of a pretrained network
   fine-tuned on cached activations, cross-validated);
+* :mod:`.events` -- :class:`Phase` and :class:`Event`, the training events' names;
 * :mod:`.options` -- :class:`TrainOptions` (what a user may ask of a training, declared once);
 * :mod:`.recipes` -- :func:`train` (quick head, fine-tuned top or from scratch, and which
   result is kept).
@@ -34,6 +35,8 @@ _WHERE = {
     "fit": ".loop",
     "selection_score": ".loop",
     "TrainOptions": ".options",
+    "Event": ".events",
+    "Phase": ".events",
     "Inputs": ".recipes",
     "Trained": ".recipes",
     "train": ".recipes",

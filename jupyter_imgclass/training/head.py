@@ -28,8 +28,8 @@ from ..models.apply import probabilities
 from ..models.layers import l2_normalise
 from ..models.weights import model_to_weights
 from .config import FitResult, TrainConfig, checked_sets, class_weights
+from .events import Emitter, Event, Phase
 from .logistic import C_GRID, solve
-from .loop import Emitter
 
 __all__ = ["HEAD_INPUT", "fit_head"]
 
@@ -86,7 +86,9 @@ def fit_head(
     cw = class_weights(config, y, num_classes)
     base = np.ones(n, np.float32) if kind == "multilabel" else cw[y.astype(np.int64)]
     grid = [float(c) for c in c_grid]
-    emit({"phase": "training", "what": "head", "message": f"{len(folds)} folds x {len(grid)} C"})
+    emit(
+        {"phase": Phase.TRAINING, "what": "head", "message": f"{len(folds)} folds x {len(grid)} C"}
+    )
     if should_stop is not None and should_stop():
         raise TrainingError("stopped before the head was trained; nothing to keep")
 
@@ -158,7 +160,7 @@ def fit_head(
         "elapsed_s": round(time.perf_counter() - started, 3),
         "eta_s": 0.0,
     }
-    emit({"event": "epoch", **record})
+    emit({"event": Event.EPOCH, **record})
     weights = model_to_weights(backbone)
     if weights.get("head.kernel") is None or weights["head.kernel"].shape[0] != x.shape[1]:
         raise TrainingError(

@@ -56,6 +56,7 @@ from .config import (
     compute_dtype,
     product_dtype,
 )
+from .events import Emitter, Event, Phase
 from .step import adamw, learning_rates, make_train_step, schedule
 
 __all__ = [
@@ -271,17 +272,6 @@ class Deadline(Callback):
             self.step_s = max(0.8 * self.step_s, time.perf_counter() - started)
 
 
-class Emitter:
-    """Calls ``on_event(event)`` when there is a listener."""
-
-    def __init__(self, on_event: Callable[[dict], None] | None):
-        self.on_event = on_event
-
-    def __call__(self, event: dict) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
-
-
 class ProgressEvents(Callback):
     """The events :func:`fit` sends ``on_event``: ``{'phase': 'compiling', 'model'}``,
     ``{'phase': 'training', 'compile_s'}``, at most one ``{'event': 'step', 'step',
@@ -293,21 +283,21 @@ class ProgressEvents(Callback):
         self.last_step_event = 0.0
 
     def on_fit_begin(self, state: TrainState) -> None:
-        self.emit({"phase": "compiling", "model": state.config.model})
+        self.emit({"phase": Phase.COMPILING, "model": state.config.model})
 
     def on_train_begin(self, state: TrainState) -> None:
-        self.emit({"phase": "training", "compile_s": round(state.compile_s, 3)})
+        self.emit({"phase": Phase.TRAINING, "compile_s": round(state.compile_s, 3)})
 
     def on_step_end(self, state: TrainState, loss: Any, started: float) -> None:
         now = time.perf_counter()
         if now - self.last_step_event >= self.interval_s:
             self.last_step_event = now
             self.emit(
-                {"event": "step", "step": state.step, "epoch": state.epoch, "loss": float(loss)}
+                {"event": Event.STEP, "step": state.step, "epoch": state.epoch, "loss": float(loss)}
             )
 
     def on_epoch_end(self, state: TrainState, record: dict, probs: np.ndarray) -> None:
-        self.emit({"event": "epoch", **record})
+        self.emit({"event": Event.EPOCH, **record})
 
 
 def _first_step(step_fn: Callable, args: tuple, deadline: float) -> Any:

@@ -34,6 +34,7 @@ from ..evaluate import validation_metrics
 from ..models.apply import extract_lower
 from ..models.weights import weights_to_model
 from .config import DeadlineError, FitResult, TrainConfig
+from .events import Phase
 from .head import fit_head
 from .loop import create_model, fit, selection_score
 from .options import TrainOptions
@@ -192,13 +193,13 @@ def quick(
     """A cross-validated logistic-regression head on the frozen backbone's features:
     every label in the final head, out-of-fold probabilities for the figures."""
     spec = models.get(config.model)
-    on_event({"phase": "preparing", "message": "loading the pretrained backbone"})
+    on_event({"phase": Phase.PREPARING, "message": "loading the pretrained backbone"})
     backbone = create_model(config, pretrained=True)
 
     def progress(done: int, total: int) -> None:
         if should_stop():
             raise TrainingError("stopped while extracting features; nothing to keep yet")
-        on_event({"phase": "extracting features", "done": done, "total": total})
+        on_event({"phase": Phase.EXTRACTING_FEATURES, "done": done, "total": total})
 
     features = inputs.features(backbone, spec, config.input_size, progress)
     folds = cross_validation_folds(data.labels, data.kind, seed=config.seed)
@@ -286,7 +287,7 @@ def _activations(config, data, inputs, model, split, deadline, on_event, should_
         def progress(done: int, _total: int, k=k) -> None:
             if should_stop() or time.time() > deadline - SAVE_MARGIN_S:
                 raise DeadlineError("no time left while extracting activations")
-            on_event({"phase": "extracting activations", "done": k * len(arrays) + done,
+            on_event({"phase": Phase.EXTRACTING_ACTIVATIONS, "done": k * len(arrays) + done,
                       "total": total})  # fmt: skip
 
         acts[name] = extract_lower(model, models.get(config.model), images, split,
@@ -338,10 +339,10 @@ def improves(new: FitResult, old: FitResult, kind: str) -> bool:
 
 
 def _images(inputs: Inputs, data: LabelledSet, size: int, on_event: OnEvent, stream=False):
-    on_event({"phase": "loading images", "done": 0, "total": len(data.image_ids)})
+    on_event({"phase": Phase.LOADING_IMAGES, "done": 0, "total": len(data.image_ids)})
 
     def progress(done: int, total: int) -> None:
-        on_event({"phase": "loading images", "done": done, "total": total})
+        on_event({"phase": Phase.LOADING_IMAGES, "done": done, "total": total})
 
     return inputs.images(size, stream, progress)
 
@@ -352,7 +353,7 @@ def _select(arrays, rows: np.ndarray):
 
 
 def _warn(on_event: OnEvent, message: str) -> None:
-    on_event({"phase": "warning", "message": message})
+    on_event({"phase": Phase.WARNING, "message": message})
 
 
 def _keep(on_event: OnEvent, head: Trained, message: str, history=()) -> Trained:

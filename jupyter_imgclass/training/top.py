@@ -34,7 +34,8 @@ from ..models.apply import batch_sharding, probabilities, run_batched
 from ..models.layers import head_input
 from ..models.weights import model_to_weights
 from .config import DeadlineError, FitResult, TrainConfig, class_weights
-from .loop import Emitter, KeepBest
+from .events import Emitter, Event, Phase
+from .loop import KeepBest
 
 __all__ = ["TOP_BATCH", "TOP_EPOCHS", "TOP_LR", "TOP_PULL", "fit_top"]
 
@@ -110,7 +111,7 @@ def fit_top(
     net = _Top(model, split, kind, learning_rate, pull)
     rng = np.random.default_rng(config.seed)
     oof = np.zeros((epochs, n, num_classes), np.float32)
-    emit({"phase": "fine-tuning", "done": 0, "total": len(folds) + 1})
+    emit({"phase": Phase.FINE_TUNING, "done": 0, "total": len(folds) + 1})
     for o, held in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(n), held)
         params, start = net.start(fold_heads[o]), net.start(fold_heads[o])
@@ -121,14 +122,14 @@ def fit_top(
                 params, opt_state, start, acts, mirrored, y, weight, train_idx, batch_size, rng
             )
             oof[e, held] = net.predict(params, acts[held])
-        emit({"phase": "fine-tuning", "done": o + 1, "total": len(folds) + 1})
+        emit({"phase": Phase.FINE_TUNING, "done": o + 1, "total": len(folds) + 1})
 
     history, best = [], KeepBest(kind)
     for e in range(epochs):
         record = {"epoch": e + 1, "epochs": epochs, **validation_metrics(y, oof[e], kind)}
         history.append(record)
         best.consider(e + 1, record, e + 1, oof[e])  # the epoch count is what is kept
-        emit({"event": "epoch", **record, "elapsed_s": round(time.perf_counter() - started, 3)})
+        emit({"event": Event.EPOCH, **record, "elapsed_s": round(time.perf_counter() - started, 3)})
 
     params, start = net.start(net.final_head), net.start(net.final_head)
     opt_state, losses = net.opt.init(params), []
@@ -139,7 +140,7 @@ def fit_top(
             params, opt_state, start, acts, mirrored, y, weight, everything, batch_size, rng
         )
         losses.append(loss)
-    emit({"phase": "fine-tuning", "done": len(folds) + 1, "total": len(folds) + 1})
+    emit({"phase": Phase.FINE_TUNING, "done": len(folds) + 1, "total": len(folds) + 1})
     for record, loss in zip(history, losses, strict=False):
         record["loss"] = loss  # the refit's training loss at that epoch
     return best.result(

@@ -9,6 +9,7 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
+from ..training.events import Event, Phase
 from ..vocabulary import figure
 from ._common import STATIC, StaticReprMixin
 
@@ -94,7 +95,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         if id(event) in self._seen:
             return
         self._seen.add(id(event))
-        if event.get("event") == "epoch":
+        if event.get("event") == Event.EPOCH:
             epoch, epochs = event.get("epoch"), event.get("epochs")
             parts = [f"epoch {epoch}" + (f" of {epochs}" if epochs else "")]
             for key in ("loss", "val_loss", "val_accuracy"):
@@ -108,11 +109,11 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
                 self.eta.value = f"ETA {_duration(event['eta_s'])}"
             point = {k: event[k] for k in CURVE_KEYS if isinstance(event.get(k), int | float)}
             self.chart.history = [*self.chart.history, point]
-        elif event.get("event") == "step":
+        elif event.get("event") == Event.STEP:
             pass  # epochs carry the curves; steps would only redraw faster
         elif "phase" in event:
             phase = event["phase"]
-            if phase == "failed":
+            if phase == Phase.FAILED:
                 reason = event.get("error") or self.run.error or "no reason given"
                 if event.get("error") or "Training failed" not in self.error.value:
                     self.error.value = (
@@ -125,9 +126,9 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
                 self.stop_button.button_style = ""
                 self.stop_button.icon = ""
                 self._busy(False)
-            elif phase in ("done", "stopped"):
+            elif phase in (Phase.DONE, Phase.STOPPED):
                 self._finish()
-            elif phase == "warning":
+            elif phase == Phase.WARNING:
                 # Warnings stay in view (data too thin, fine-tuning kept the head, ...).
                 self._warnings.append(str(event.get("message", "")))
                 items = "".join(f"<li>{html.escape(w)}</li>" for w in self._warnings)
@@ -180,7 +181,7 @@ class TrainingMonitor(StaticReprMixin, W.VBox):
         run = getattr(self, "run", None)
         if run is None:
             return "TrainingMonitor"
-        last = [e for e in run.events if e.get("event") == "epoch"]
+        last = [e for e in run.events if e.get("event") == Event.EPOCH]
         tail = ""
         if last:
             e = last[-1]
