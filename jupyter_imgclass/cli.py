@@ -132,6 +132,7 @@ def _print_training(args, project, iteration, run, report, routes=None, extra=No
             "model": iteration.model,
             "metrics": iteration.metrics,
             "evaluation": iteration.evaluation,
+            "backbone_choice": iteration.record.backbone_choice,
             "warnings": run.warnings,
             "import": report.to_json() if report is not None else None,
             **(extra or {}),
@@ -337,6 +338,8 @@ def _report_text(iteration) -> str:
     metrics = iteration.metrics
     overall = metrics["overall"]
     lines = [f"{iteration.name}: {iteration.evaluation_text()}"]
+    if iteration.choice_text():
+        lines.append(f"backbone: {iteration.choice_text()}")
     if overall.get("accuracy") is not None:
         lines.append(f"accuracy {overall['accuracy']:.3f}")
     lines.append(f"{'tag':<16}{'precision':>10}{'recall':>8}{'AP':>7}{'images':>8}")

@@ -122,6 +122,8 @@ def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_proj
     record = json.loads(demo.stdout)
     assert record["status"] == "done" and record["metrics"]["overall"]["count"] == 60
     assert record["import"]["added"] == 60 and record["project_id"]
+    choice = record["backbone_choice"]  # no --model: the quick budget chose, and says how
+    assert record["model"] == choice["chosen"] and len(choice["candidates"]) == 3
     out = _cli("export", trained_project, "--out", tmp_path / "bundle", "--json")
     assert out.returncode == 0, out.stderr
     exported = json.loads(out.stdout)

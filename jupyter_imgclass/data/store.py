@@ -717,16 +717,19 @@ class ImageStore:
     def complete_iteration(
         self, number: int, *, status: str, metrics: dict | None, config: dict
     ) -> None:
-        """Records a finished iteration's status, metrics and config in one transaction."""
+        """Records a finished iteration's status, metrics and config in one transaction
+        (and its network, ``config["model"]``: the quick budget may choose another than the
+        one the row was inserted with)."""
         with self.transaction() as cur:
             cur.execute(
                 "UPDATE iterations SET status = ?, finished_at = ?, metrics_json = ?, "
-                "config_json = ? WHERE number = ?",
+                "config_json = ?, model = COALESCE(?, model) WHERE number = ?",
                 (
                     status,
                     time.time(),
                     json.dumps(metrics) if metrics is not None else None,
                     json.dumps(config),
+                    config.get("model"),
                     number,
                 ),
             )

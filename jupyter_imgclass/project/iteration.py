@@ -95,6 +95,21 @@ class Iteration:
         note = f"; {ev['note']}" if ev.get("note") else ""
         return f"on {n} held-out {noun}{note}"
 
+    def choice_text(self) -> str:
+        """How the backbone was chosen, in words ("" when the user named the network).
+
+        Examples:
+            ``"efficientnet_lite2, the lowest cross-validated log-loss of efficientnet_lite0
+            0.712, efficientnet_lite1 0.655, efficientnet_lite2 0.541"``.
+        """
+        choice = self.record.backbone_choice
+        if not choice:
+            return ""
+        figures = ", ".join(
+            f"{name} {c['cv_log_loss']:.3f}" for name, c in choice["candidates"].items()
+        )
+        return f"{choice['chosen']}, the lowest cross-validated log-loss of {figures}"
+
     @property
     def history(self) -> list[dict]:
         """Per-epoch metrics of the training."""

@@ -44,6 +44,8 @@ class IterationRecord:
         status: ``"training"``, ``"done"``, ``"stopped"`` or ``"failed"``.
         head_c: the logistic-regression head's chosen penalty (quick budget).
         fit: how a network trained (global batch, devices, processes, precision, speed).
+        backbone_choice: how the quick budget chose the backbone (each candidate's
+            cross-validated log-loss and accuracy, seconds, the one chosen), or ``None``.
         extra: keys this version does not know, written back unchanged.
     """
 
@@ -70,6 +72,7 @@ class IterationRecord:
     status: str = "training"
     head_c: float | None = None
     fit: dict | None = None
+    backbone_choice: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -97,7 +100,7 @@ class IterationRecord:
         at the top level, as they were read)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         extra = out.pop("extra")
-        for key in ("head_c", "fit"):
+        for key in ("head_c", "fit", "backbone_choice"):
             if out[key] is None:
                 del out[key]
         return {**extra, **out}

@@ -234,7 +234,7 @@ def run_training(run: TrainingRun) -> Iteration:
     )
     try:
         trained = recipes.train(
-            opts,
+            run.options,  # model None: the recipe may choose the backbone
             data,
             _inputs(run, data),
             on_event=run.emit,
@@ -349,6 +349,7 @@ def _save(
     """Writes the iteration folder atomically, then records it in one transaction."""
     from safetensors.numpy import save_file
 
+    from .. import models
     from ..evaluate import compute_metrics
 
     project = run.project
@@ -358,7 +359,12 @@ def _save(
         y_val, result.val_probabilities, data.classes, data.kind, record.threshold
     )
     fit = {k: result.extra[k] for k in FIT_FIELDS if k in result.extra}
+    spec = models.get(trained.model)
     record = record.replace(
+        model=trained.model,
+        input_size=trained.input_size,
+        preprocessing={**spec.to_json(), "input_size": trained.input_size},
+        backbone_choice=trained.choice,
         train_image_ids=data.image_ids[trained.train].tolist(),
         val_image_ids=data.image_ids[trained.scored].tolist(),
         evaluation=trained.evaluation,

@@ -63,8 +63,10 @@ class TrainOptions:
         budget: ``"quick"``: a head on frozen pretrained features, trained in seconds;
             ``"advanced"``: fine-tune a pretrained network's top (kept only when it beats
             the quick head) or train a network from scratch, under a time budget.
-        model: network name (``models.names()``); by default transfer learning
-            (``efficientnet_lite0``) up to 5,000 images, ``small_cnn`` beyond.
+        model: network name (``models.names()``); by default transfer learning: up to 300
+            labelled images the quick budget tries every pretrained backbone and keeps the
+            one of lowest cross-validated log-loss (``training.recipes.choose_backbone``),
+            then ``efficientnet_lite0`` up to 5,000 images, ``small_cnn`` beyond.
         epochs: passes over the data; chosen by budget when ``None``.
         minutes: time budget (``advanced``).
         seed: makes the split and the run reproducible.
@@ -83,7 +85,9 @@ class TrainOptions:
     )
     model: str | None = option(
         None,
-        "network; by default efficientnet_lite0 up to 5,000 images, small_cnn beyond",
+        "network; by default the quick budget tries efficientnet_lite0/1/2 and keeps the "
+        "lowest cross-validated log-loss (up to 300 labelled images), then "
+        "efficientnet_lite0 up to 5,000 images, small_cnn beyond",
         type=str,
         choices=models.names,
     )

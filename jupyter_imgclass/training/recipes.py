@@ -4,7 +4,10 @@
 too):
 
 * a pretrained network (``quick``): a cross-validated logistic-regression head on the
-  frozen backbone's cached features (:func:`quick`);
+  frozen backbone's cached features (:func:`quick`); when the user named no network and
+  the set is small, the backbone whose head has the lowest cross-validated log-loss on
+  the project's own labels among :data:`BACKBONES` (:func:`choose_backbone`): no one
+  backbone is best for photos, drawings and greyscale alike;
 * ``advanced`` on a pretrained network: the top fine-tuned from that head on cached
   activations over the same folds, kept only when its cross-validated figures beat the
   head's (:func:`fine_tune`);
@@ -41,8 +44,10 @@ from .options import TrainOptions
 from .top import TOP_EPOCHS, TOP_LR, fit_top
 
 __all__ = [
+    "BACKBONES",
     "Inputs",
     "Trained",
+    "choose_backbone",
     "default_model",
     "fine_tune",
     "from_scratch",
@@ -55,6 +60,12 @@ __all__ = [
 
 TRANSFER_MAX_IMAGES = 5000
 """Up to this many labelled images the default network is pretrained (transfer learning)."""
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""The pretrained backbones the quick budget chooses among when no network is named."""
+CHOOSE_MAX_IMAGES = 300
+"""Up to this many labelled images every backbone of :data:`BACKBONES` is tried (features
+of each are extracted once and cached); beyond, the default network alone (the choice
+matters most with few labels, and extraction time grows with the images)."""
 FINE_TUNE_DEFAULT_S = 120.0
 """Fine-tuning's time budget when the user gave none."""
 MIN_FINE_TUNE_S = 20.0
@@ -95,6 +106,9 @@ class Trained:
         train: rows the final model trained on.
         evaluation: how the figures were made (``method``, ``folds``, ``images``, ``note``).
         warnings: what the recipe decided that the user should know.
+        model: the network the result belongs to (the chosen backbone).
+        input_size: its square input side.
+        choice: how the backbone was chosen (:func:`choose_backbone`), or ``None``.
     """
 
     result: FitResult
@@ -102,6 +116,9 @@ class Trained:
     train: np.ndarray
     evaluation: dict
     warnings: list[str] = field(default_factory=list)
+    model: str = ""
+    input_size: int = 0
+    choice: dict | None = None
 
 
 def default_model(n_images: int) -> str:
@@ -161,7 +178,8 @@ def train(
     input_size = int(options.input_size or spec.input_size)
     config = train_config(options, spec, data, input_size)
     if spreads(spec, options):
-        return from_scratch(config, data, inputs, on_event=on_event, should_stop=should_stop)
+        trained = from_scratch(config, data, inputs, on_event=on_event, should_stop=should_stop)
+        return dataclasses.replace(trained, model=spec.name, input_size=input_size)
     import jax
 
     warnings = []
@@ -172,7 +190,11 @@ def train(
             "spreads over processes"
         )
         _warn(on_event, warnings[-1])
-    head = quick(config, data, inputs, on_event=on_event, should_stop=should_stop)
+    if options.model is None and len(data.image_ids) <= CHOOSE_MAX_IMAGES:
+        head = choose_backbone(options, data, inputs, on_event=on_event, should_stop=should_stop)
+        config = train_config(options, models.get(head.model), data, head.input_size)
+    else:
+        head = quick(config, data, inputs, on_event=on_event, should_stop=should_stop)
     head.warnings[:0] = warnings
     if options.budget != "advanced" or should_stop():
         return head
@@ -180,6 +202,50 @@ def train(
     return fine_tune(
         config, data, inputs, head, deadline=deadline, on_event=on_event, should_stop=should_stop
     )
+
+
+def choose_backbone(
+    options: TrainOptions,
+    data: LabelledSet,
+    inputs: Inputs,
+    *,
+    on_event: OnEvent,
+    should_stop: ShouldStop,
+) -> Trained:
+    """:func:`quick` on every backbone of :data:`BACKBONES`; keeps the one whose
+    out-of-fold probabilities have the lowest log-loss (accuracy breaks a tie).
+
+    Every labelled image is scored by heads that never saw its label in each candidate,
+    and the choice reads only those out-of-fold figures, so choosing among three does not
+    peek at a test set (it does make the kept figures slightly optimistic, as any model
+    selection on cross-validation does).
+
+    Returns:
+        The chosen :class:`Trained`, with ``choice``: ``{"chosen", "by": "cv_log_loss",
+        "candidates": {name: {"cv_log_loss", "cv_accuracy" or "cv_average_precision",
+        "seconds"}}}``.
+    """
+    candidates, best = {}, None
+    for name in BACKBONES:
+        spec = models.get(name)
+        size = int(options.input_size or spec.input_size)
+        on_event({"phase": Phase.PREPARING, "message": f"trying {name} ({size} px)"})
+        started = time.perf_counter()
+        config = train_config(options, spec, data, size)
+        trained = quick(config, data, inputs, on_event=on_event, should_stop=should_stop)
+        figures = validation_metrics(data.labels, trained.result.val_probabilities, data.kind)
+        main = "val_average_precision" if data.kind == "multilabel" else "val_accuracy"
+        candidates[name] = {
+            "cv_log_loss": round(float(figures["val_loss"]), 4),
+            "cv_" + main.removeprefix("val_"): round(float(figures[main]), 4),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        key = (figures["val_loss"], -figures[main])
+        if best is None or key < best[0]:
+            best = (key, dataclasses.replace(trained, model=name, input_size=size))
+    chosen = best[1]
+    choice = {"chosen": chosen.model, "by": "cv_log_loss", "candidates": candidates}
+    return dataclasses.replace(chosen, choice=choice)
 
 
 def quick(
@@ -213,7 +279,9 @@ def quick(
     )
     everything = np.arange(len(data.image_ids))
     evaluation = {"method": "cross-validation", "folds": len(folds), "images": len(everything)}
-    return Trained(head, everything, everything, evaluation)
+    return Trained(
+        head, everything, everything, evaluation, model=config.model, input_size=config.input_size
+    )
 
 
 def fine_tune(
@@ -270,7 +338,7 @@ def fine_tune(
         return _keep(on_event, head, message + "transfer-learned head", history=top.history)
     note = f"fine-tuned the top ({top.best_epoch} epochs, chosen by cross-validation)"
     evaluation = {**head.evaluation, "note": note}
-    return Trained(top, head.scored, head.train, evaluation, list(head.warnings))
+    return dataclasses.replace(head, result=top, evaluation=evaluation)
 
 
 def _activations(config, data, inputs, model, split, deadline, on_event, should_stop) -> dict:
@@ -317,7 +385,9 @@ def from_scratch(
         on_event=on_event,
         should_stop=should_stop,
     )
-    return Trained(result, val_idx, train_idx, {"method": "holdout", "images": len(val_idx)})
+    evaluation = {"method": "holdout", "images": len(val_idx)}
+    return Trained(result, val_idx, train_idx, evaluation, model=config.model,
+                   input_size=config.input_size)  # fmt: skip
 
 
 def improves(new: FitResult, old: FitResult, kind: str) -> bool:

@@ -315,7 +315,9 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             f"<b>{html.escape(it.name)}</b> — {html.escape(str(it.model))}, "
             f"{html.escape(it.kind)}, "
             f"{html.escape(str(it.status))}; metrics {html.escape(it.evaluation_text())}"
-        )
+            + (f"<br><small>backbone: {html.escape(it.choice_text())}</small>"
+               if it.choice_text() else "")
+        )  # fmt: skip
 
     def _static_text(self) -> str:
         it = getattr(self, "iteration", None)

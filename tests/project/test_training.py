@@ -410,3 +410,22 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
     np.testing.assert_allclose(on_features, it.predictor.predict_arrays(arrays), atol=2e-4)
     with pytest.raises(ic.ImgClassError, match="strategy 'best'"):
         p.suggest(3, strategy="best")
+
+
+def test_quick_without_a_named_network_chooses_the_backbone_and_says_why(colour_project):
+    from jupyter_imgclass.training.recipes import BACKBONES
+
+    it = colour_project.train("quick", seed=0).wait(timeout=900)
+    choice = it.record.backbone_choice
+    assert set(choice["candidates"]) == set(BACKBONES) and choice["by"] == "cv_log_loss"
+    losses = {name: c["cv_log_loss"] for name, c in choice["candidates"].items()}
+    assert it.model == choice["chosen"] == min(losses, key=losses.get)
+    assert it.input_size == ic.models.get(it.model).input_size
+    assert it.choice_text().startswith(f"{it.model}, the lowest cross-validated log-loss of ")
+    # The store's row, the record and a reopened project agree on the network.
+    with ic.Project.open(colour_project.path) as again:
+        same = again.iteration(it.number)
+        assert same.model == it.model and same.record.backbone_choice == choice
+        assert same.predict(_colour_images(COLOURS["green"], 1, seed=70)[0])[0].tag == "green"
+    # Suggestions read the chosen backbone's cached features: nothing new is extracted.
+    assert colour_project.guesses([colour_project.images[0].id]) != {}

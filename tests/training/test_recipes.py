@@ -112,3 +112,27 @@ def test_the_default_network_and_who_spreads_over_processes():
 def test_train_options_refuse_each_bad_value_by_name(options, says):
     with pytest.raises(TrainingError, match=says):
         TrainOptions.from_keywords(**options)
+
+
+def test_without_a_named_network_quick_keeps_the_backbone_of_lowest_cv_log_loss():
+    images, data = _blobs(per_class=6)
+    calls = []
+    options = TrainOptions(input_size=SIZE)  # no model: every backbone is tried
+    trained = recipes.train(
+        options, data, _inputs(images, calls), on_event=lambda e: None, should_stop=lambda: False
+    )
+    assert [c[1] for c in calls] == list(recipes.BACKBONES)  # each one's features, once
+    choice = trained.choice
+    assert choice["by"] == "cv_log_loss" and set(choice["candidates"]) == set(recipes.BACKBONES)
+    losses = {name: c["cv_log_loss"] for name, c in choice["candidates"].items()}
+    assert choice["chosen"] == trained.model == min(losses, key=losses.get)
+    assert all(
+        0 <= c["cv_accuracy"] <= 1 and c["seconds"] > 0 for c in choice["candidates"].values()
+    )
+    assert trained.input_size == SIZE and trained.result.weights  # the chosen one's head
+    # A named network is trained as asked: no search.
+    named = recipes.train(
+        TrainOptions(model="efficientnet_lite1", input_size=SIZE), data, _inputs(images, []),
+        on_event=lambda e: None, should_stop=lambda: False,
+    )  # fmt: skip
+    assert named.choice is None and named.model == "efficientnet_lite1"
