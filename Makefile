@@ -37,10 +37,11 @@ system-test-deps:
 			dataset-fashion-mnist curl libtcmalloc-minimal4 g++; \
 	fi
 
-# Benchmarks only (not the tests): real photos for benchmarks/photo_set.py, about 300 MB.
+# Benchmarks only (not the tests): real photos for benchmarks/photo_set.py, about 300 MB,
+# and the colour emoji font that benchmarks/drawn_set.py draws from, about 10 MB.
 bench-deps:
 	$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
-		--no-install-recommends tuxpaint-stamps-default gcompris-qt-data
+		--no-install-recommends tuxpaint-stamps-default gcompris-qt-data fonts-noto-color-emoji
 
 # The workshop notebooks' offline data (Fashion-MNIST from Debian); best effort for `run`.
 workshop-data:
