@@ -122,8 +122,7 @@ def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_proj
     record = json.loads(demo.stdout)
     assert record["status"] == "done" and record["metrics"]["overall"]["count"] == 60
     assert record["import"]["added"] == 60 and record["project_id"]
-    choice = record["backbone_choice"]  # no --model: the quick budget chose, and says how
-    assert record["model"] == choice["chosen"] and len(choice["candidates"]) == 3
+    assert record["backbone_choice"] is None and record["model"] == "efficientnet_lite0"
     out = _cli("export", trained_project, "--out", tmp_path / "bundle", "--json")
     assert out.returncode == 0, out.stderr
     exported = json.loads(out.stdout)
@@ -179,7 +178,7 @@ def test_cli_train_arguments_are_the_train_options_checked_before_the_import(tmp
     flags = {a.dest: a for a in train._actions}
     for field in dataclasses.fields(TrainOptions):  # every option, with help and choices
         assert field.name in flags and flags[field.name].help, field.name
-    assert flags["model"].choices == ic.models.names()
+    assert flags["model"].choices == ["choose", *ic.models.names()]
     assert flags["budget"].choices == ["quick", "advanced"]
 
     folder = tmp_path / "photos"
@@ -187,6 +186,7 @@ def test_cli_train_arguments_are_the_train_options_checked_before_the_import(tmp
     (folder / "a" / "x.png").write_bytes(_png((200, 0, 0), 1))
     for bad, says in (
         (["--model", "resnet"], "invalid choice: 'resnet'"),
+        (["--model", "Choose"], "invalid choice: 'Choose'"),
         (["--epochs", "0"], "epochs 0: must be a whole number"),
         (["--learning-rate", "-1"], "learning_rate -1.0: must be a positive number"),
         (["--input-size", "9"], "input_size 9: must be a whole number from 16"),

@@ -234,7 +234,7 @@ def run_training(run: TrainingRun) -> Iteration:
     )
     try:
         trained = recipes.train(
-            run.options,  # model None: the recipe may choose the backbone
+            run.options,  # model "choose": the recipe chooses the backbone
             data,
             _inputs(run, data),
             on_event=run.emit,
@@ -252,9 +252,9 @@ def run_training(run: TrainingRun) -> Iteration:
 
 def _resolved(options: TrainOptions, data: LabelledSet) -> TrainOptions:
     """``options`` with the network the recipe will train named (every process agrees)."""
-    from ..training.recipes import default_model
+    from ..training.recipes import first_model
 
-    return dataclasses.replace(options, model=options.model or default_model(len(data.image_ids)))
+    return dataclasses.replace(options, model=first_model(options, len(data.image_ids)))
 
 
 def _inputs(run: TrainingRun, data: LabelledSet):

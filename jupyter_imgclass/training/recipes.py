@@ -4,10 +4,10 @@
 too):
 
 * a pretrained network (``quick``): a cross-validated logistic-regression head on the
-  frozen backbone's cached features (:func:`quick`); when the user named no network and
-  the set is small, the backbone whose head has the lowest cross-validated log-loss on
-  the project's own labels among :data:`BACKBONES` (:func:`choose_backbone`): no one
-  backbone is best for photos, drawings and greyscale alike;
+  frozen backbone's cached features (:func:`quick`); with ``model="choose"``
+  (:data:`CHOOSE`), the backbone whose head has the lowest cross-validated log-loss on the
+  project's own labels among :data:`BACKBONES` (:func:`choose_backbone`): no one backbone
+  is best for photos, drawings and greyscale alike;
 * ``advanced`` on a pretrained network: the top fine-tuned from that head on cached
   activations over the same folds, kept only when its cross-validated figures beat the
   head's (:func:`fine_tune`);
@@ -40,15 +40,17 @@ from .config import DeadlineError, FitResult, TrainConfig
 from .events import Phase
 from .head import fit_head
 from .loop import create_model, fit, selection_score
-from .options import TrainOptions
+from .options import CHOOSE, TrainOptions
 from .top import TOP_EPOCHS, TOP_LR, fit_top
 
 __all__ = [
     "BACKBONES",
+    "CHOOSE",
     "Inputs",
     "Trained",
     "choose_backbone",
     "default_model",
+    "first_model",
     "fine_tune",
     "from_scratch",
     "improves",
@@ -61,11 +63,7 @@ __all__ = [
 TRANSFER_MAX_IMAGES = 5000
 """Up to this many labelled images the default network is pretrained (transfer learning)."""
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-"""The pretrained backbones the quick budget chooses among when no network is named."""
-CHOOSE_MAX_IMAGES = 300
-"""Up to this many labelled images every backbone of :data:`BACKBONES` is tried (features
-of each are extracted once and cached); beyond, the default network alone (the choice
-matters most with few labels, and extraction time grows with the images)."""
+"""The pretrained backbones ``model="choose"`` tries."""
 FINE_TUNE_DEFAULT_S = 120.0
 """Fine-tuning's time budget when the user gave none."""
 MIN_FINE_TUNE_S = 20.0
@@ -126,6 +124,14 @@ def default_model(n_images: int) -> str:
     return "efficientnet_lite0" if n_images <= TRANSFER_MAX_IMAGES else "small_cnn"
 
 
+def first_model(options: TrainOptions, n_images: int) -> str:
+    """The network a run starts with: the one named, the first of :data:`BACKBONES` when
+    the recipe chooses (it may end with another), else :func:`default_model`."""
+    if options.model == CHOOSE:
+        return BACKBONES[0]
+    return options.model or default_model(n_images)
+
+
 def spreads(spec: models.ModelSpec, options: TrainOptions) -> bool:
     """Whether the recipe trains data-parallel over processes (:func:`.loop.fit`): a
     network without pretrained weights on the ``advanced`` budget."""
@@ -174,7 +180,7 @@ def train(
         The kept :class:`Trained`.
     """
     started = time.time() if started is None else started
-    spec = models.get(options.model or default_model(len(data.image_ids)))
+    spec = models.get(first_model(options, len(data.image_ids)))
     input_size = int(options.input_size or spec.input_size)
     config = train_config(options, spec, data, input_size)
     if spreads(spec, options):
@@ -190,7 +196,7 @@ def train(
             "spreads over processes"
         )
         _warn(on_event, warnings[-1])
-    if options.model is None and len(data.image_ids) <= CHOOSE_MAX_IMAGES:
+    if options.model == CHOOSE:
         head = choose_backbone(options, data, inputs, on_event=on_event, should_stop=should_stop)
         config = train_config(options, models.get(head.model), data, head.input_size)
     else:

@@ -412,10 +412,10 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
         p.suggest(3, strategy="best")
 
 
-def test_quick_without_a_named_network_chooses_the_backbone_and_says_why(colour_project):
+def test_quick_asked_to_choose_the_backbone_chooses_and_says_why(colour_project):
     from jupyter_imgclass.training.recipes import BACKBONES
 
-    it = colour_project.train("quick", seed=0).wait(timeout=900)
+    it = colour_project.train("quick", model="choose", seed=0).wait(timeout=900)
     choice = it.record.backbone_choice
     assert set(choice["candidates"]) == set(BACKBONES) and choice["by"] == "cv_log_loss"
     losses = {name: c["cv_log_loss"] for name, c in choice["candidates"].items()}

@@ -114,10 +114,10 @@ def test_train_options_refuse_each_bad_value_by_name(options, says):
         TrainOptions.from_keywords(**options)
 
 
-def test_without_a_named_network_quick_keeps_the_backbone_of_lowest_cv_log_loss():
+def test_choose_keeps_the_backbone_of_lowest_cv_log_loss():
     images, data = _blobs(per_class=6)
     calls = []
-    options = TrainOptions(input_size=SIZE)  # no model: every backbone is tried
+    options = TrainOptions(model="choose", input_size=SIZE)  # every backbone is tried
     trained = recipes.train(
         options, data, _inputs(images, calls), on_event=lambda e: None, should_stop=lambda: False
     )
@@ -130,9 +130,11 @@ def test_without_a_named_network_quick_keeps_the_backbone_of_lowest_cv_log_loss(
         0 <= c["cv_accuracy"] <= 1 and c["seconds"] > 0 for c in choice["candidates"].values()
     )
     assert trained.input_size == SIZE and trained.result.weights  # the chosen one's head
-    # A named network is trained as asked: no search.
+    # A named network is trained as asked, and so is the default: no search.
     named = recipes.train(
         TrainOptions(model="efficientnet_lite1", input_size=SIZE), data, _inputs(images, []),
         on_event=lambda e: None, should_stop=lambda: False,
     )  # fmt: skip
     assert named.choice is None and named.model == "efficientnet_lite1"
+    assert recipes.first_model(TrainOptions(), 10) == "efficientnet_lite0"
+    assert recipes.first_model(TrainOptions(model="choose"), 10) == recipes.BACKBONES[0]
