@@ -83,16 +83,19 @@ class Iteration:
         """What the metrics rest on, in words (the report's subtitle).
 
         Examples:
-            ``"cross-validated over 30 images (5 folds)"``, ``"on 12 held-out images"``.
+            ``"cross-validated over 30 images (5 folds)"``, ``"on 12 held-out images"``,
+            ``"cross-validated over 30 images (5 folds); fine-tuning did not improve the
+            cross-validated figures; kept the transfer-learned head"`` (what ``advanced``
+            kept, and why).
         """
         ev = self.evaluation
         n = ev.get("images", len(self.val_image_ids))
         noun = "image" if n == 1 else "images"
+        note = f"; {ev['note']}" if ev.get("note") else ""
         if ev.get("method") == "cross-validation":
             folds = ev.get("folds")
             how = "leave-one-out" if folds == n else f"{folds} folds"
-            return f"cross-validated over {n} {noun} ({how})"
-        note = f"; {ev['note']}" if ev.get("note") else ""
+            return f"cross-validated over {n} {noun} ({how}){note}"
         return f"on {n} held-out {noun}{note}"
 
     def choice_text(self) -> str:

@@ -25,8 +25,10 @@ from typing import Any
 from .. import models
 from ..errors import TrainingError
 from ..vocabulary import BUDGETS, check_budget
+from .config import DEFAULT_EPOCHS, DEFAULT_TIME_LIMIT_S
 
 __all__ = [
+    "ADVANCED_DEFAULT_MINUTES",
     "MAX_INPUT_SIZE",
     "MIN_INPUT_SIZE",
     "CHOOSE",
@@ -46,6 +48,8 @@ on 100 digits it took 31.7 s cold and 11.0 s with cached features against 10.9 s
 1.3 s for Lite0 alone (a busy 2-core machine), and the benchmarks have not yet shown that
 the choice beats the fixed default on every set."""
 MAX_INPUT_SIZE = 1024
+ADVANCED_DEFAULT_MINUTES = 2.0
+"""``advanced`` on a pretrained network without ``minutes``: fine-tuning gets this long."""
 
 
 def option(
@@ -75,7 +79,9 @@ class TrainOptions:
             labels (``training.recipes.choose_backbone``); by default
             ``efficientnet_lite0`` up to 5,000 images, ``small_cnn`` beyond.
         epochs: passes over the data; chosen by budget when ``None``.
-        minutes: time budget (``advanced``).
+        minutes: time budget (``advanced``). Without it, fine-tuning a pretrained
+            network's top gets :data:`ADVANCED_DEFAULT_MINUTES` (2); a network trained from
+            scratch trains ``DEFAULT_EPOCHS`` (20) epochs, at most 10 minutes.
         seed: makes the split and the run reproducible.
         name: published name (``Iteration<n>`` when ``None``).
         input_size: another square input side (pixels) than the network's.
@@ -99,7 +105,13 @@ class TrainOptions:
         choices=lambda: [CHOOSE, *models.names()],
     )
     epochs: int | None = option(None, "passes over the data (chosen by budget)", type=int)
-    minutes: float | None = option(None, "time budget in minutes (advanced)", type=float)
+    minutes: float | None = option(
+        None,
+        "time budget in minutes (advanced; without it a pretrained network's top is "
+        f"fine-tuned for {ADVANCED_DEFAULT_MINUTES:g} minutes, a network from scratch trains "
+        f"{DEFAULT_EPOCHS} epochs or {DEFAULT_TIME_LIMIT_S / 60:g} minutes)",
+        type=float,
+    )
     seed: int = option(0, "makes the split and the run reproducible", type=int)
     name: str | None = option(None, "published name (Iteration<n> by default)", type=str)
     input_size: int | None = option(

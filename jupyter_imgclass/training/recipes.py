@@ -40,7 +40,7 @@ from .config import DeadlineError, FitResult, TrainConfig
 from .events import Phase
 from .head import fit_head
 from .loop import create_model, fit, selection_score
-from .options import CHOOSE, TrainOptions
+from .options import ADVANCED_DEFAULT_MINUTES, CHOOSE, TrainOptions
 from .top import TOP_EPOCHS, TOP_LR, fit_top
 
 __all__ = [
@@ -64,7 +64,7 @@ TRANSFER_MAX_IMAGES = 5000
 """Up to this many labelled images the default network is pretrained (transfer learning)."""
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 """The pretrained backbones ``model="choose"`` tries."""
-FINE_TUNE_DEFAULT_S = 120.0
+FINE_TUNE_DEFAULT_S = ADVANCED_DEFAULT_MINUTES * 60
 """Fine-tuning's time budget when the user gave none."""
 MIN_FINE_TUNE_S = 20.0
 """Below this much time left, fine-tuning is not started (the quick head is kept)."""
@@ -433,10 +433,14 @@ def _warn(on_event: OnEvent, message: str) -> None:
 
 
 def _keep(on_event: OnEvent, head: Trained, message: str, history=()) -> Trained:
-    """``head`` kept, with the reason as a warning and the other try's epochs appended."""
+    """``head`` kept, with the reason as a warning and as the evaluation's note (the
+    report says it), and the other try's epochs appended."""
     _warn(on_event, message)
     result = dataclasses.replace(head.result, history=head.result.history + list(history))
-    return dataclasses.replace(head, result=result, warnings=[*head.warnings, message])
+    evaluation = {**head.evaluation, "note": message}
+    return dataclasses.replace(
+        head, result=result, evaluation=evaluation, warnings=[*head.warnings, message]
+    )
 
 
 def _as_result(head: FitResult, rows: np.ndarray, data: LabelledSet) -> FitResult:

@@ -375,9 +375,10 @@ def test_advanced_on_a_pretrained_network_keeps_to_its_minutes(colour_project):
     assert it.evaluation["method"] == "cross-validation" and it.evaluation["images"] == 24
     if "fine-tuned" in it.evaluation.get("note", ""):
         assert it.evaluation["folds"] >= 2 and not run.warnings
-    else:  # the head was kept, and the user is told
+    else:  # the head was kept, and the user is told: in the warnings and in the report
         assert any("kept the transfer-learned head" in w for w in run.warnings)
         assert it.record.warnings == run.warnings
+        assert it.evaluation_text().endswith("kept the transfer-learned head")
     assert it.predict(_colour_images(COLOURS["green"], 1, seed=90)[0])[0].tag == "green"
 
 
