@@ -57,6 +57,7 @@ __all__ = [
     "TesterWidget",
     "TrainingError",
     "TrainingMonitor",
+    "TrainOptions",
     "TrainingRun",
     "__version__",
     "data_check",
@@ -98,6 +99,7 @@ def labeller(project: Project, filter: str | None = "untagged", **kwargs: Any) -
     """
     from .widgets.labeller import LabellerWidget
 
+    _expect("labeller", project, Project, "a Project")
     return LabellerWidget(project, filter=filter, **kwargs)
 
 
@@ -119,6 +121,7 @@ def tester(target: Project | Iteration) -> TesterWidget:
     """
     from .widgets.tester import TesterWidget
 
+    _expect("tester", target, (Project, Iteration), "a Project or an Iteration")
     if isinstance(target, Iteration):
         return TesterWidget(target.project, iteration=target)
     return TesterWidget(target)
@@ -141,6 +144,7 @@ def report(iteration: Iteration) -> EvaluationWidget:
     """
     from .widgets.evaluation import EvaluationWidget
 
+    _expect("report", iteration, Iteration, "an Iteration (run.wait() or project.iteration())")
     return EvaluationWidget(iteration)
 
 
@@ -162,6 +166,7 @@ def monitor(run: TrainingRun) -> TrainingMonitor:
     """
     from .widgets.monitor import TrainingMonitor
 
+    _expect("monitor", run, TrainingRun, "a TrainingRun (what project.train returns)")
     return TrainingMonitor(run)
 
 
@@ -184,7 +189,18 @@ def data_check(project: Project, report: DataCheck | None = None) -> DataCheckWi
     """
     from .widgets.datacheck import DataCheckWidget
 
+    _expect("data_check", project, Project, "a Project")
     return DataCheckWidget(project, report)
+
+
+def _expect(helper: str, value: Any, kind: type | tuple[type, ...], wanted: str) -> None:
+    """Refuses the wrong object with what the helper takes (ic.monitor(iteration) would
+    otherwise fail deep inside the widget)."""
+    if not isinstance(value, kind):
+        raise ImgClassError(
+            f"ic.{helper}(...): expected {wanted}, got {type(value).__name__}"
+            + ("; for a trained iteration use ic.report(it)" if helper == "monitor" else "")
+        )
 
 
 # Exported lazily, from the widgets package (its __all__).
@@ -211,6 +227,10 @@ def __getattr__(name: str):
         from . import widgets
 
         return getattr(widgets, name)
+    if name == "TrainOptions":
+        from .training.options import TrainOptions
+
+        return TrainOptions
     if name in ("datasets", "models"):
         import importlib
 

@@ -30,6 +30,12 @@ EXAMPLES = """examples:
 Progress goes to stderr, results to stdout."""
 
 
+def _say(args, line: str) -> None:
+    """A line on stderr, unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(line, file=sys.stderr)
+
+
 def _progress(args) -> callable:
     """A progress printer on stderr (a bar when stderr is a terminal)."""
     tty = sys.stderr.isatty() and not getattr(args, "quiet", False)
@@ -85,7 +91,7 @@ def cmd_train(args) -> int:
         else:
             project = Project.create(project_dir, kind=args.kind)
         report = project.add_folder(data_dir)
-        print(f"import: {report.summary()}", file=sys.stderr)
+        _say(args, f"import: {report.summary()}")
     runtime.barrier("imgclass-imported")
     if rank != 0:
         project = Project.open(project_dir)
@@ -301,7 +307,7 @@ def cmd_demo(args) -> int:
     with project:
         ds = datasets.digits().subset(args.per_class, seed=0)
         report = ds.to_project(project)
-        print(f"import: {report.summary()}", file=sys.stderr)
+        _say(args, f"import: {report.summary()}")
         run = project.train(**dataclasses.asdict(_train_options(args)))
         run.on_event(_progress(args))
         iteration = run.wait()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .features import project_features, unreadable_images
+from .moved import moved
 
 __all__ = ["DataCheck", "check_project"]
 
@@ -49,6 +50,10 @@ class DataCheck:
     iteration: int | None = None
     unreadable: list[tuple[int, str]] = field(default_factory=list)
     project: Any = field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str):
+        # only for names not found: an old spelling gets the new one in the error
+        raise moved(self, name)
 
     def summary(self) -> str:
         """One line: how many findings of each kind."""

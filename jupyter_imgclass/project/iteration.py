@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError, ImgClassError
-from ..vocabulary import DEFAULT_THRESHOLD
+from ..vocabulary import DEFAULT_THRESHOLD, figure
+from .moved import moved
 from .record import IterationRecord
 
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "average_precision")
@@ -109,7 +110,7 @@ class Iteration:
         if not choice:
             return ""
         figures = ", ".join(
-            f"{name} {c['cv_log_loss']:.3f}" for name, c in choice["candidates"].items()
+            f"{name} {figure(c['cv_log_loss'])}" for name, c in choice["candidates"].items()
         )
         return f"{choice['chosen']}, the lowest cross-validated log-loss of {figures}"
 
@@ -402,6 +403,10 @@ class Iteration:
             for k in HEADLINE_METRICS
             if isinstance(overall.get(k), float | int)
         }
+
+    def __getattr__(self, name: str):
+        # only for names not found: an old spelling gets the new one in the error
+        raise moved(self, name)
 
     def __repr__(self) -> str:
         figures = ", ".join(f"{k}={v:.3f}" for k, v in self.headline_metrics().items())

@@ -50,6 +50,7 @@ from . import served, suggestions
 from .check import check_project
 from .events import Events, Subscription
 from .iteration import Iteration
+from .moved import moved
 from .runs import TrainingRun, recover_interrupted, take_training_lock
 
 log = logging.getLogger(__name__)
@@ -664,7 +665,18 @@ class Project:
             >>> run = project.train("quick", seed=1)  # doctest: +SKIP
             >>> iteration = run.wait()                 # doctest: +SKIP
         """
+        if "show" in options:
+            raise TrainingError(
+                "show=: Project.train no longer displays a monitor; call ic.monitor(run)"
+            )
         settings = TrainOptions.from_keywords(budget=budget, **options)
+        taken = {r["name"]: r["number"] for r in self._store.iterations()
+                 if r["status"] != "failed"}  # fmt: skip
+        if settings.name in taken:
+            raise TrainingError(
+                f"name {settings.name!r}: iteration {taken[settings.name]} has it already; a "
+                "published name picks one model, so choose another"
+            )
         self._store.require_writable()
         check_trainable(labelled_set(self._store))  # refuse at once, not in the thread
         from ..platform import runtime
@@ -815,6 +827,10 @@ class Project:
         do not train); returns ``(image_id, served guess)`` in queue order. Tagging one
         (in the labeller's ``"review"`` view) moves it into the training set."""
         return served.add_review_queue(self)
+
+    def __getattr__(self, name: str):
+        # only for names not found: an old spelling gets the new one in the error
+        raise moved(self, name)
 
     # ------------------------------------------------------------------ reprs
     def __repr__(self) -> str:

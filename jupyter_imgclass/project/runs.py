@@ -46,6 +46,7 @@ from ..training.options import TrainOptions
 from .events import Events, Subscription
 from .features import cached_features, usable_set
 from .iteration import RECORD_FILE, WEIGHTS_FILE, Iteration, write_json
+from .moved import moved
 from .record import IterationRecord
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,10 @@ class TrainingRun:
             if event.get("phase") == Phase.WARNING:
                 self.warnings.append(str(event.get("message")))
         self._hub.emit("event", event=event)
+
+    def __getattr__(self, name: str):
+        # only for names not found: an old spelling gets the new one in the error
+        raise moved(self, name)
 
     def __repr__(self) -> str:
         return f"TrainingRun(iteration={self.number}, status={self.status!r})"

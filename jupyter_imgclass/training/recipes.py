@@ -36,6 +36,7 @@ from ..errors import TrainingError
 from ..evaluate import validation_metrics
 from ..models.apply import extract_lower
 from ..models.weights import weights_to_model
+from ..vocabulary import figure
 from .config import DeadlineError, FitResult, TrainConfig
 from .events import Phase
 from .head import fit_head
@@ -339,9 +340,18 @@ def fine_tune(
         if not should_stop():
             raise
         return _keep(on_event, head, "stopped while fine-tuning; kept the transfer-learned head")
-    if not improves(top, _as_result(head.result, head.scored, data), data.kind):
-        message = "fine-tuning did not improve the cross-validated figures; kept the "
-        return _keep(on_event, head, message + "transfer-learned head", history=top.history)
+    quick_result = _as_result(head.result, head.scored, data)
+    if not improves(top, quick_result, data.kind):
+        (new_main, new_loss), (old_main, old_loss) = (
+            _figures(r, data.kind) for r in (top, quick_result)
+        )
+        message = (
+            "fine-tuning did not improve the cross-validated figures (it needs a higher "
+            f"{'average precision' if data.kind == 'multilabel' else 'accuracy'} and a loss "
+            f"no worse: {figure(old_main)} -> {figure(new_main)}, log-loss {figure(old_loss)} "
+            f"-> {figure(new_loss)}); kept the transfer-learned head"
+        )
+        return _keep(on_event, head, message, history=top.history)
     note = f"fine-tuned the top ({top.best_epoch} epochs, chosen by cross-validation)"
     evaluation = {**head.evaluation, "note": note}
     return dataclasses.replace(head, result=top, evaluation=evaluation)
@@ -405,13 +415,18 @@ def improves(new: FitResult, old: FitResult, kind: str) -> bool:
     the head's 0.80 (Fashion-MNIST, 20 images per tag).
     """
 
-    def score(result: FitResult) -> tuple[float, float]:
-        best = [h for h in result.history if h.get("epoch") == result.best_epoch]
-        record = best[-1] if best else (result.history[-1] if result.history else None)
-        return selection_score(record, kind) if record else (-np.inf, -np.inf)
+    (new_main, new_loss), (old_main, old_loss) = _figures(new, kind), _figures(old, kind)
+    return new_main > old_main and new_loss <= old_loss
 
-    (new_main, new_neg_loss), (old_main, old_neg_loss) = score(new), score(old)
-    return new_main > old_main and new_neg_loss >= old_neg_loss
+
+def _figures(result: FitResult, kind: str) -> tuple[float, float]:
+    """``(main metric, validation loss)`` of ``result``'s kept epoch."""
+    best = [h for h in result.history if h.get("epoch") == result.best_epoch]
+    record = best[-1] if best else (result.history[-1] if result.history else None)
+    if not record:
+        return -np.inf, np.inf
+    main, neg_loss = selection_score(record, kind)
+    return main, -neg_loss
 
 
 def _images(inputs: Inputs, data: LabelledSet, size: int, on_event: OnEvent, stream=False):

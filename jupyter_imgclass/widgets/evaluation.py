@@ -325,6 +325,8 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             return "EvaluationWidget"
         metrics = self.view.metrics if hasattr(self, "view") else it.metrics
         lines = [f"Evaluation of {it.name} ({it.model}) at threshold {self.slider.value:.2f}"]
+        if it.choice_text():
+            lines.append(f"  backbone: {it.choice_text()}")
         for tag, m in (metrics.get("per_tag") or {}).items():
             lines.append(
                 f"  {tag}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "

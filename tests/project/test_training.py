@@ -413,6 +413,32 @@ def test_suggest_works_before_a_model_and_with_every_strategy(colour_project):
         p.suggest(3, strategy="best")
 
 
+def test_old_spellings_say_where_they_went_and_names_stay_unique(colour_project):
+    p = colour_project
+    with pytest.raises(
+        AttributeError, match=r"Project.labeller is gone: use ic.labeller\(project\)"
+    ):
+        p.labeller()
+    with pytest.raises(AttributeError, match="'Project' object has no attribute 'nothing'"):
+        p.nothing  # noqa: B018
+    with pytest.raises(ic.TrainingError, match=r"show=: .* call ic.monitor\(run\)"):
+        p.train(show=False)
+    run = p.train("quick", model="efficientnet_lite0", name="first-model")
+    with pytest.raises(AttributeError, match=r"TrainingRun.monitor is gone: use ic.monitor"):
+        run.monitor()
+    it = run.wait(timeout=600)
+    with pytest.raises(AttributeError, match=r"Iteration.config is gone: use iteration.record"):
+        it.config  # noqa: B018
+    with pytest.raises(AttributeError, match=r"Iteration.report is gone: use ic.report"):
+        it.report()
+    with pytest.raises(ic.TrainingError, match="name 'first-model': iteration 1 has it already"):
+        p.train("quick", name="first-model")
+    for helper, wrong in ((ic.monitor, it), (ic.report, p), (ic.labeller, it), (ic.tester, run)):
+        with pytest.raises(ic.ImgClassError, match=rf"ic.{helper.__name__}\(...\): expected"):
+            helper(wrong)
+    assert ic.TrainOptions(minutes=1).time_limit_s == 60
+
+
 def test_quick_asked_to_choose_the_backbone_chooses_and_says_why(colour_project):
     from jupyter_imgclass.training.recipes import BACKBONES
 
