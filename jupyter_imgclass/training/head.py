@@ -57,10 +57,7 @@ def fit_head(
         config: ``kind``, ``seed``, ``class_weights`` and ``num_classes`` are used.
         backbone: the network the features came from (not modified); the head's weights
             replace its ``head`` in the returned flat weights.
-        data: ``{'features': float32 [N, D], 'label': int [N] or 0/1 [N, T]}``, and
-            optionally ``'mirrored'``: the features of each image mirrored left-right
-            ``[N, D]``, extra training rows that train exactly when their image does
-            (a fold's held-out images are not seen through their mirrors).
+        data: ``{'features': float32 [N, D], 'label': int [N] or 0/1 [N, T]}``.
         folds: disjoint held-out index sets covering every example (see
             ``data.labelled.cross_validation_folds``).
         c_grid: inverse penalties to choose from (scikit-learn's ``C``).
@@ -83,7 +80,6 @@ def fit_head(
     x, y, _, _, num_classes = checked_sets(config, data, data, "features")
     x = np.asarray(l2_normalise(np.asarray(x, np.float32).reshape(len(x), -1)))
     n = len(x)
-    extra_rows = _mirrored(data, x)
     held = np.concatenate([np.asarray(f, np.int64) for f in folds]) if folds else np.array([])
     if len(folds) < 2 or sorted(held.tolist()) != list(range(n)):
         raise TrainingError(f"folds: need 2 or more disjoint held-out sets covering all {n} images")
@@ -117,16 +113,7 @@ def fit_head(
         index[("all", g)] = len(masks)
         masks.append(base.copy())
         cs.append(c)
-    masks = np.stack(masks)
-    if extra_rows is not None:
-        # Each image's mirror trains exactly when the image does (its weight in every
-        # problem), so no held-out image is seen through its mirror.
-        kernels, biases = solve(
-            np.concatenate([x, extra_rows]), np.concatenate([y, y]), kind,
-            np.concatenate([masks, masks], axis=1), cs, num_classes,
-        )  # fmt: skip
-    else:
-        kernels, biases = solve(x, y, kind, masks, cs, num_classes)
+    kernels, biases = solve(x, y, kind, np.stack(masks), cs, num_classes)
 
     def loss_on(problem: int, rows: np.ndarray) -> float:
         p = np.asarray(probabilities(x[rows] @ kernels[problem] + biases[problem], kind))
@@ -197,17 +184,6 @@ def fit_head(
             "problems": len(masks),
         },
     )
-
-
-def _mirrored(data: Mapping[str, Any], x: np.ndarray) -> np.ndarray | None:
-    """The L2-normalised features of each image's mirror (``data["mirrored"]``, row for
-    row with ``data["features"]``), or None."""
-    if data.get("mirrored") is None:
-        return None
-    m = np.asarray(data["mirrored"], np.float32).reshape(len(data["mirrored"]), -1)
-    if m.shape != x.shape:
-        raise TrainingError(f"mirrored features: need {x.shape}, got {m.shape}")
-    return np.asarray(l2_normalise(m))
 
 
 def _without(n: int, folds: Sequence[np.ndarray], *left_out: int) -> np.ndarray:

@@ -97,27 +97,3 @@ def test_cross_validation_folds_rule():
     assert len(cross_validation_folds(np.array([0, 0, 1, 1, 1]), "multiclass")) == 5
     folds = cross_validation_folds(np.eye(3)[np.arange(30) % 3], "multilabel")
     assert sorted(np.concatenate(folds).tolist()) == list(range(30))
-
-
-def test_mirrored_rows_train_with_their_image_and_never_leak_a_held_out_label():
-    """Random features and labels: mirrors that are exact copies of their images would
-    give near-perfect out-of-fold accuracy if a held-out image's mirror trained its fold."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 32)).astype(np.float32)
-    y = np.repeat(np.arange(3), 20)
-    rng.shuffle(y)
-    config = training.TrainConfig(model="small_cnn", kind="multiclass", num_classes=3)
-    folds = cross_validation_folds(y, "multiclass", seed=0)
-    backbone = _Backbone(32, 3)
-    plain = training.fit_head(config, backbone, {"features": x, "label": y}, folds=folds)
-    mirrored = training.fit_head(
-        config, backbone, {"features": x, "mirrored": x.copy(), "label": y}, folds=folds
-    )
-    chance = 1 / 3
-    for head in (plain, mirrored):
-        assert abs((head.val_probabilities.argmax(1) == y).mean() - chance) < 0.2
-    # Duplicated rows at the same C change the fit (they halve the penalty's weight)...
-    assert not np.allclose(plain.weights["head.kernel"], mirrored.weights["head.kernel"])
-    with pytest.raises(TrainingError, match="mirrored features: need"):
-        training.fit_head(config, backbone, {"features": x, "mirrored": x[:5], "label": y},
-                          folds=folds)  # fmt: skip
