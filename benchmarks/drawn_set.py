@@ -66,6 +66,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+sys.path.insert(0, str(Path(__file__).parent))
+# the same split as the photo set's (bench_transfer calls drawn_set.few_shot_split)
+from photo_set import few_shot_split as few_shot_split  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
 FONT_PACKAGE = "fonts-noto-color-emoji"
 APT_LINE = f"apt-get install -y --no-install-recommends {FONT_PACKAGE}"
 FONT_PATH = Path(
@@ -481,33 +487,6 @@ def load(out_dir: str | Path, tags: Sequence[str] | None = None) -> dict[str, li
             raise FileNotFoundError(f"{out / tag}: no images; run build({str(out)!r}) first")
         result[tag] = _ordered(paths, tag)
     return result
-
-
-def few_shot_split(
-    tags_to_paths: dict[str, list[Path]], n_train_per_tag: int, seed: int
-) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """``(train, test)`` lists of ``(path, tag)``.
-
-    ``n_train_per_tag`` images of every tag, drawn with ``seed``, are train; every other
-    image is test (so test depends on ``n``). Raises ``ValueError`` when a tag has fewer
-    than ``n_train_per_tag + 1`` images.
-
-    Examples:
-        >>> sets = {"a": [Path("a1.png"), Path("a2.png"), Path("a3.png")]}
-        >>> train, test = few_shot_split(sets, 1, seed=0)
-        >>> len(train), len(test)
-        (1, 2)
-    """
-    train: list[tuple[Path, str]] = []
-    test: list[tuple[Path, str]] = []
-    for tag in sorted(tags_to_paths):
-        paths = sorted(tags_to_paths[tag], key=lambda p: Path(p).name)
-        if len(paths) <= n_train_per_tag:
-            raise ValueError(f"tag {tag!r} has {len(paths)} images, needs > {n_train_per_tag}")
-        order = random.Random(f"{seed}:{tag}").sample(paths, len(paths))
-        train += [(Path(p), tag) for p in order[:n_train_per_tag]]
-        test += [(Path(p), tag) for p in order[n_train_per_tag:]]
-    return train, test
 
 
 def main(argv: Sequence[str] | None = None) -> int:
