@@ -240,14 +240,15 @@ def choose_backbone(
         started = time.perf_counter()
         config = train_config(options, spec, data, size)
         trained = quick(config, data, inputs, on_event=on_event, should_stop=should_stop)
-        figures = validation_metrics(data.labels, trained.result.val_probabilities, data.kind)
-        main = "val_average_precision" if data.kind == "multilabel" else "val_accuracy"
+        # the head's record holds its out-of-fold figures already
+        main, loss = _figures(trained.result, data.kind)
+        metric = "cv_average_precision" if data.kind == "multilabel" else "cv_accuracy"
         candidates[name] = {
-            "cv_log_loss": round(float(figures["val_loss"]), 4),
-            "cv_" + main.removeprefix("val_"): round(float(figures[main]), 4),
+            "cv_log_loss": round(float(loss), 4),
+            metric: round(float(main), 4),
             "seconds": round(time.perf_counter() - started, 2),
         }
-        key = (figures["val_loss"], -figures[main])
+        key = (loss, -main)
         if best is None or key < best[0]:
             best = (key, dataclasses.replace(trained, model=name, input_size=size))
     chosen = best[1]
