@@ -133,33 +133,36 @@ class TestFeatures:
         self.cache: dict[tuple[str, int], np.ndarray] = {}
         self.models = {}
 
-    def get(self, spec, items) -> np.ndarray:
+    def get(self, spec, items, resize: str) -> np.ndarray:
         if spec.name not in self.models:
             from flax import nnx
 
             self.models[spec.name] = spec.create(2, rngs=nnx.Rngs(0))
         out, todo = [None] * len(items), []
         for k, (item, _) in enumerate(items):
-            key = (spec.name, id(item) if not isinstance(item, Path) else hash(item))
+            key = (spec.name, resize, id(item) if not isinstance(item, Path) else hash(item))
             if key in self.cache:
                 out[k] = self.cache[key]
             else:
                 todo.append((k, key, item))
         if todo:
-            arrays = np.stack([load_rgb(item, spec.input_size) for _, _, item in todo])
+            arrays = np.stack(
+                [load_rgb(item, spec.input_size, resize=resize) for _, _, item in todo]
+            )
             feats = extract_features(self.models[spec.name], spec, arrays)
             for (k, key, _), f in zip(todo, feats, strict=True):
                 self.cache[key] = out[k] = f
         return np.stack(out)
 
 
-def peer_accuracy(project, spec, tags, test_feats, test_labels) -> float:
-    """scikit-learn's LogisticRegressionCV on the project's cached training features."""
+def peer_accuracy(project, spec, tags, test_feats, test_labels, resize) -> float:
+    """scikit-learn's LogisticRegressionCV on the project's cached training features (the
+    images made square as quick's were: the peer sees the same pixels)."""
     from sklearn.linear_model import LogisticRegressionCV
 
     images = [im for im in project.images if im.tags]  # never the unlabelled pool
     feats, missing = project.cache.features_many(
-        [im.sha256 for im in images], spec.name, spec.input_size
+        [im.sha256 for im in images], spec.name, spec.input_size, resize
     )
     assert not missing
     y = np.array([tags.index(im.tags[0]) for im in images])
@@ -182,12 +185,13 @@ def default_accuracy(it, test, test_labels, test_features) -> float:
     predictor (any head a later change brings)."""
     w = it.weights()
     if set(w) == {"head.kernel", "head.bias"} and it.model in ic.models.names():
-        return head_accuracy(it, test_features.get(ic.models.get(it.model), test), test_labels)
-    arrays = np.stack([load_rgb(item, it.input_size) for item, _ in test])
+        feats = test_features.get(ic.models.get(it.model), test, it.resize)
+        return head_accuracy(it, feats, test_labels)
+    arrays = np.stack([load_rgb(item, it.input_size, resize=it.resize) for item, _ in test])
     return float((it.predictor.predict_arrays(arrays).argmax(1) == test_labels).mean())
 
 
-def run_one(root, dataset, spec, per_tag, seed, data, test_features, adv_minutes, pool):
+def run_one(root, dataset, spec, per_tag, seed, data, test_features, adv_minutes, pool, resize):
     """One project: train (and, with ``pool == "rest"``, the unlabelled images) imported,
     quick trained on ``spec`` (None: the default backbone), scored on the test set."""
     train, unlabelled, test = data
@@ -198,6 +202,8 @@ def run_one(root, dataset, spec, per_tag, seed, data, test_features, adv_minutes
     if unlabelled:
         project.add_images([item for item, _ in unlabelled])
     options = {"model": spec.name} if spec else {}
+    if resize:
+        options["resize"] = resize
     started = time.perf_counter()
     it = project.train(budget="quick", seed=seed, **options).wait()
     seconds = time.perf_counter() - started
@@ -210,19 +216,22 @@ def run_one(root, dataset, spec, per_tag, seed, data, test_features, adv_minutes
         "pool": len(unlabelled),
         "test": len(test),
         "model": it.model,
+        "resize": it.resize,
     }
     if spec is None:
         row["quick"] = default_accuracy(it, test, test_labels, test_features)
         project.close()
         return row
-    test_feats = test_features.get(spec, test)
+    test_feats = test_features.get(spec, test, it.resize)
     row["quick"] = head_accuracy(it, test_feats, test_labels)
-    row["peer"] = peer_accuracy(project, spec, tags, test_feats, test_labels)
+    row["peer"] = peer_accuracy(project, spec, tags, test_feats, test_labels, it.resize)
     if adv_minutes:
         started = time.perf_counter()
-        run = project.train(budget="advanced", model=spec.name, minutes=adv_minutes, seed=seed)
+        run = project.train(
+            budget="advanced", model=spec.name, minutes=adv_minutes, seed=seed, resize=it.resize
+        )
         adv = run.wait()
-        arrays = np.stack([load_rgb(item, spec.input_size) for item, _ in test])
+        arrays = np.stack([load_rgb(item, adv.input_size, resize=adv.resize) for item, _ in test])
         probs = adv.predictor.predict_arrays(arrays)
         row["advanced"] = float((probs.argmax(1) == test_labels).mean())
         row["advanced_s"] = time.perf_counter() - started
@@ -297,7 +306,22 @@ def main(argv=None) -> int:
     parser.add_argument("--advanced-minutes", type=float, default=0.0)
     parser.add_argument("--advanced-sizes", nargs="+", type=int, default=[20])
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument(
+        "--top-stages",
+        type=int,
+        help="stages the advanced budget fine-tunes (the product's TOP_STAGES when not given)",
+    )
+    parser.add_argument(
+        "--resize",
+        choices=["squash", "pad", "crop"],
+        help="how quick (and the peer, on the same features) makes images square; the "
+        "product's default when not given",
+    )
     args = parser.parse_args(argv)
+    if args.top_stages is not None:
+        from jupyter_imgclass.models import efficientnet_lite
+
+        efficientnet_lite.TOP_STAGES = args.top_stages
     # scikit-learn announces changes of its defaults; the peer keeps today's (accuracy)
     warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     pools = [p for p in POOLS if p in args.pool]
@@ -339,6 +363,7 @@ def main(argv=None) -> int:
                                 test_features,
                                 adv,
                                 pool_kind,
+                                args.resize,
                             )
                             for seed in range(args.seeds)
                         ]

@@ -136,6 +136,8 @@ def _print_training(args, project, iteration, run, report, routes=None, extra=No
             "iteration": iteration.number,
             "status": iteration.status,
             "model": iteration.model,
+            "input_size": iteration.input_size,
+            "resize": iteration.resize,
             "metrics": iteration.metrics,
             "evaluation": iteration.evaluation,
             "backbone_choice": iteration.record.backbone_choice,
@@ -344,6 +346,7 @@ def _report_text(iteration) -> str:
     metrics = iteration.metrics
     overall = metrics["overall"]
     lines = [f"{iteration.name}: {iteration.evaluation_text()}"]
+    lines.append(f"images: {iteration.input_text()}")
     if iteration.choice_text():
         lines.append(f"backbone: {iteration.choice_text()}")
     if overall.get("accuracy") is not None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import models
-from .data.images import load_rgb, resize_square
+from .data.images import DEFAULT_RESIZE, check_resize, load_rgb, resize_square
 from .evaluate import passing
 from .models.apply import apply_fn, eval_split, probabilities, run_batched
 from .models.layers import head_input
@@ -66,6 +66,7 @@ class Predictor:
         thresholds: dict[str, float] | None = None,
         input_size: int | None = None,
         head_input: str = "raw",
+        resize: str = DEFAULT_RESIZE,
     ):
         self.spec = models.get(model_name)
         self.model_name = model_name
@@ -73,6 +74,7 @@ class Predictor:
         self.kind = kind
         self.thresholds = dict(thresholds or {})
         self.input_size = int(input_size or self.spec.input_size)
+        self.resize = check_resize(resize)
         model = weights_to_model(
             self.spec, len(self.tags), weights, input_size=self.input_size, head_input=head_input
         )
@@ -92,7 +94,7 @@ class Predictor:
             and item.dtype == np.uint8
         ):
             return item
-        return load_rgb(item, self.input_size)
+        return load_rgb(item, self.input_size, resize=self.resize)
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, T]`` for uint8 images ``[N, H, W, 3]`` (resized when needed)."""
@@ -100,7 +102,7 @@ class Predictor:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: need [N, H, W, 3], got shape {images.shape}")
         if images.shape[1:3] != (self.input_size, self.input_size):
-            images = np.stack([resize_square(im, self.input_size) for im in images])
+            images = np.stack([resize_square(im, self.input_size, self.resize) for im in images])
         if not len(images):
             return np.zeros((0, len(self.tags)), np.float32)
         with self._lock:

@@ -4,8 +4,12 @@ Everything is keyed by the image's content hash (and size, and model for feature
 moved or renamed source never invalidates it. Layout under ``root``::
 
     thumbs/<size>/<sha[:2]>/<sha>.jpg
-    arrays/<size>/<sha[:2]>/<sha>.npy            uint8 [size, size, 3]
-    features/<model>-<size>/<sha[:2]>/<sha>.npy  float32 [D]
+    arrays/<size>/<sha[:2]>/<sha>.npy                     uint8 [size, size, 3], squashed
+    arrays/<size>-<resize>/<sha[:2]>/<sha>.npy            the same, padded or cropped
+    features/<model>-<size>[-<resize>]/<sha[:2]>/<sha>.npy  float32 [D]
+
+(``resize`` is :data:`~jupyter_imgclass.data.images.RESIZE_MODES`'s ``pad`` or ``crop``;
+squashed entries keep the names they had before the modes existed.)
 
 Files are written atomically (a temporary file in the same folder, then ``os.replace``),
 so a reader never sees half a file; a missing or damaged entry (deleted, truncated,
@@ -113,33 +117,45 @@ class DerivativeCache:
 
     # ---------------------------------------------------------------------- arrays
 
-    def array_path(self, sha: str, size: int) -> Path:
+    def array_path(self, sha: str, size: int, resize: str = imgs.DEFAULT_RESIZE) -> Path:
         """Where the ``size`` array of image ``sha`` lives (it may not exist yet)."""
-        return self._path("arrays", str(int(size)), sha, ".npy")
+        return self._path("arrays", _size_key(size, resize), sha, ".npy")
 
-    def array(self, sha: str, src_path: str | os.PathLike, size: int) -> np.ndarray:
-        """uint8 ``[size, size, 3]`` pixels (squashed, as :func:`images.load_rgb` makes them).
+    def array(
+        self,
+        sha: str,
+        src_path: str | os.PathLike,
+        size: int,
+        resize: str = imgs.DEFAULT_RESIZE,
+    ) -> np.ndarray:
+        """uint8 ``[size, size, 3]`` pixels, as :func:`images.load_rgb` makes them with
+        ``resize`` (one of :data:`~jupyter_imgclass.data.images.RESIZE_MODES`).
 
         Raises:
             BadImageError: when the entry is missing and the source does not decode.
         """
         size = int(size)
-        arr = self._cached_array(sha, size)
+        arr = self._cached_array(sha, size, resize)
         if arr is not None:
             return arr
-        arr = imgs.load_rgb(src_path, size)
-        _cache_write(self.array_path(sha, size), _npy_bytes(arr))
+        arr = imgs.load_rgb(src_path, size, resize=resize)
+        _cache_write(self.array_path(sha, size, resize), _npy_bytes(arr))
         return arr
 
-    def _cached_array(self, sha: str, size: int) -> np.ndarray | None:
+    def _cached_array(self, sha: str, size: int, resize: str) -> np.ndarray | None:
         """The cached ``size`` array of ``sha``, or None when missing or damaged."""
-        arr = _load_npy(self.array_path(sha, size))
+        arr = _load_npy(self.array_path(sha, size, resize))
         if arr is not None and arr.shape == (size, size, 3) and arr.dtype == np.uint8:
             return arr
         return None
 
     def arrays(
-        self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
+        self,
+        items: Sequence[tuple[str, str | os.PathLike]],
+        size: int,
+        *,
+        resize: str = imgs.DEFAULT_RESIZE,
+        on_progress=None,
     ) -> np.ndarray:
         """Stacked uint8 ``[N, size, size, 3]`` arrays for ``(sha, path)`` pairs, in memory.
 
@@ -149,15 +165,21 @@ class DerivativeCache:
         Args:
             items: ``(sha256, source path)`` per image.
             size: side of the square arrays.
+            resize: how each image becomes the square (``images.RESIZE_MODES``).
             on_progress: optional ``callback(done, total)``.
         """
         size = int(size)
         out = np.empty((len(items), size, size, 3), np.uint8)
-        self._fill(items, size, out, on_progress)
+        self._fill(items, size, resize, out, on_progress)
         return out
 
     def rows(
-        self, items: Sequence[tuple[str, str | os.PathLike]], size: int, *, on_progress=None
+        self,
+        items: Sequence[tuple[str, str | os.PathLike]],
+        size: int,
+        *,
+        resize: str = imgs.DEFAULT_RESIZE,
+        on_progress=None,
     ) -> CachedRows:
         """The images' uint8 arrays as a :class:`CachedRows` view ``[N, size, size, 3]``
         that reads only the rows it is indexed with: missing entries are built first (one
@@ -166,19 +188,19 @@ class DerivativeCache:
         Args: as :meth:`arrays`.
         """
         size = int(size)
-        self._fill(items, size, None, on_progress)
-        return CachedRows(self, list(items), size)
+        self._fill(items, size, resize, None, on_progress)
+        return CachedRows(self, list(items), size, resize)
 
-    def _fill(self, items, size: int, out: np.ndarray | None, on_progress) -> None:
+    def _fill(self, items, size: int, resize: str, out: np.ndarray | None, on_progress) -> None:
         """Builds missing array entries (``workers`` threads); copies every row into
         ``out`` when given."""
         total = len(items)
         missing: list[int] = []
         for k, (sha, _) in enumerate(items):
             if out is None:
-                ok = _npy_header_ok(self.array_path(sha, size), (size, size, 3))
+                ok = _npy_header_ok(self.array_path(sha, size, resize), (size, size, 3))
             else:
-                arr = self._cached_array(sha, size)
+                arr = self._cached_array(sha, size, resize)
                 ok = arr is not None
                 if ok:
                     out[k] = arr
@@ -190,7 +212,7 @@ class DerivativeCache:
 
         def build(k: int) -> int:
             sha, src = items[k]
-            arr = self.array(sha, src, size)
+            arr = self.array(sha, src, size, resize)
             if out is not None:
                 out[k] = arr
             return k
@@ -210,24 +232,28 @@ class DerivativeCache:
 
     # -------------------------------------------------------------------- features
 
-    def _features_path(self, sha: str, model: str, size: int) -> Path:
-        key = f"{_SAFE_KEY.sub('_', str(model))}-{int(size)}"
+    def _features_path(self, sha: str, model: str, size: int, resize: str) -> Path:
+        key = f"{_SAFE_KEY.sub('_', str(model))}-{_size_key(size, resize)}"
         return self._path("features", key, sha, ".npy")
 
-    def features_get(self, sha: str, model: str, size: int) -> np.ndarray | None:
+    def features_get(
+        self, sha: str, model: str, size: int, resize: str = imgs.DEFAULT_RESIZE
+    ) -> np.ndarray | None:
         """The cached float32 feature vector of image ``sha``, or None."""
-        arr = _load_npy(self._features_path(sha, model, size))
+        arr = _load_npy(self._features_path(sha, model, size, resize))
         if arr is None or arr.ndim != 1 or arr.dtype != np.float32:
             return None
         return arr
 
-    def features_put(self, sha: str, model: str, size: int, vec: np.ndarray) -> None:
+    def features_put(
+        self, sha: str, model: str, size: int, vec: np.ndarray, resize: str = imgs.DEFAULT_RESIZE
+    ) -> None:
         """Stores a feature vector (as float32)."""
         vec = np.ascontiguousarray(np.asarray(vec, np.float32).reshape(-1))
-        _cache_write(self._features_path(sha, model, size), _npy_bytes(vec))
+        _cache_write(self._features_path(sha, model, size, resize), _npy_bytes(vec))
 
     def features_many(
-        self, shas: Sequence[str], model: str, size: int
+        self, shas: Sequence[str], model: str, size: int, resize: str = imgs.DEFAULT_RESIZE
     ) -> tuple[np.ndarray | None, list[int]]:
         """Cached features of many images at once.
 
@@ -237,7 +263,7 @@ class DerivativeCache:
             indices of those rows. Rows whose length differs from the first found vector
             count as missing.
         """
-        found: list[np.ndarray | None] = [self.features_get(s, model, size) for s in shas]
+        found = [self.features_get(s, model, size, resize) for s in shas]
         dims = [f.shape[0] for f in found if f is not None]
         if not dims:
             return None, list(range(len(shas)))
@@ -252,14 +278,26 @@ class DerivativeCache:
         return out, missing
 
     def features_put_many(
-        self, shas: Sequence[str], model: str, size: int, vecs: np.ndarray
+        self,
+        shas: Sequence[str],
+        model: str,
+        size: int,
+        vecs: np.ndarray,
+        resize: str = imgs.DEFAULT_RESIZE,
     ) -> None:
         """Stores one feature vector per image (rows of ``vecs``)."""
         vecs = np.asarray(vecs, np.float32)
         if len(vecs) != len(shas):
             raise ValueError(f"{len(shas)} hashes but {len(vecs)} feature rows")
         for sha, vec in zip(shas, vecs, strict=True):
-            self.features_put(sha, model, size, vec)
+            self.features_put(sha, model, size, vec, resize)
+
+
+def _size_key(size: int, resize: str) -> str:
+    """The cache folder part for ``size`` pixels made by ``resize`` (checked: it names a
+    folder)."""
+    imgs.check_resize(resize)
+    return str(int(size)) if resize == imgs.DEFAULT_RESIZE else f"{int(size)}-{resize}"
 
 
 def _npy_header_ok(path: Path, shape: tuple) -> bool:
@@ -303,10 +341,13 @@ class CachedRows:
     dtype = np.dtype(np.uint8)
     ndim = 4
 
-    def __init__(self, cache: DerivativeCache, items: list, size: int):
+    def __init__(
+        self, cache: DerivativeCache, items: list, size: int, resize: str = imgs.DEFAULT_RESIZE
+    ):
         self._cache = cache
         self._items = items
         self.size = int(size)
+        self.resize = resize
         self.shape = (len(items), self.size, self.size, 3)
 
     def __len__(self) -> int:
@@ -317,7 +358,7 @@ class CachedRows:
 
     def _row(self, k: int) -> np.ndarray:
         sha, src = self._items[k]
-        return self._cache.array(sha, src, self.size)  # read, or rebuilt when damaged
+        return self._cache.array(sha, src, self.size, self.resize)  # or rebuilt when damaged
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, (int, np.integer)):
@@ -336,7 +377,8 @@ class CachedRows:
     def select(self, rows) -> CachedRows:
         """A view of some rows (an integer or boolean index), nothing read."""
         picked = np.arange(len(self))[np.asarray(rows)]
-        return CachedRows(self._cache, [self._items[int(k)] for k in picked], self.size)
+        items = [self._items[int(k)] for k in picked]
+        return CachedRows(self._cache, items, self.size, self.resize)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]

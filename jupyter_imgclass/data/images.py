@@ -726,14 +726,44 @@ def thumbnail_bytes(image: Image.Image, size: int = 160) -> bytes:
     return encode_jpeg(thumb, quality=85)
 
 
+RESIZE_MODES = ("squash", "pad", "crop")
+"""How an image becomes the network's square input: ``squash`` stretches it to the square
+(the aspect ratio is lost), ``pad`` scales its longer side to the square and fills the rest
+with white (the background transparency is composited on, so a drawing on a transparent
+canvas looks the same either way), ``crop`` scales its shorter side and keeps the centre."""
+DEFAULT_RESIZE = "squash"
+"""What a model recorded before resize modes existed was trained with."""
+PAD_FILL = (255, 255, 255)
+"""The colour ``pad`` fills with: the background :func:`decode_image` puts behind
+transparency."""
+
+
+def check_resize(resize: Any, what: str = "resize") -> str:
+    """``resize`` when it is one of :data:`RESIZE_MODES`, else a ``ValueError`` naming them.
+
+    Examples:
+        >>> check_resize("pad")
+        'pad'
+        >>> check_resize("fill")
+        Traceback (most recent call last):
+        ...
+        ValueError: resize: 'fill' is not one of 'squash', 'pad', 'crop'
+    """
+    if resize not in RESIZE_MODES:
+        names = ", ".join(repr(m) for m in RESIZE_MODES)
+        raise ValueError(f"{what}: {resize!r} is not one of {names}")
+    return resize
+
+
 def load_rgb(
     source: Any,
     size: int | None = None,
     *,
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize: str = DEFAULT_RESIZE,
 ) -> np.ndarray:
-    """uint8 ``HxWx3`` pixels, resized (squashed) to ``size x size`` when given.
+    """uint8 ``HxWx3`` pixels, made ``size x size`` (as ``resize`` says) when given.
 
     The resize is antialiased bilinear (Pillow's, with a box pre-reduction for large
     shrinks); JPEGs are decoded directly at a smaller scale when that still leaves at least
@@ -745,20 +775,48 @@ def load_rgb(
         >>> load_rgb(np.zeros((10, 20), np.uint8), 8).shape
         (8, 8, 3)
     """
+    check_resize(resize)
     image = decode_image(source, name=name, max_pixels=max_pixels, target_size=size).image
-    return resize_square(image, size) if size is not None else np.asarray(image, np.uint8)
+    if size is None:
+        return np.asarray(image, np.uint8)
+    return resize_square(image, size, resize)
 
 
-def resize_square(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``size x size x 3`` pixels, squashed with the one resize every path uses
-    (antialiased bilinear, a box pre-reduction for large shrinks).
+def resize_square(
+    image: Image.Image | np.ndarray, size: int, resize: str = DEFAULT_RESIZE
+) -> np.ndarray:
+    """uint8 ``size x size x 3`` pixels by the one resize every path uses (antialiased
+    bilinear, a box pre-reduction for large shrinks), framed as ``resize`` says (one of
+    :data:`RESIZE_MODES`).
 
     Examples:
-        >>> resize_square(np.zeros((10, 20, 3), np.uint8), 8).shape
+        >>> wide = np.zeros((10, 20, 3), np.uint8)
+        >>> resize_square(wide, 8).shape
         (8, 8, 3)
+        >>> padded = resize_square(wide, 8, "pad")  # 8x4 of the image, white above and below
+        >>> padded[:, :, 0].min(axis=1).tolist()
+        [255, 255, 0, 0, 0, 0, 255, 255]
+        >>> int(resize_square(wide, 8, "crop").max())  # the centre 10x10, scaled
+        0
     """
+    check_resize(resize)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(np.asarray(image, np.uint8))
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    return np.asarray(image, dtype=np.uint8)
+    if image.mode != "RGB":
+        image = _to_rgb(image)
+    w, h = image.size
+    if (w, h) == (size, size):
+        return np.asarray(image, dtype=np.uint8)
+    if resize == "squash" or w == h:
+        out = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    elif resize == "crop":
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        out = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+    else:  # pad
+        scale = size / max(w, h)
+        inner = (max(1, min(size, round(w * scale))), max(1, min(size, round(h * scale))))
+        scaled = image.resize(inner, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        out = Image.new("RGB", (size, size), PAD_FILL)
+        out.paste(scaled, ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return np.asarray(out, dtype=np.uint8)

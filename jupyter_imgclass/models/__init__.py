@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.images import DEFAULT_RESIZE, check_resize
 from ..errors import ImgClassError
 from ..platform import runtime
 
@@ -86,11 +87,14 @@ class ModelSpec:
         model.head_input = head_input
         return model
 
-    def to_json(self) -> dict:
-        """The preprocessing, as written into ``model.json`` of iterations and bundles."""
+    def to_json(self, input_size: int | None = None, resize: str = DEFAULT_RESIZE) -> dict:
+        """The preprocessing, as written into ``model.json`` of iterations and bundles:
+        images made ``input_size`` (the network's own by default) pixels square as
+        ``resize`` says (:data:`~jupyter_imgclass.data.images.RESIZE_MODES`)."""
         return {
             "name": self.name,
-            "input_size": self.input_size,
+            "input_size": int(input_size or self.input_size),
+            "resize": check_resize(resize),
             "mean": list(self.mean),
             "std": list(self.std),
             "channel_order": "RGB",

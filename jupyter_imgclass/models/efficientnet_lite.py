@@ -297,9 +297,11 @@ class EfficientNetLite(nnx.Module):
         self.head = nnx.Linear(FEATURES, num_classes, rngs=rngs)
         self.head_input = "raw"  # or "l2" (see layers.head_input); set by ModelSpec.create
 
-    def top_split(self, stages: int = TOP_STAGES) -> int:
-        """The index of the first block of the last ``stages`` stages: what
-        :meth:`lower` stops before and :meth:`upper` starts at."""
+    def top_split(self, stages: int | None = None) -> int:
+        """The index of the first block of the last ``stages`` stages (:data:`TOP_STAGES`
+        when None, read at the call): what :meth:`lower` stops before and :meth:`upper`
+        starts at."""
+        stages = TOP_STAGES if stages is None else stages
         repeats = [s[-1] for s in _variant(self.variant).stages]
         return sum(repeats[: len(repeats) - stages])
 

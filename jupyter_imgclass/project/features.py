@@ -31,11 +31,17 @@ FEATURE_BATCH = 32
 
 FEATURE_BACKBONE = "efficientnet_lite0"
 """Whose features ``suggest`` and ``check`` use when no pretrained iteration exists."""
+FEATURE_RESIZE = "squash"
+"""How :data:`FEATURE_BACKBONE` sees the images there (the data check's outlier and
+near-duplicate figures were measured on squashed images)."""
 
 
-def cached_features(project: Any, model, spec, image_ids, size: int, on_progress=None):
-    """Backbone features ``[N, D]`` of ``image_ids`` at ``size`` pixels, computed once and
-    cached; ``on_progress(done, total)`` while missing ones are extracted.
+def cached_features(
+    project: Any, model, spec, image_ids, size: int, on_progress=None, *, resize: str = "squash"
+):
+    """Backbone features ``[N, D]`` of ``image_ids`` at ``size`` pixels made square as
+    ``resize`` says, computed once and cached; ``on_progress(done, total)`` while missing
+    ones are extracted.
 
     Args:
         project: the :class:`~jupyter_imgclass.Project` holding the images.
@@ -44,25 +50,27 @@ def cached_features(project: Any, model, spec, image_ids, size: int, on_progress
         image_ids: which images, in the order of the rows returned.
         size: the square input side.
         on_progress: called with ``(done, total)`` images.
+        resize: one of :data:`~jupyter_imgclass.data.images.RESIZE_MODES`.
     """
     from ..models.apply import extract_features
 
     records = project.images_by_id(image_ids)
     shas = [im.sha256 for im in records]
-    cached, missing = project.cache.features_many(shas, spec.name, size)
+    cached, missing = project.cache.features_many(shas, spec.name, size, resize)
     total = len(records)
     if not missing:
         return np.asarray(cached, np.float32)
     if on_progress is not None:
         on_progress(total - len(missing), total)
-    arrays = project.cache.arrays([(records[k].sha256, records[k].path) for k in missing], size)
+    pairs = [(records[k].sha256, records[k].path) for k in missing]
+    arrays = project.cache.arrays(pairs, size, resize=resize)
 
     def progress(done: int, _total: int) -> None:
         if on_progress is not None:
             on_progress(total - len(missing) + done, total)
 
     vecs = extract_features(model, spec, arrays, batch_size=FEATURE_BATCH, on_progress=progress)
-    project.cache.features_put_many([shas[k] for k in missing], spec.name, size, vecs)
+    project.cache.features_put_many([shas[k] for k in missing], spec.name, size, vecs, resize)
     feats = np.zeros((total, vecs.shape[1]), np.float32) if cached is None else np.array(cached)
     feats[missing] = vecs
     return feats.astype(np.float32)
@@ -76,11 +84,11 @@ def project_features(project: Any, image_ids, iteration=None) -> np.ndarray:
     from .. import models
 
     spec = models.get(FEATURE_BACKBONE)
-    size = spec.input_size
+    size, resize = spec.input_size, FEATURE_RESIZE
     if iteration is not None and models.get(iteration.model).pretrained:
-        spec, size = models.get(iteration.model), iteration.input_size
+        spec, size, resize = models.get(iteration.model), iteration.input_size, iteration.resize
     backbone = spec.create(1, rngs=nnx.Rngs(0), pretrained=True)
-    return cached_features(project, backbone, spec, list(image_ids), size)
+    return cached_features(project, backbone, spec, list(image_ids), size, resize=resize)
 
 
 def unreadable_images(images) -> dict[int, tuple[Path, str]]:

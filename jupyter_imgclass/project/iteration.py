@@ -99,6 +99,16 @@ class Iteration:
             return f"cross-validated over {n} {noun} ({how}){note}"
         return f"on {n} held-out {noun}{note}"
 
+    def input_text(self) -> str:
+        """What the network sees, in words: ``"224x224 pixels, padded with white (aspect
+        ratio kept)"``."""
+        how = {
+            "pad": "padded with white (aspect ratio kept)",
+            "crop": "centre-cropped",
+            "squash": "squashed (aspect ratio not kept)",
+        }[self.resize]
+        return f"{self.input_size}x{self.input_size} pixels, {how}"
+
     def choice_text(self) -> str:
         """How the backbone was chosen, in words ("" when the user named the network).
 
@@ -258,6 +268,7 @@ class Iteration:
                 thresholds=self.thresholds,
                 input_size=self.input_size,
                 head_input=self.record.head_input,
+                resize=self.resize,
             )
         return self._predictor
 
@@ -294,6 +305,14 @@ class Iteration:
         from .. import models
 
         return models.get(self.model).input_size
+
+    @property
+    def resize(self) -> str:
+        """How images become the square: ``"pad"``, ``"crop"`` or ``"squash"``
+        (:data:`~jupyter_imgclass.data.images.RESIZE_MODES`), as the model trained."""
+        from ..data.images import check_resize
+
+        return check_resize(self.record.resize, f"iteration {self.number}'s resize")
 
     @property
     def tag_types(self) -> list[str]:
@@ -334,7 +353,7 @@ class Iteration:
             raise BundleError(
                 f"{self.folder / WEIGHTS_FILE}: iteration {self.number} has no saved weights"
             )
-        preprocessing = {**models.get(self.model).to_json(), "input_size": self.input_size}
+        preprocessing = models.get(self.model).to_json(self.input_size, self.resize)
         return export_bundle(
             folder,
             model_name=self.model,

@@ -496,10 +496,11 @@ class Project:
         im = self.image(image_id)
         return self.cache.thumbnail(im.sha256, im.path, size)
 
-    def array(self, image_id: int, size: int) -> np.ndarray:
-        """The image as a uint8 ``[size, size, 3]`` array (cached)."""
+    def array(self, image_id: int, size: int, resize: str = "squash") -> np.ndarray:
+        """The image as a uint8 ``[size, size, 3]`` array (cached), made square as
+        ``resize`` says (``"squash"``, ``"pad"`` or ``"crop"``)."""
         im = self.image(image_id)
-        return self.cache.array(im.sha256, im.path, size)
+        return self.cache.array(im.sha256, im.path, size, resize)
 
     # ------------------------------------------------------------------ tags
     @property

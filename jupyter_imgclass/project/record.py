@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.images import DEFAULT_RESIZE
 from ..vocabulary import DEFAULT_THRESHOLD
 
 __all__ = ["IterationRecord"]
@@ -26,13 +27,16 @@ class IterationRecord:
         kind: ``"multiclass"`` or ``"multilabel"``.
         classes: the classifier's outputs, in order (tag names).
         input_size: the square input side the network was trained at.
+        resize: how images became that square (``"squash"`` for records from before the
+            choice existed).
         seed: the run's seed (splits and folds are made again from it).
         epochs: what the user asked for (``None``: chosen by budget).
         time_limit_s: the user's time budget in seconds.
         class_counts: labelled images per tag when the run started.
         threshold: the default probability threshold of every tag.
         thresholds: per-tag thresholds the user set (``Iteration.set_thresholds``).
-        preprocessing: the network's preprocessing at ``input_size`` (mean, std, size).
+        preprocessing: the network's preprocessing at ``input_size`` (mean, std, size,
+            resize).
         train_image_ids: images the final model trained on.
         val_image_ids: images the figures rest on (out-of-fold or held out).
         evaluation: how the figures were made (``method``, ``folds``, ``images``, ``note``).
@@ -54,6 +58,7 @@ class IterationRecord:
     kind: str
     classes: list[str]
     input_size: int
+    resize: str = DEFAULT_RESIZE
     seed: int = 0
     epochs: int | None = None
     time_limit_s: float | None = None

@@ -222,11 +222,12 @@ def run_training(run: TrainingRun) -> Iteration:
         kind=data.kind,
         classes=list(data.classes),
         input_size=input_size,
+        resize=opts.resize,
         seed=opts.seed,
         epochs=opts.epochs,
         time_limit_s=opts.time_limit_s,
         class_counts=class_counts(data),
-        preprocessing={**spec.to_json(), "input_size": input_size},
+        preprocessing=spec.to_json(input_size, opts.resize),
     )
     name = opts.name or f"Iteration{run.number}"
     project.store.insert_iteration(
@@ -271,12 +272,16 @@ def _inputs(run: TrainingRun, data: LabelledSet):
     records = project.images_by_id(data.image_ids)
     pairs = [(im.sha256, im.path) for im in records]
 
+    resize = run.options.resize
+
     def features(backbone, spec, size: int, on_progress) -> np.ndarray:
-        return cached_features(project, backbone, spec, data.image_ids, size, on_progress)
+        return cached_features(
+            project, backbone, spec, data.image_ids, size, on_progress, resize=resize
+        )
 
     def images(size: int, stream: bool, on_progress):
         load = project.cache.rows if stream else project.cache.arrays
-        return load(pairs, size, on_progress=on_progress)
+        return load(pairs, size, resize=resize, on_progress=on_progress)
 
     return Inputs(features=features, images=images)
 
@@ -368,7 +373,7 @@ def _save(
     record = record.replace(
         model=trained.model,
         input_size=trained.input_size,
-        preprocessing={**spec.to_json(), "input_size": trained.input_size},
+        preprocessing=spec.to_json(trained.input_size, record.resize),
         backbone_choice=trained.choice,
         train_image_ids=data.image_ids[trained.train].tolist(),
         val_image_ids=data.image_ids[trained.scored].tolist(),

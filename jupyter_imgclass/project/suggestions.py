@@ -67,7 +67,7 @@ def predicted(project: Any, it, image_ids: list[int], features=None) -> np.ndarr
         if features is None:
             features = project_features(project, image_ids, it)
         return it.predictor.predict_features(features)
-    arrays = np.stack([project.array(i, it.input_size) for i in image_ids])
+    arrays = np.stack([project.array(i, it.input_size, it.resize) for i in image_ids])
     return it.predictor.predict_arrays(arrays)
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import DEFAULT_RESIZE, RESIZE_MODES
 from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
@@ -132,6 +133,25 @@ def _normalise_tags(tags: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
+def _resize_text(pre: Mapping[str, Any]) -> str:
+    """How the bundle's README says images become the square (``preprocessing.resize``).
+
+    Examples:
+        >>> _resize_text({"input_size": 224, "resize": "pad"})
+        'scaled so that the longer side is 224 pixels and centred on a white 224x224 square'
+    """
+    size = pre.get("input_size")
+    resize = pre.get("resize", DEFAULT_RESIZE)
+    if resize == "pad":
+        return (
+            f"scaled so that the longer side is {size} pixels and centred on a white "
+            f"{size}x{size} square"
+        )
+    if resize == "crop":
+        return f"the centre square cut out and scaled to {size}x{size} pixels"
+    return f"resized (squashed) to {size}x{size} pixels"
+
+
 def _readme(meta: Mapping[str, Any]) -> str:
     pre = meta["preprocessing"]
     version = meta["versions"].get("jupyter_imgclass", "")
@@ -178,9 +198,10 @@ def _readme(meta: Mapping[str, Any]) -> str:
         "",
         "## Preprocessing",
         "",
-        f"RGB, resized (squashed) to {pre.get('input_size')}x{pre.get('input_size')} pixels, "
+        f"RGB (transparency on white), {_resize_text(pre)}, "
         f"`x / 255`, then `(x - mean) / std` with mean {pre.get('mean')} and std {pre.get('std')}, "
-        "NHWC layout.",
+        "NHWC layout. The resize is antialiased bilinear (Pillow's `Image.resize` with "
+        "`BILINEAR`).",
         "",
         "## Use",
         "",
@@ -370,6 +391,7 @@ def _write_bundle(
                 "tags": json.dumps([t["name"] for t in tag_records]),
                 "thresholds": json.dumps(thr),
                 "kind": kind,
+                "resize": str(meta["preprocessing"].get("resize", DEFAULT_RESIZE)),
             },
         )
         files[ONNX_FILE] = {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}
@@ -535,6 +557,7 @@ class BundleModel:
         self.iteration_number: int | None = metadata.get("iteration_number")
         self.thresholds = metadata.get("thresholds")
         self.input_size: int = int(metadata["preprocessing"]["input_size"])
+        self.resize: str = predictor.resize
 
     def predict_arrays(self, images: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
         """Probabilities ``[N, T]`` for a uint8 ``[N, H, W, 3]`` batch (see ``Predictor``)."""
@@ -614,6 +637,12 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
     input_size = pre.get("input_size", spec.input_size)
     if not isinstance(input_size, int) or not 8 <= input_size <= 4096:
         raise BundleError(f"{path / METADATA_FILE}: bad preprocessing input_size {input_size!r}")
+    resize = pre.get("resize", DEFAULT_RESIZE)  # bundles from before the modes: squashed
+    if resize not in RESIZE_MODES:
+        raise BundleError(
+            f"{path / METADATA_FILE}: preprocessing resize {resize!r} is not one of "
+            f"{', '.join(RESIZE_MODES)}"
+        )
     from ..predict import Predictor
 
     tags = [t["name"] for t in meta["tags"]]
@@ -631,6 +660,7 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
             thresholds=thresholds,
             input_size=input_size,
             head_input=head_input,
+            resize=resize,
         )
     except ImgClassError as exc:
         raise BundleError(

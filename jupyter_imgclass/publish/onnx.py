@@ -611,6 +611,13 @@ def _inference_function(
     return forward, int(input_size or getattr(module, "input_size", None) or spec.input_size)
 
 
+_RESIZE_NOTES = {
+    "squash": "stretched to the square",
+    "pad": "the longer side scaled to the square, centred on white",
+    "crop": "the centre square, scaled",
+}
+
+
 def export_onnx(
     path: str | os.PathLike[str],
     *,
@@ -642,6 +649,9 @@ def export_onnx(
         BundleError: the network uses an operation the translator does not support.
     """
     requested = (preprocessing or {}).get("input_size")
+    resize = (preprocessing or {}).get("resize", "squash")
+    if resize not in _RESIZE_NOTES:
+        raise BundleError(f"preprocessing resize {resize!r}: one of {', '.join(_RESIZE_NOTES)}")
     forward, size = _inference_function(
         model_name, num_classes, kind, weights, requested, head_input
     )
@@ -664,7 +674,9 @@ def export_onnx(
             "range": [0, 255],
             "layout": "NHWC",
             "channel_order": "RGB",
-            "note": "resize to size x size first; normalisation is inside the graph",
+            "resize": resize,
+            "note": f"make each image {size} x {size} first ({_RESIZE_NOTES[resize]}); "
+            "normalisation is inside the graph",
         },
         "output": {
             "name": "probabilities",

@@ -315,6 +315,7 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             f"<b>{html.escape(it.name)}</b> — {html.escape(str(it.model))}, "
             f"{html.escape(it.kind)}, "
             f"{html.escape(str(it.status))}; metrics {html.escape(it.evaluation_text())}"
+            + f"<br><small>images: {html.escape(it.input_text())}</small>"
             + (f"<br><small>backbone: {html.escape(it.choice_text())}</small>"
                if it.choice_text() else "")
         )  # fmt: skip
@@ -325,6 +326,7 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             return "EvaluationWidget"
         metrics = self.view.metrics if hasattr(self, "view") else it.metrics
         lines = [f"Evaluation of {it.name} ({it.model}) at threshold {self.slider.value:.2f}"]
+        lines.append(f"  images: {it.input_text()}")
         if it.choice_text():
             lines.append(f"  backbone: {it.choice_text()}")
         for tag, m in (metrics.get("per_tag") or {}).items():

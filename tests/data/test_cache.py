@@ -219,3 +219,27 @@ def test_rows_view_rebuilds_entries_damaged_before_or_after_it_was_made(tmp_path
     assert path.exists() and path.stat().st_size > 16 * 16 * 3
     spoil()
     np.testing.assert_array_equal(view[[1, 2, 3]], expected[[1, 2, 3]])  # rebuilt on read
+
+
+def test_each_resize_mode_has_its_own_entries_and_squash_keeps_the_old_ones(tmp_path, sources):
+    """A cache written before the modes existed (arrays/<size>/...) still serves squash;
+    pad and crop never read it."""
+    cache = DerivativeCache(tmp_path / "cache")
+    sha, src = sources[3]  # 90x40: the modes differ
+    squash = cache.array(sha, src, 16)
+    assert (tmp_path / "cache" / "arrays" / "16" / sha[:2] / f"{sha}.npy").is_file()
+    padded = cache.array(sha, src, 16, "pad")
+    assert cache.array_path(sha, 16, "pad").parent.parent.name == "16-pad"
+    assert not np.array_equal(squash, padded)
+    np.testing.assert_array_equal(padded, imgs.load_rgb(src, 16, resize="pad"))
+    np.testing.assert_array_equal(
+        cache.arrays([(sha, src)], 16, resize="crop")[0], imgs.load_rgb(src, 16, resize="crop")
+    )
+    view = cache.rows([(sha, src)], 16, resize="pad")
+    np.testing.assert_array_equal(view[0], padded)
+    np.testing.assert_array_equal(view.select([0])[0], padded)
+    cache.features_put(sha, "net", 16, np.ones(3), "pad")
+    assert cache.features_get(sha, "net", 16) is None  # squash features not there
+    assert cache.features_get(sha, "net", 16, "pad").tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="not one of"):
+        cache.array(sha, src, 16, "../x")

@@ -513,3 +513,69 @@ def test_every_cut_that_loses_pixels_is_rejected(fmt):
     for cut in range(1, len(data), max(1, len(data) // 60)):
         with pytest.raises(BadImageError):
             imgs.decode_image(data[:cut])
+
+
+# ------------------------------------------------------------------ resize modes (issue 35)
+def _wide_picture() -> Image.Image:
+    """A 200x100 image: black, with a red 40x40 square in the middle (a "drawing")."""
+    arr = np.zeros((100, 200, 3), np.uint8)
+    arr[30:70, 80:120] = (255, 0, 0)
+    return Image.fromarray(arr)
+
+
+def _red_box(arr: np.ndarray) -> tuple[int, int]:
+    """Height and width of the red region of an RGB array."""
+    red = (arr[..., 0] > 200) & (arr[..., 1] < 60)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def test_pad_keeps_the_aspect_ratio_that_squash_loses():
+    picture = _wide_picture()
+    squashed = imgs.resize_square(picture, 64, "squash")
+    padded = imgs.resize_square(picture, 64, "pad")
+    cropped = imgs.resize_square(picture, 64, "crop")
+    assert squashed.shape == padded.shape == cropped.shape == (64, 64, 3)
+    h, w = _red_box(squashed)
+    assert h > 1.6 * w  # the square became a tall bar
+    h, w = _red_box(padded)
+    assert abs(h - w) <= 1  # still a square
+    # pad: the picture fills the middle 32 rows, white above and below.
+    assert (padded[:15] == 255).all() and (padded[-15:] == 255).all()
+    assert (padded[17:47, :, 1] == 0).all()  # black/red content, no white, in the band
+    # crop: the centre 100x100 scaled to 64: the square is 40% of the side, and square.
+    h, w = _red_box(cropped)
+    assert abs(h - w) <= 1 and 24 <= h <= 28
+    # a square image is the same in every mode
+    square = imgs.resize_square(picture.crop((50, 0, 150, 100)), 64, "squash")
+    for mode in imgs.RESIZE_MODES:
+        np.testing.assert_array_equal(
+            imgs.resize_square(picture.crop((50, 0, 150, 100)), 64, mode), square
+        )
+
+
+def test_pad_fills_with_the_colour_transparency_is_composited_on():
+    rgba = Image.new("RGBA", (90, 30), (0, 0, 0, 0))  # fully transparent, wide
+    rgba.paste((0, 0, 255, 255), (40, 10, 50, 20))
+    data = encode(rgba, "PNG")
+    padded = imgs.load_rgb(data, 30, resize="pad")
+    # transparent pixels and the padding look the same: one white background
+    corners = [padded[0, 0], padded[-1, -1], padded[15, 0], padded[0, 15]]
+    assert all(tuple(c) == imgs.PAD_FILL for c in corners)
+    assert tuple(padded[15, 15]) == (0, 0, 255)
+
+
+def test_tall_and_tiny_images_pad_and_crop_without_error():
+    for size in [(1, 500), (500, 1), (3, 2), (1, 1)]:
+        im = Image.new("RGB", size, (10, 200, 10))
+        for mode in imgs.RESIZE_MODES:
+            out = imgs.resize_square(im, 16, mode)
+            assert out.shape == (16, 16, 3)
+            assert (out[..., 1] == 200).any()  # the image is somewhere in it
+
+
+def test_an_unknown_resize_mode_is_refused_by_name():
+    with pytest.raises(ValueError, match="resize: 'fill' is not one of 'squash', 'pad', 'crop'"):
+        imgs.load_rgb(np.zeros((4, 4, 3), np.uint8), 8, resize="fill")
+    with pytest.raises(ValueError, match="'Pad'"):
+        imgs.resize_square(np.zeros((4, 4, 3), np.uint8), 8, "Pad")

@@ -21,6 +21,7 @@ def test_an_old_record_reads_with_the_defaults_and_unknown_keys_survive_a_write(
     assert record.head_input == "raw" and record.threshold == 0.5 and record.thresholds == {}
     assert record.evaluation == {} and record.fit is None and record.head_c is None
     assert record.kind == "multiclass" and record.extra == {"some_future_key": {"x": 1}}
+    assert record.resize == "squash"  # what every model before the resize modes had
     written = record.to_json()
     assert written["some_future_key"] == {"x": 1}
     assert "name" not in written and "number" not in written and "fit" not in written

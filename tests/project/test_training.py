@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import jupyter_imgclass as ic
 from jupyter_imgclass.data.labelled import stratified_split
@@ -456,3 +458,73 @@ def test_quick_asked_to_choose_the_backbone_chooses_and_says_why(colour_project)
         assert same.predict(_colour_images(COLOURS["green"], 1, seed=70)[0])[0].tag == "green"
     # Suggestions read the chosen backbone's cached features: nothing new is extracted.
     assert colour_project.guesses([colour_project.images[0].id]) != {}
+
+
+def _wide(colour, seed: int) -> np.ndarray:
+    """A 96x32 image: ``colour`` in the middle third, grey on both sides (pad and squash
+    differ on it)."""
+    arr = np.full((32, 96, 3), 128, np.uint8)
+    arr[:, 32:64] = _colour_images(colour, 1, seed=seed)[0]
+    return arr
+
+
+def test_the_resize_mode_travels_with_the_model_to_bundle_onnx_and_endpoint(tmp_path):
+    """Training, the iteration, the bundle, its ONNX description and the endpoint all make
+    a wide image square the same way (pad, asked for), so they give the same answer."""
+    import httpx
+
+    from jupyter_imgclass.data.images import load_rgb
+    from jupyter_imgclass.publish.onnx import onnx_predict
+
+    p = ic.Project.create(tmp_path / "wide")
+    for k, (tag, colour) in enumerate(COLOURS.items()):
+        p.add_images([_wide(colour, 10 * k + j) for j in range(6)], tags=[tag])
+    assert ic.TrainOptions().resize == "squash"
+    it = p.train(model="efficientnet_lite0", resize="pad").wait(timeout=600)
+    assert it.resize == "pad" and it.record.preprocessing["resize"] == "pad"
+    assert it.input_text() == "224x224 pixels, padded with white (aspect ratio kept)"
+    # the cache holds the padded arrays and features it trained on
+    assert (p.path / "cache" / "features" / "efficientnet_lite0-224-pad").is_dir()
+    probe = _wide(COLOURS["green"], 99)
+    data = io.BytesIO()
+    Image.fromarray(probe).save(data, "PNG")
+    body = data.getvalue()
+    want = it.predictor.predict_arrays(load_rgb(body, 224, resize="pad")[None])[0]
+    squashed = it.predictor.predict_arrays(load_rgb(body, 224, resize="squash")[None])[0]
+    assert not np.allclose(want, squashed, atol=1e-4)  # the mode makes a difference here
+    got = {x.tag: x.probability for x in it.predict(body)}
+    np.testing.assert_allclose([got[t] for t in it.classes], want, atol=1e-5)
+
+    folder = it.export(tmp_path / "bundle", onnx=True)
+    model = ic.load_model(folder)
+    assert model.resize == "pad"
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["preprocessing"]["resize"] == meta["onnx"]["input"]["resize"] == "pad"
+    assert "longer side is 224 pixels" in (folder / "README.md").read_text()
+    from_bundle = {x.tag: x.probability for x in model.predict(body)}
+    np.testing.assert_allclose([from_bundle[t] for t in it.classes], want, atol=1e-5)
+    onnx_probs = onnx_predict(folder / "model.onnx", load_rgb(body, 224, resize="pad")[None])
+    np.testing.assert_allclose(onnx_probs[0], want, atol=1e-3)
+
+    with it.serve() as srv:
+        r = httpx.post(
+            srv.routes["image nostore"],
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+    assert r.status_code == 200, r.text
+    served = {x["tagName"]: x["probability"] for x in r.json()["predictions"]}
+    np.testing.assert_allclose([served[t] for t in it.classes], want, atol=1e-4)
+
+    # squash, the default, is recorded as such
+    old = p.train(model="efficientnet_lite0").wait(timeout=600)
+    assert old.resize == "squash"
+    np.testing.assert_allclose(
+        old.predictor.predict_arrays(load_rgb(body, 224)[None])[0],
+        [x.probability for x in sorted(old.predict(body), key=lambda x: it.classes.index(x.tag))],
+        atol=1e-5,
+    )
+    with pytest.raises(ic.TrainingError, match="resize 'stretch': choose one of squash, pad"):
+        p.train(resize="stretch")
+    p.close()

@@ -251,6 +251,10 @@ def _swap_weights(path):
         (lambda p: rewrite_meta(p, lambda m: m.update(tags=TAGS[:2])), "do not fit"),
         (_swap_weights, "do not fit"),
         (lambda p: (p / "model.json").write_text("[1, 2]"), "JSON object"),
+        (
+            lambda p: rewrite_meta(p, lambda m: m["preprocessing"].update(resize="stretch")),
+            "preprocessing resize 'stretch' is not one of squash, pad, crop",
+        ),
     ],
     ids=[
         "flipped-byte",
@@ -267,6 +271,7 @@ def _swap_weights(path):
         "tag-count",
         "missing-tensor",
         "json-array",
+        "unknown-resize",
     ],
 )
 def test_damaged_bundles_are_refused(bundle, tmp_path, damage, message):
@@ -274,6 +279,20 @@ def test_damaged_bundles_are_refused(bundle, tmp_path, damage, message):
     damage(copy)
     with pytest.raises(BundleError, match=message):
         load_model(copy)
+
+
+def test_a_bundle_from_before_resize_modes_squashes(bundle, tmp_path, predictor):
+    """Bundles written before ``preprocessing.resize`` existed were trained on squashed
+    images: they load as ``squash`` and predict as they did."""
+    assert load_model(bundle).resize == "squash"
+    copy = fresh_copy(bundle, tmp_path)
+    rewrite_meta(copy, lambda m: m["preprocessing"].pop("resize"))
+    model = load_model(copy)
+    assert model.resize == "squash"
+    wide = np.random.default_rng(3).integers(0, 256, (20, 60, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        model.predict_arrays(wide[None]), predictor.predict_arrays(wide[None]), atol=1e-6
+    )
 
 
 def test_missing_folder(tmp_path):

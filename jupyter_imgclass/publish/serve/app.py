@@ -320,7 +320,9 @@ async def url_image(request: Request) -> bytes:
 async def answer(request: Request, info: ModelInfo, body: bytes, store: bool) -> JSONResponse:
     """Decodes, predicts in the micro-batcher, answers; logs the image after answering."""
     settings: ServiceSettings = request.app.state.settings
-    image = await run_in_threadpool(image_to_array, body, info.input_size, settings.max_pixels)
+    image = await run_in_threadpool(
+        image_to_array, body, info.input_size, info.resize, settings.max_pixels
+    )
     probs = await request.app.state.batcher.submit(image)
     result = prediction(info, probs)
     task = None

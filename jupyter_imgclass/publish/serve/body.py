@@ -61,8 +61,9 @@ async def read_body(request: Request, limit: int, drain_limit: int) -> bytes:
     return b"".join(parts)
 
 
-def image_to_array(body: bytes, input_size: int, max_pixels: int) -> np.ndarray:
-    """Decodes request bytes to a uint8 ``[S, S, 3]`` array exactly as ``Predictor`` does.
+def image_to_array(body: bytes, input_size: int, resize: str, max_pixels: int) -> np.ndarray:
+    """Decodes request bytes to a uint8 ``[S, S, 3]`` array exactly as ``Predictor`` does
+    (made square as the model's ``resize`` says).
 
     ``data.images`` holds the one pixel rule (a JPEG decodes reduced; other formats over
     ``max_pixels`` are refused from their header, before any pixel is decoded) and the
@@ -71,7 +72,9 @@ def image_to_array(body: bytes, input_size: int, max_pixels: int) -> np.ndarray:
     from ...data import images
 
     try:
-        return images.load_rgb(body, input_size, name="request body", max_pixels=max_pixels)
+        return images.load_rgb(
+            body, input_size, name="request body", max_pixels=max_pixels, resize=resize
+        )
     except BadImageError as exc:
         text = str(exc)
         if "too large" in text or "decompression bomb" in text or "decode budget" in text:

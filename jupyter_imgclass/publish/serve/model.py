@@ -30,6 +30,8 @@ class Servable(Protocol):
         tag_ids: the matching ids the answers carry (``tagId``).
         kind: ``"multiclass"`` or ``"multilabel"``.
         input_size: the square side images are resized to.
+        resize: how they become that square (``"squash"``, ``"pad"`` or ``"crop"``);
+            optional, ``"squash"`` when a model does not say.
         published_name: the iteration name the route answers to.
         project_name: the ``project`` field of answers.
     """
@@ -133,6 +135,9 @@ class ModelInfo:
         self.kind = getattr(model, "kind", "multiclass")
         self.model_name = getattr(model, "model_name", None)
         self.input_size = int(model.input_size)
+        from ...data.images import DEFAULT_RESIZE, check_resize
+
+        self.resize = check_resize(getattr(model, "resize", DEFAULT_RESIZE), "model resize")
         self.published_name = published_name or getattr(model, "published_name", None) or "default"
         self.project_name = project_name or getattr(model, "project_name", None) or ""
         known = project_id or getattr(model, "project_id", None)
