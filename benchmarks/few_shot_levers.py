@@ -91,6 +91,7 @@ THRESHOLD = 0.9
 MIN_GAIN = 0.005  # a lever "gains" when its mean over cells is at least this (see summary)
 SCORING = {"scoring": "neg_log_loss"}  # main() may set accuracy (scikit-learn's default)
 _LAST_C: list[float] = []  # the C of each fit, for the table
+SELECTED = set(METHODS)  # main() may narrow it (--methods)
 
 
 def item_key(item) -> str:
@@ -225,6 +226,9 @@ def evaluate(feats: Features, data, k: int, tags: list[str]) -> dict:
         return float((probs.argmax(1) == y_te).mean())
 
     def timed(method, fn):
+        if method not in SELECTED:
+            out[method] = (np.nan, 0, 0, 0.0, np.nan)
+            return
         started = time.perf_counter()
         _LAST_C.clear()
         result = fn()
@@ -365,7 +369,15 @@ def main(argv=None) -> int:
         type=Path,
         help="print only the summary, read from the tables of earlier runs' output",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="the methods to run ('a base' always runs: the others are compared to it)",
+    )
     args = parser.parse_args(argv)
+    SELECTED.clear()
+    SELECTED.update({"a base", *args.methods})
     if args.summary_from:
         deltas = read_tables(args.summary_from)
         args.datasets = sorted({d for d, *_ in deltas})
@@ -406,7 +418,7 @@ def main(argv=None) -> int:
             for k in args.sizes:
                 runs = [evaluate(feats, splits[(k, seed)], k, tags) for seed in range(args.seeds)]
                 base = np.mean([r["a base"][0] for r in runs])
-                for method in METHODS:
+                for method in [m for m in METHODS if m in SELECTED]:
                     accs = [r[method][0] for r in runs]
                     added = np.mean([r[method][1] for r in runs])
                     right = np.mean([r[method][2] for r in runs])
@@ -461,7 +473,8 @@ def print_summary(deltas: dict, args) -> None:
     )
     sets = [d for d in ("photos", "drawn", "fashion") if d in args.datasets]
     print(f"{'method':<16}" + "".join(f"{d:>18}" for d in sets) + "   gains on photos")
-    for method in METHODS[1:]:
+    measured = [m for m in METHODS[1:] if any(key[3] == m for key in deltas)]
+    for method in measured:
         line = f"{method:<16}"
         verdict = ""
         for d in sets:
@@ -473,7 +486,7 @@ def print_summary(deltas: dict, args) -> None:
         print(line + f"   {verdict}")
     for name in args.backbones:
         print(f"\nper k, {name}:")
-        for method in METHODS[1:]:
+        for method in measured:
             line = f"  {method:<16}"
             for d in sets:
                 cells = [deltas.get((d, name, k, method)) for k in args.sizes]

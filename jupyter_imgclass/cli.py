@@ -347,6 +347,8 @@ def _report_text(iteration) -> str:
     overall = metrics["overall"]
     lines = [f"{iteration.name}: {iteration.evaluation_text()}"]
     lines.append(f"images: {iteration.input_text()}")
+    if iteration.unlabelled_text():
+        lines.append(f"untagged images: {iteration.unlabelled_text()}")
     if iteration.choice_text():
         lines.append(f"backbone: {iteration.choice_text()}")
     if overall.get("accuracy") is not None:
@@ -367,13 +369,16 @@ def _add_train_options(parser: argparse.ArgumentParser, only=None) -> None:
     for field in option_fields():
         if only is not None and field.name not in only:
             continue
-        shown = "" if field.default is None else f" ({field.default})"
+        flag = isinstance(field.default, bool)
+        default = ("yes" if field.default else "no") if flag else field.default
+        shown = "" if field.default is None else f" ({default})"
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=field.metadata["type"],
             default=field.default,
             choices=choices_of(field),
+            metavar="{yes,no}" if flag else None,
             help=field.metadata["help"] + shown,
         )
 

@@ -99,6 +99,16 @@ class Iteration:
             return f"cross-validated over {n} {noun} ({how}){note}"
         return f"on {n} held-out {noun}{note}"
 
+    def unlabelled_text(self) -> str:
+        """Whether the quick head used the project's untagged images, and the figures that
+        decided it ("" when there were none to use).
+
+        Examples:
+            ``"158 untagged images used: tags guessed by label spreading lowered the
+            cross-validated log-loss (0.312 -> 0.254)"``.
+        """
+        return str((self.evaluation.get("unlabelled") or {}).get("reason", ""))
+
     def input_text(self) -> str:
         """What the network sees, in words: ``"224x224 pixels, padded with white (aspect
         ratio kept)"``."""

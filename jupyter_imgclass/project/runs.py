@@ -44,7 +44,7 @@ from ..errors import ImgClassError, TrainingError
 from ..training.events import Phase
 from ..training.options import TrainOptions
 from .events import Events, Subscription
-from .features import cached_features, usable_set
+from .features import cached_features, untagged_ids, usable_set
 from .iteration import RECORD_FILE, WEIGHTS_FILE, Iteration, write_json
 from .moved import moved
 from .record import IterationRecord
@@ -283,7 +283,13 @@ def _inputs(run: TrainingRun, data: LabelledSet):
         load = project.cache.rows if stream else project.cache.arrays
         return load(pairs, size, resize=resize, on_progress=on_progress)
 
-    return Inputs(features=features, images=images)
+    def unlabelled(backbone, spec, size: int, on_progress) -> np.ndarray:
+        ids = untagged_ids(project, seed=run.options.seed)
+        if not ids:
+            return np.zeros((0, 0), np.float32)
+        return cached_features(project, backbone, spec, ids, size, on_progress, resize=resize)
+
+    return Inputs(features=features, images=images, unlabelled=unlabelled)
 
 
 def _follow(run: TrainingRun, started: float) -> Iteration:

@@ -5,7 +5,8 @@
 * :mod:`.step` -- loss, AdamW with masked weight decay, optax's schedule, the jitted step;
 * :mod:`.augment` -- on-device augmentation;
 * :mod:`.loop` -- :func:`fit` (epochs, time budget, the best checkpoint kept);
-* :mod:`.head` -- :func:`fit_head` (the quick budget's head on frozen features);
+* :mod:`.head` -- :func:`fit_head` (the quick budget's head on frozen features) and
+  :func:`spread_unlabelled` (untagged images put to work when cross-validation agrees);
 * :mod:`.top` -- :func:`fit_top` (the advanced budget: the top of a pretrained network
   fine-tuned on cached activations, cross-validated);
 * :mod:`.events` -- :class:`Phase` and :class:`Event`, the training events' names;
@@ -30,6 +31,7 @@ _WHERE = {
     "FitResult": ".config",
     "TrainConfig": ".config",
     "fit_head": ".head",
+    "spread_unlabelled": ".head",
     "KeepBest": ".loop",
     "create_model": ".loop",
     "fit": ".loop",

@@ -62,6 +62,8 @@ class TrainConfig:
         pretrained: start from ImageNet weights when the network has them.
         freeze_batchnorm: keep batch-norm statistics fixed while fine-tuning.
         step_event_interval_s: at most one ``step`` event per this many seconds.
+        unlabelled: the quick head may use untagged images
+            (:func:`~jupyter_imgclass.training.head.spread_unlabelled`).
         deadline: wall-clock time (``time.time()``) by which the run returns, compilation
             and the last validation pass included; a first step that cannot compile in
             time raises :class:`DeadlineError`.
@@ -95,6 +97,7 @@ class TrainConfig:
     pretrained: bool = True
     freeze_batchnorm: bool = False
     step_event_interval_s: float = 0.5
+    unlabelled: bool = True
     deadline: float | None = None
     precision: str = "auto"
 

@@ -11,10 +11,16 @@ see it. The penalty ``C`` is chosen by cross-validation too, without peeking:
 * the final head (every image) takes the ``C`` that did best over the outer folds.
 
 Every problem of both levels is solved in one batched L-BFGS call (:mod:`.logistic`).
+
+:func:`spread_unlabelled` then puts a project's untagged images to work when that helps:
+their tags are guessed by label spreading over the feature graph (scikit-learn's
+``LabelSpreading``) and they join the head's training rows, switched on only when it
+lowers the cross-validated log-loss of the labelled images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,7 +37,7 @@ from .config import FitResult, TrainConfig, checked_sets, class_weights
 from .events import Emitter, Event, Phase
 from .logistic import C_GRID, solve
 
-__all__ = ["HEAD_INPUT", "fit_head"]
+__all__ = ["HEAD_INPUT", "MAX_UNLABELLED", "fit_head", "spread_unlabelled"]
 
 HEAD_INPUT = "l2"
 NESTED_BELOW = 200
@@ -184,6 +190,144 @@ def fit_head(
             "problems": len(masks),
         },
     )
+
+
+MAX_UNLABELLED = 1000
+"""Untagged images :func:`spread_unlabelled` uses at most (a seeded choice beyond)."""
+SPREAD_NEIGHBOURS = 10
+"""Neighbours of each image in the label-spreading graph (scikit-learn's knn kernel)."""
+
+
+def spread_unlabelled(
+    config: TrainConfig,
+    head: FitResult,
+    data: Mapping[str, Any],
+    pool: np.ndarray,
+    *,
+    folds: Sequence[np.ndarray],
+    on_event: Callable[[dict], None] | None = None,
+) -> tuple[FitResult, dict]:
+    """``head`` retrained with untagged images whose tags label spreading guessed, when
+    cross-validation says it helps; else ``head`` unchanged. Multiclass only.
+
+    The switch, measured before it was built (``benchmarks/few_shot_levers.py``, method
+    ``h``): in each of ``folds``, label spreading runs over the fold's training images
+    (tagged), ``pool`` and the fold's held-out images (untagged: their labels never reach
+    it); two heads at ``head``'s ``C`` are trained on the fold's training images, one with
+    the pool's guessed tags, and both are scored by log-loss on the held-out images. The
+    pool is used when its summed held-out log-loss is lower. Then the held-out images keep
+    the probabilities of their fold's pool-trained head (no image is scored by a head
+    that saw its label) and the final head trains on every tagged image plus the pool
+    spread from all of them.
+
+    Args:
+        config: ``kind``, ``seed``, ``class_weights`` and ``num_classes`` are used.
+        head: :func:`fit_head`'s result on ``data`` over ``folds``.
+        data: ``{'features': [N, D], 'label': [N]}`` (tagged images).
+        pool: float32 ``[P, D]`` features of untagged images (the first
+            :data:`MAX_UNLABELLED` of a seeded shuffle are used).
+        folds: ``head``'s folds.
+
+    Returns:
+        ``(result, report)``: ``report`` has ``images`` (untagged images considered),
+        ``used`` (bool), ``cv_log_loss`` ``{"without", "with"}`` and ``reason``.
+    """
+    from sklearn.semi_supervised import LabelSpreading
+
+    emit = Emitter(on_event)
+    pool = np.asarray(pool, np.float32)
+    report = {"images": int(len(pool)), "used": False}
+    if config.kind != "multiclass":
+        return head, {**report, "reason": "label spreading needs one tag per image"}
+    if len(pool) == 0:
+        return head, {**report, "reason": "no untagged images"}
+    pool = pool.reshape(len(pool), -1)
+    if len(pool) > MAX_UNLABELLED:
+        keep = np.random.default_rng(config.seed).permutation(len(pool))[:MAX_UNLABELLED]
+        pool = pool[np.sort(keep)]
+    x, y, _, _, num_classes = checked_sets(config, data, data, "features")
+    x = np.asarray(l2_normalise(np.asarray(x, np.float32).reshape(len(x), -1)))
+    z = np.asarray(l2_normalise(pool))
+    n, m = len(x), len(z)
+    y = y.astype(np.int64)
+    if n + m <= SPREAD_NEIGHBOURS:
+        return head, {**report, "reason": "too few images for the neighbour graph"}
+    emit({"phase": Phase.TRAINING, "what": "head", "message": f"{m} untagged images"})
+
+    def spread(train: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+        """The pool's tags spread from ``train``'s (``unknown`` rows take part untagged)."""
+        rows = np.concatenate([x[train], z, x[unknown]])
+        known = np.concatenate([y[train], np.full(m + len(unknown), -1)])
+        model = LabelSpreading(kernel="knn", n_neighbors=SPREAD_NEIGHBOURS).fit(rows, known)
+        return model.transduction_[len(train) : len(train) + m].astype(np.int64)
+
+    every = np.arange(n)
+    trains = [np.setdiff1d(every, f) for f in folds]
+    guesses = [spread(t, np.asarray(f, np.int64)) for t, f in zip(trains, folds, strict=True)]
+    guesses.append(spread(every, np.zeros(0, np.int64)))
+    # rows: the tagged images, then one copy of the pool per fold and one for the final head
+    rows = np.concatenate([x, *([z] * len(guesses))])
+    labels = np.concatenate([y, *guesses])
+    cw = class_weights(config, y, num_classes)
+    base = np.zeros(len(rows), np.float32)
+    base[:n] = cw[y]
+    masks = []
+    for o, train in enumerate(trains):
+        without = np.zeros(len(rows), np.float32)
+        without[train] = base[train]
+        with_pool = without.copy()
+        start = n + o * m
+        with_pool[start : start + m] = cw[guesses[o]]
+        masks += [without, with_pool]
+    final = base.copy()
+    final[n + len(trains) * m :] = cw[guesses[-1]]
+    masks.append(final)
+    c = float(head.extra["c"])
+    kernels, biases = solve(rows, labels, "multiclass", np.stack(masks), [c] * len(masks),
+                            num_classes)  # fmt: skip
+    loss = np.zeros(2)
+    oof = np.zeros((n, num_classes), np.float32)
+    fold_heads = []
+    for o, held in enumerate(folds):
+        held = np.asarray(held, np.int64)
+        for j in range(2):
+            problem = 2 * o + j
+            probs = np.asarray(probabilities(x[held] @ kernels[problem] + biases[problem],
+                                             "multiclass"))  # fmt: skip
+            loss[j] += float((example_losses(y[held], probs, "multiclass") * cw[y[held]]).sum())
+            if j == 1:
+                oof[held] = probs
+                fold_heads.append((kernels[problem], biases[problem]))
+    figures = {"without": round(loss[0] / n, 4), "with": round(loss[1] / n, 4)}
+    report = {**report, "images": m, "cv_log_loss": figures}
+    if not loss[1] < loss[0]:
+        reason = (
+            f"not used: label spreading over {m} untagged images did not lower the "
+            f"cross-validated log-loss ({figures['without']:.3g} -> {figures['with']:.3g})"
+        )
+        return head, {**report, "reason": reason}
+    weights = dict(head.weights)
+    weights["head.kernel"], weights["head.bias"] = kernels[-1], biases[-1]
+    train_probs = np.asarray(probabilities(x @ kernels[-1] + biases[-1], "multiclass"))
+    train = validation_metrics(y, train_probs, "multiclass")
+    record = {
+        **head.history[-1],
+        "loss": train["val_loss"],
+        "accuracy": train["val_accuracy"],
+        **validation_metrics(y, oof, "multiclass"),
+    }
+    reason = (
+        f"{m} untagged images used: tags guessed by label spreading lowered the "
+        f"cross-validated log-loss ({figures['without']:.3g} -> {figures['with']:.3g})"
+    )
+    result = dataclasses.replace(
+        head,
+        weights=weights,
+        history=[*head.history[:-1], record],
+        val_probabilities=oof,
+        extra={**head.extra, "fold_heads": fold_heads, "unlabelled": m},
+    )
+    return result, {**report, "used": True, "reason": reason}
 
 
 def _without(n: int, folds: Sequence[np.ndarray], *left_out: int) -> np.ndarray:

@@ -63,6 +63,18 @@ default, and ``pad`` / ``crop`` are there for sets where the shape matters (draw
 white, posters, very wide photos)."""
 
 
+def _yes_no(text: str) -> bool:
+    """A command line's ``yes`` / ``no`` as a bool.
+
+    Examples:
+        >>> _yes_no("no")
+        False
+    """
+    if text not in ("yes", "no"):
+        raise ValueError(f"{text!r}: say yes or no")
+    return text == "yes"
+
+
 def option(
     default: Any,
     help: str,
@@ -102,6 +114,11 @@ class TrainOptions:
             :data:`RESIZE` for the measurements. It travels with the model: predictions,
             the bundle (and its ONNX description), the endpoint and the tester resize the
             same way.
+        unlabelled: let up to 1,000 of the project's untagged images help the quick
+            head: their tags are guessed by label spreading and they join its training
+            rows when that lowers the cross-validated log-loss of the tagged images
+            (``training.head.spread_unlabelled``; multiclass projects). The report says
+            whether they were used and the figures that decided it.
         batch_size: images per training step (``advanced``).
         learning_rate: peak learning rate (``advanced``).
     """
@@ -141,6 +158,12 @@ class TrainOptions:
         type=str,
         choices=RESIZE_MODES,
     )
+    unlabelled: bool = option(
+        True,
+        "quick: let the project's untagged images help when cross-validation says they do "
+        "(their tags guessed by label spreading); yes or no",
+        type=_yes_no,
+    )
     batch_size: int | None = option(None, "images per training step (advanced)", type=int)
     learning_rate: float | None = option(None, "peak learning rate (advanced)", type=float)
 
@@ -167,6 +190,8 @@ class TrainOptions:
                 f"input_size {size!r}: must be a whole number from {MIN_INPUT_SIZE} "
                 f"to {MAX_INPUT_SIZE}"
             )
+        if not isinstance(self.unlabelled, bool):
+            raise TrainingError(f"unlabelled {self.unlabelled!r}: must be True or False")
         if self.resize not in RESIZE_MODES:
             raise TrainingError(f"resize {self.resize!r}: choose one of {', '.join(RESIZE_MODES)}")
         if self.name is not None and not (

@@ -39,7 +39,7 @@ from ..models.weights import weights_to_model
 from ..vocabulary import figure
 from .config import DeadlineError, FitResult, TrainConfig
 from .events import Phase
-from .head import fit_head
+from .head import fit_head, spread_unlabelled
 from .loop import create_model, fit, selection_score
 from .options import ADVANCED_DEFAULT_MINUTES, CHOOSE, TrainOptions
 from .top import TOP_EPOCHS, TOP_LR, fit_top
@@ -87,10 +87,14 @@ class Inputs:
             (computed once and cached by the caller); ``on_progress(done, total)``.
         images: ``images(size, stream, on_progress)``: every labelled image as uint8
             ``[N, size, size, 3]``; with ``stream`` a row-indexed view read batch by batch.
+        unlabelled: ``unlabelled(backbone, spec, size, on_progress)``: the same features
+            of the untagged images the quick head may use (:func:`.head.spread_unlabelled`),
+            ``[P, D]``; ``None`` when the caller has none.
     """
 
     features: Callable[[Any, models.ModelSpec, int, Progress], np.ndarray]
     images: Callable[[int, bool, Progress], Any]
+    unlabelled: Callable[[Any, models.ModelSpec, int, Progress], np.ndarray] | None = None
 
 
 @dataclass
@@ -154,6 +158,7 @@ def train_config(
         time_limit_s=options.time_limit_s,
         batch_size=options.batch_size,
         learning_rate=options.learning_rate,
+        unlabelled=options.unlabelled,
     )
 
 
@@ -265,7 +270,10 @@ def quick(
     should_stop: ShouldStop,
 ) -> Trained:
     """A cross-validated logistic-regression head on the frozen backbone's features:
-    every label in the final head, out-of-fold probabilities for the figures."""
+    every label in the final head, out-of-fold probabilities for the figures. With
+    ``config.unlabelled`` and ``inputs.unlabelled``, the untagged images join the head when
+    cross-validation says they help (:func:`.head.spread_unlabelled`); the evaluation
+    says whether they did and why."""
     spec = models.get(config.model)
     on_event({"phase": Phase.PREPARING, "message": "loading the pretrained backbone"})
     backbone = create_model(config, pretrained=True)
@@ -287,6 +295,18 @@ def quick(
     )
     everything = np.arange(len(data.image_ids))
     evaluation = {"method": "cross-validation", "folds": len(folds), "images": len(everything)}
+    if config.unlabelled and inputs.unlabelled is not None and data.kind == "multiclass":
+        pool = inputs.unlabelled(backbone, spec, config.input_size, progress)
+        if len(pool):
+            head, used = spread_unlabelled(
+                config,
+                head,
+                {"features": features, "label": data.labels},
+                pool,
+                folds=folds,
+                on_event=on_event,
+            )
+            evaluation["unlabelled"] = used
     return Trained(
         head, everything, everything, evaluation, model=config.model, input_size=config.input_size
     )

@@ -316,6 +316,8 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
             f"{html.escape(it.kind)}, "
             f"{html.escape(str(it.status))}; metrics {html.escape(it.evaluation_text())}"
             + f"<br><small>images: {html.escape(it.input_text())}</small>"
+            + (f"<br><small>untagged images: {html.escape(it.unlabelled_text())}</small>"
+               if it.unlabelled_text() else "")
             + (f"<br><small>backbone: {html.escape(it.choice_text())}</small>"
                if it.choice_text() else "")
         )  # fmt: skip
@@ -327,6 +329,8 @@ class EvaluationWidget(StaticReprMixin, W.VBox):
         metrics = self.view.metrics if hasattr(self, "view") else it.metrics
         lines = [f"Evaluation of {it.name} ({it.model}) at threshold {self.slider.value:.2f}"]
         lines.append(f"  images: {it.input_text()}")
+        if it.unlabelled_text():
+            lines.append(f"  untagged images: {it.unlabelled_text()}")
         if it.choice_text():
             lines.append(f"  backbone: {it.choice_text()}")
         for tag, m in (metrics.get("per_tag") or {}).items():

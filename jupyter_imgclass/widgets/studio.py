@@ -34,6 +34,8 @@ def _option_input(field) -> W.ValueWidget:
         widget = W.Dropdown(
             description=label, options=options, value=field.default or AUTOMATIC, style=style
         )
+    elif isinstance(field.default, bool):
+        widget = W.Checkbox(description=label, value=field.default, style=style, indent=False)
     elif kind is int:
         widget = W.IntText(description=label, value=field.default or 0, style=style)
     elif kind is float:

@@ -528,3 +528,30 @@ def test_the_resize_mode_travels_with_the_model_to_bundle_onnx_and_endpoint(tmp_
     with pytest.raises(ic.TrainingError, match="resize 'stretch': choose one of squash, pad"):
         p.train(resize="stretch")
     p.close()
+
+
+def test_quick_puts_untagged_images_to_work_and_says_so(tmp_path):
+    """Untagged images (one of them with its file gone) reach the quick head through
+    label spreading; the report says whether they were used and why; ``unlabelled=False``
+    leaves them out."""
+    p = ic.Project.create(tmp_path / "pool")
+    for k, (tag, colour) in enumerate(COLOURS.items()):
+        p.add_images(_colour_images(colour, 3, seed=k), tags=[tag])
+        p.add_images(_colour_images(colour, 12, seed=100 + k))  # untagged
+    untagged = p.filter_images("untagged")
+    assert len(untagged) == 36
+    untagged[0].path.unlink()  # skipped, not an error
+    it = p.train(model="efficientnet_lite0").wait(timeout=600)
+    used = it.evaluation["unlabelled"]
+    assert used["images"] == 35
+    assert set(used["cv_log_loss"]) == {"without", "with"}
+    assert used["used"] == (used["cv_log_loss"]["with"] < used["cv_log_loss"]["without"])
+    assert it.unlabelled_text() == used["reason"]
+    assert ("35 untagged images used" if used["used"] else "not used") in it.unlabelled_text()
+    assert it.metrics["overall"]["count"] == 9  # only tagged images are scored
+    assert "untagged images:" in ic.report(it)._static_text()
+    off = p.train(model="efficientnet_lite0", unlabelled=False).wait(timeout=600)
+    assert "unlabelled" not in off.evaluation and off.unlabelled_text() == ""
+    with pytest.raises(ic.TrainingError, match="unlabelled 'no': must be True or False"):
+        p.train(unlabelled="no")
+    p.close()
