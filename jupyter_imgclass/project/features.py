@@ -104,19 +104,15 @@ def unreadable_images(images) -> dict[int, tuple[Path, str]]:
 
 
 def untagged_ids(project: Any, *, seed: int = 0) -> list[int]:
-    """Ids of the project's readable untagged images that the quick head may use: all of
-    them up to :data:`~jupyter_imgclass.training.head.MAX_UNLABELLED`, a seeded choice
-    beyond (so that a large pool does not cost more feature extraction than it can
-    give)."""
-    from ..training.head import MAX_UNLABELLED
+    """Ids of the project's readable untagged images that the quick head may use
+    (:func:`~jupyter_imgclass.training.head.pool_rows` picks them, before any feature is
+    extracted)."""
+    from ..training.head import pool_rows
 
     records = project.filter_images("untagged")
     bad = unreadable_images(records)
     ids = [im.id for im in records if im.id not in bad]
-    if len(ids) > MAX_UNLABELLED:
-        keep = np.random.default_rng(seed).permutation(len(ids))[:MAX_UNLABELLED]
-        ids = [ids[k] for k in sorted(keep)]
-    return ids
+    return [ids[k] for k in pool_rows(len(ids), seed)]
 
 
 def usable_set(project: Any, data: LabelledSet) -> tuple[LabelledSet, list[str]]:

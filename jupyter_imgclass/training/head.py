@@ -37,7 +37,7 @@ from .config import FitResult, TrainConfig, checked_sets, class_weights
 from .events import Emitter, Event, Phase
 from .logistic import C_GRID, solve
 
-__all__ = ["HEAD_INPUT", "MAX_UNLABELLED", "fit_head", "spread_unlabelled"]
+__all__ = ["HEAD_INPUT", "MAX_UNLABELLED", "fit_head", "pool_rows", "spread_unlabelled"]
 
 HEAD_INPUT = "l2"
 NESTED_BELOW = 200
@@ -194,6 +194,24 @@ def fit_head(
 
 MAX_UNLABELLED = 1000
 """Untagged images :func:`spread_unlabelled` uses at most (a seeded choice beyond)."""
+
+
+def pool_rows(count: int, seed: int) -> np.ndarray:
+    """Which of ``count`` untagged images :func:`spread_unlabelled` uses, in order: all of
+    them up to :data:`MAX_UNLABELLED`, a seeded choice beyond (callers pick with it before
+    extracting features, so that a large pool costs no more than it can give).
+
+    Examples:
+        >>> pool_rows(3, seed=0).tolist()
+        [0, 1, 2]
+        >>> len(pool_rows(5000, seed=0))
+        1000
+    """
+    if count <= MAX_UNLABELLED:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).permutation(count)[:MAX_UNLABELLED])
+
+
 SPREAD_NEIGHBOURS = 10
 """Neighbours of each image in the label-spreading graph (scikit-learn's knn kernel)."""
 
@@ -224,8 +242,8 @@ def spread_unlabelled(
         config: ``kind``, ``seed``, ``class_weights`` and ``num_classes`` are used.
         head: :func:`fit_head`'s result on ``data`` over ``folds``.
         data: ``{'features': [N, D], 'label': [N]}`` (tagged images).
-        pool: float32 ``[P, D]`` features of untagged images (the first
-            :data:`MAX_UNLABELLED` of a seeded shuffle are used).
+        pool: float32 ``[P, D]`` features of untagged images (those :func:`pool_rows`
+            picks are used).
         folds: ``head``'s folds.
 
     Returns:
@@ -241,10 +259,7 @@ def spread_unlabelled(
         return head, {**report, "reason": "label spreading needs one tag per image"}
     if len(pool) == 0:
         return head, {**report, "reason": "no untagged images"}
-    pool = pool.reshape(len(pool), -1)
-    if len(pool) > MAX_UNLABELLED:
-        keep = np.random.default_rng(config.seed).permutation(len(pool))[:MAX_UNLABELLED]
-        pool = pool[np.sort(keep)]
+    pool = pool.reshape(len(pool), -1)[pool_rows(len(pool), config.seed)]
     x, y, _, _, num_classes = checked_sets(config, data, data, "features")
     x = np.asarray(l2_normalise(np.asarray(x, np.float32).reshape(len(x), -1)))
     z = np.asarray(l2_normalise(pool))
