@@ -28,6 +28,12 @@ scoring="neg_log_loss")`` on frozen features and prints the TEST accuracy of:
   held-out images; (g) is used when its summed held-out log-loss is lower. "pool rows"
   counts only the seeds where it was used.
 
+With ``--ensemble``, a second table per set puts the backbones together with no pool
+(``ensemble_rows``): each backbone's (a), their probabilities averaged, one regression on
+their features side by side, the backbone chosen by cross-validated log-loss, and the
+average used only where cross-validation prefers it (``--methods none`` skips the
+per-backbone tables).
+
 Columns: test accuracy for each seed, their mean, the mean's difference to (a), the pool
 rows a method added (mean over seeds) and how many of them carry the right tag (a
 diagnostic only: nothing is chosen on it), and the seconds its fit took.
@@ -339,6 +345,76 @@ def evaluate(feats: Features, data, k: int, tags: list[str]) -> dict:
     return out
 
 
+def ensemble_rows(feats: dict, data, k: int, tags: list[str]) -> dict:
+    """Backbones together on one split (pool unused): ``{row: test accuracy}``.
+
+    - each backbone's (a);
+    - ``average``: the (a) probabilities of every backbone, averaged;
+    - ``concat``: one ``LogisticRegressionCV`` on the backbones' L2-normalised features
+      side by side (each half L2-normalised first, so both weigh the same);
+    - ``choose``: the backbone whose (a) has the lowest cross-validated log-loss (what
+      ``model="choose"`` does);
+    - ``avg/CV``: ``average`` when the averaged out-of-fold probabilities (each backbone's
+      ``LogisticRegression`` at its chosen C over the same folds) have a lower log-loss than
+      the best single backbone's, else ``choose``: decided on the training images only.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    train, _, test = data
+    y_tr = np.array([tags.index(t) for _, t in train])
+    y_te = np.array([tags.index(t) for _, t in test])
+    folds = list(StratifiedKFold(n_splits=min(5, k)).split(y_tr, y_tr))
+    out, probs, oof, loss = {}, {}, {}, {}
+    for name, f in feats.items():
+        x_tr, x_te = l2(f.get([i for i, _ in train])[0]), l2(f.get([i for i, _ in test])[0])
+        lr = fit(x_tr, y_tr, k)
+        probs[name] = lr.predict_proba(x_te)
+        out[name] = float((probs[name].argmax(1) == y_te).mean())
+        oof[name] = cross_val_predict(
+            LogisticRegression(C=float(lr.C_[0]), max_iter=2000),
+            x_tr, y_tr, cv=folds, method="predict_proba",
+        )  # fmt: skip
+        loss[name] = log_loss(y_tr, np.clip(oof[name], 1e-7, 1), labels=range(len(tags)))
+    average = np.mean(list(probs.values()), 0)
+    out["average"] = float((average.argmax(1) == y_te).mean())
+    cat = lambda part: np.concatenate(  # noqa: E731
+        [l2(f.get([i for i, _ in part])[0]) for f in feats.values()], 1
+    )
+    out["concat"] = float(
+        (fit(cat(train), y_tr, k).predict_proba(cat(test)).argmax(1) == y_te).mean()
+    )
+    best = min(loss, key=loss.get)
+    out["choose"] = out[best]
+    avg_loss = log_loss(
+        y_tr, np.clip(np.mean(list(oof.values()), 0), 1e-7, 1), labels=range(len(tags))
+    )
+    out["avg/CV"] = out["average"] if avg_loss < loss[best] else out[best]
+    out["avg used"] = float(avg_loss < loss[best])
+    return out
+
+
+def print_ensembles(dataset: str, feats: dict, splits: dict, sizes, seeds: int, tags) -> None:
+    names = list(feats)
+    print(f"\n{dataset}, backbones together ({' + '.join(names)}), pool unused: test accuracy")
+    rows = [*names, "average", "concat", "choose", "avg/CV"]
+    print(f"{'k':>3}  {'row':<20}" + "".join(f"{'seed ' + str(s):>8}" for s in range(seeds))
+          + f"{'mean':>8}{'vs best':>9}")  # fmt: skip
+    for k in sizes:
+        runs = [ensemble_rows(feats, splits[(k, s)], k, tags) for s in range(seeds)]
+        best = max(np.mean([r[n] for r in runs]) for n in names)
+        for row in rows:
+            accs = [r[row] for r in runs]
+            mean = float(np.mean(accs))
+            used = (
+                f"  average used in {sum(r['avg used'] for r in runs):.0f}/{seeds}"
+                if row == "avg/CV" else ""
+            )  # fmt: skip
+            print(f"{k:>3}  {row:<20}" + "".join(f"{a:>8.3f}" for a in accs)
+                  + f"{mean:>8.3f}{mean - best:>+9.3f}{used}", flush=True)  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -373,7 +449,14 @@ def main(argv=None) -> int:
         "--methods",
         nargs="+",
         default=list(METHODS),
-        help="the methods to run ('a base' always runs: the others are compared to it)",
+        help="the methods to run ('a base' always runs: the others are compared to it; "
+        "'none' with --ensemble: only the backbones-together table)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also the backbones together (probabilities averaged, features side by side, "
+        "chosen by CV), with no pool",
     )
     args = parser.parse_args(argv)
     SELECTED.clear()
@@ -397,11 +480,15 @@ def main(argv=None) -> int:
             item_key(item): item for d in splits.values() for part in d for item, _ in part
         }
         tags = sorted({t for _, t in next(iter(splits.values()))[0]})
+        together = {}
         for name in args.backbones:
             spec = ic.models.get(name)
             feats = Features(args.cache, dataset, spec)
             feats.ensure(list(everything.values()))
+            together[name] = feats
             if args.features_only:
+                continue
+            if args.ensemble and args.methods == ["none"]:
                 continue
             sizes = {k: tuple(len(p) for p in splits[(k, 0)]) for k in args.sizes}
             print(
@@ -437,6 +524,8 @@ def main(argv=None) -> int:
                         flush=True,
                     )
             print(f"({time.perf_counter() - started_all:.0f} s so far)", flush=True)
+        if args.ensemble and len(together) > 1 and not args.features_only:
+            print_ensembles(dataset, together, splits, args.sizes, args.seeds, tags)
     if deltas:
         print_summary(deltas, args)
     print(f"\ntotal {time.perf_counter() - started_all:.0f} s")
