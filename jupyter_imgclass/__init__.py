@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .data.export import ExportReport
 from .data.importer import ImportReport
 from .errors import (
     BadImageError,
@@ -43,6 +44,7 @@ __all__ = [
     "DataCheckWidget",
     "DatasetError",
     "EvaluationWidget",
+    "ExportReport",
     "ImageRecord",
     "ImgClassError",
     "ImportReport",

@@ -17,13 +17,14 @@ from pathlib import Path
 from .errors import ImgClassError
 from .training.events import ENDED, Event
 from .training.options import TrainOptions, choices_of, option_fields
-from .vocabulary import KINDS, figure
+from .vocabulary import EXPORT_FORMATS, KINDS, figure
 
 DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
 EXAMPLES = """examples:
   jupyter-imgclass train photos/ --project projects/fruit --json
   jupyter-imgclass predict projects/fruit new/ --json
   jupyter-imgclass export projects/fruit --out bundle/ --onnx
+  jupyter-imgclass export-dataset projects/fruit data/fruit --format csv
   jupyter-imgclass serve bundle/ --port 8000 --key SECRET
   jupyter-imgclass demo
 
@@ -232,6 +233,26 @@ def cmd_backup(args) -> int:
         print(f"{images} images, the database and the iterations copied to {out}")
     if not report.clean:
         print(f"note: {report.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_export_dataset(args) -> int:
+    from .project import Project
+
+    with Project.open(args.project) as project:
+        report = project.export_dataset(
+            args.out,
+            args.format,
+            include_untagged=not args.no_untagged,
+            overwrite=args.overwrite,
+        )
+        opened = project.open_report
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(repr(report))
+    if not opened.clean:
+        print(f"note: {opened.summary()}", file=sys.stderr)
     return 0
 
 
@@ -452,6 +473,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("out", help="a new or empty folder")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     b.set_defaults(func=cmd_backup)
+
+    x = command(
+        "export-dataset", help="write the images and tags out as a folder per tag, CSV or COCO"
+    )
+    x.add_argument("project", help="project folder")
+    x.add_argument("out", help="a new or empty folder (or an earlier export, with --overwrite)")
+    x.add_argument(
+        "--format",
+        default="folder",
+        choices=EXPORT_FORMATS,
+        help="folder: <tag>/<file> (add_folder reads it back; one tag per image); "
+        "csv: images/ + labels.csv (add_csv reads it back); coco: images/ + "
+        "annotations.json (default: folder)",
+    )
+    x.add_argument("--no-untagged", action="store_true", help="leave the untagged images out")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    x.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    x.set_defaults(func=cmd_export_dataset)
 
     s = command("serve", help="serve a project's iteration or a bundle over HTTP")
     s.add_argument("path", help="project folder or exported bundle")

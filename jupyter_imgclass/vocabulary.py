@@ -1,4 +1,4 @@
-"""The words every layer shares: kinds of project and training budgets.
+"""The words every layer shares: kinds of project, training budgets, export formats.
 
 One copy of each list and of its check, so that the store, the engine, the CLI and the
 widgets accept and refuse the same values with the same message.
@@ -24,6 +24,10 @@ KINDS = ("multiclass", "multilabel")
 
 BUDGETS = ("quick", "advanced")
 """``quick``: a head on frozen pretrained features; ``advanced``: train or fine-tune the network."""
+
+EXPORT_FORMATS = ("folder", "csv", "coco")
+"""How ``Project.export_dataset`` writes a dataset: a folder per tag, a CSV manifest, or
+COCO-style JSON (see ``data.export``)."""
 
 DEFAULT_THRESHOLD = 0.5
 """A tag's threshold until the user sets one (``Iteration.set_thresholds``)."""
@@ -52,6 +56,11 @@ def check_kind(kind: Any, *, error: type[ImgClassError] = OptionError) -> str:
 def check_budget(budget: Any, *, error: type[ImgClassError] = OptionError) -> str:
     """Returns ``budget`` when it is one of :data:`BUDGETS` (see :func:`check_kind`)."""
     return _choose("budget", budget, BUDGETS, error)
+
+
+def check_export_format(format: Any, *, error: type[ImgClassError] = OptionError) -> str:
+    """Returns ``format`` when it is one of :data:`EXPORT_FORMATS` (see :func:`check_kind`)."""
+    return _choose("format", format, EXPORT_FORMATS, error)
 
 
 def figure(value: Any) -> str:

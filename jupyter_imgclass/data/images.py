@@ -111,12 +111,16 @@ def _name_of(source: Any, name: str | None) -> str:
     return type(source).__name__
 
 
-def _read_source(source: str | os.PathLike, name: str, prefix: int | None = None) -> bytes:
+def read_regular_file(source: str | os.PathLike, name: str, prefix: int | None = None) -> bytes:
     """The bytes of a regular file, at most ``MAX_FILE_BYTES`` (only its first ``prefix``
     bytes when given).
 
     The file is opened without blocking and checked on the open descriptor, so a FIFO
     never hangs the import and a link to ``/dev/zero`` is not read until memory runs out.
+
+    Raises:
+        BadImageError: ``f"{name}: <reason>"`` for a missing, unreadable, too large or
+            not regular file.
     """
     path = Path(source)
     try:
@@ -397,7 +401,7 @@ def decode_image(
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str | os.PathLike):
-        data = _read_source(source, name)
+        data = read_regular_file(source, name)
     else:
         raise BadImageError(
             f"{name}: unsupported input of type {type(source).__name__} "
@@ -638,7 +642,7 @@ def unreadable_reason(path: str | os.PathLike) -> str | None:
     """
     path = Path(path)
     try:
-        data = _read_source(path, str(path), prefix=HEADER_BYTES)
+        data = read_regular_file(path, str(path), prefix=HEADER_BYTES)
     except BadImageError as exc:
         return str(exc).removeprefix(f"{path}: ")
     if not data:
@@ -683,7 +687,8 @@ def to_storable(
     """
     name = _name_of(source, name)
     if isinstance(source, str | os.PathLike):
-        source = _read_source(source, name)  # read once: decoded and stored from these bytes
+        # read once: decoded and stored from these bytes
+        source = read_regular_file(source, name)
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         decoded = _decode_bytes(data, name, max_pixels)

@@ -24,6 +24,11 @@ from .store import ImageStore
 
 HIDDEN_PREFIXES = (".", "__MACOSX", "~$")
 MANIFEST_MAX_BYTES = 50_000_000
+MANIFEST_PATH_HEADERS = ("path", "file", "filename", "image")
+"""A manifest's first row is a header when its first cell is one of these (any case)."""
+MANIFEST_INFO_COLUMNS = ("image_id", "original_name")
+"""Header names of manifest columns that describe an image rather than tag it (the CSV
+that ``data.export`` writes has them)."""
 
 
 @dataclass
@@ -82,16 +87,15 @@ class ImportReport:
         return f"image #{image_id}" + (f" ({existing})" if existing else "")
 
     def __repr__(self) -> str:
-        lines = [f"ImportReport: {self.summary()}"]
-        for source, reason in self.rejected[:20]:
-            lines.append(f"  rejected {source}: {reason}")
-        if len(self.rejected) > 20:
-            lines.append(f"  ... and {len(self.rejected) - 20} more rejected (see .rejected)")
-        for source, image_id in self.duplicates[:20]:
-            lines.append(f"  duplicate {source} = {self._duplicate_text(source, image_id)}")
-        if len(self.duplicates) > 20:
-            lines.append(f"  ... and {len(self.duplicates) - 20} more duplicates (see .duplicates)")
-        return "\n".join(lines)
+        rejected = [f"  rejected {s}: {r}" for s, r in self.rejected]
+        duplicates = [f"  duplicate {s} = {self._duplicate_text(s, i)}" for s, i in self.duplicates]
+        return "\n".join(
+            [
+                f"ImportReport: {self.summary()}",
+                *_text_rows(rejected, "rejected", ".rejected"),
+                *_text_rows(duplicates, "duplicates", ".duplicates"),
+            ]
+        )
 
     def _repr_html_(self) -> str:
         tables = [
@@ -106,6 +110,14 @@ class ImportReport:
             f"<div class='imgclass-import-report'><b>Import</b>: {html.escape(self.summary())}"
             f"{''.join(tables)}</div>"
         )
+
+
+def _text_rows(lines: Sequence[str], what: str, attr: str, limit: int = 20) -> list[str]:
+    """Up to ``limit`` lines of a report's text, then one saying how many more ``attr`` holds."""
+    more = (
+        [f"  ... and {len(lines) - limit} more {what} (see {attr})"] if len(lines) > limit else []
+    )
+    return [*lines[:limit], *more]
 
 
 def _html_table(header: tuple[str, str], rows: Sequence[tuple[str, str]], attr: str) -> str:
@@ -125,6 +137,11 @@ def _html_table(header: tuple[str, str], rows: Sequence[tuple[str, str]], attr: 
 def is_hidden(path: Path) -> bool:
     """True for dot-files, ``.ipynb_checkpoints``, ``__MACOSX`` and Office lock files."""
     return path.name.startswith(HIDDEN_PREFIXES)
+
+
+def stored_path(images_dir: Path, filename: str) -> Path:
+    """Where the stored file ``filename`` (``<sha256><ext>``) lives under ``images_dir``."""
+    return Path(images_dir) / filename[:2] / filename
 
 
 def describe(item: Any, index: int) -> str:
@@ -152,7 +169,7 @@ class Importer:
 
     def stored_path(self, filename: str) -> Path:
         """Where a stored file lives."""
-        return self.images_dir / filename[:2] / filename
+        return stored_path(self.images_dir, filename)
 
     def import_one(
         self, item: Any, name: str, tag_names: Sequence[str], report: ImportReport
@@ -295,7 +312,9 @@ def read_manifest(path: Path, report: ImportReport) -> list[tuple[Path, list[str
     """Parses a CSV manifest of ``path,tag[,tag...]`` rows.
 
     Relative paths are resolved against the manifest's folder; a header row whose first
-    cell is ``path`` (any case) is skipped; bad rows are rejected with their line number.
+    cell is ``path`` (any case) is skipped, and the columns it names ``image_id`` or
+    ``original_name`` (:data:`MANIFEST_INFO_COLUMNS`) describe the image instead of
+    tagging it; empty cells are no tag; bad rows are rejected with their line number.
     """
     path = Path(path)
     try:
@@ -311,11 +330,13 @@ def read_manifest(path: Path, report: ImportReport) -> list[tuple[Path, list[str
     if "\x00" in text:
         raise ImgClassError(f"{path}: manifest is binary, not CSV text")
     rows: list[tuple[Path, list[str]]] = []
+    info: set[int] = set()  # columns that are not tags
     for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         cells = [c.strip() for c in row]
         if not cells or not any(cells):
             continue
-        if line_no == 1 and cells[0].casefold() in ("path", "file", "filename", "image"):
+        if line_no == 1 and cells[0].casefold() in MANIFEST_PATH_HEADERS:
+            info = {k for k, c in enumerate(cells) if c.casefold() in MANIFEST_INFO_COLUMNS}
             continue
         if not cells[0]:
             report.rejected.append((f"{path.name}:{line_no}", "empty path cell"))
@@ -323,5 +344,6 @@ def read_manifest(path: Path, report: ImportReport) -> list[tuple[Path, list[str
         image_path = Path(cells[0]).expanduser()
         if not image_path.is_absolute():
             image_path = path.parent / image_path
-        rows.append((image_path, [c for c in cells[1:] if c]))
+        tags = [c for k, c in enumerate(cells) if k and c and k not in info]
+        rows.append((image_path, tags))
     return rows

@@ -38,6 +38,8 @@ __all__ = [
     "reconcile",
     "salvage",
     "stage_file",
+    "staging_folder",
+    "swap_in",
 ]
 
 STAGING_PREFIX = ".staging-"
@@ -136,10 +138,59 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def fsync_folder(folder: Path) -> None:
-    """Flushes every file of ``folder`` to disk (before the folder is renamed into place)."""
-    for path in folder.iterdir():
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
+    """Flushes every file under ``folder`` to disk (before the folder is renamed into place)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def staging_folder(final: Path) -> Path:
+    """A new empty folder beside ``final`` to write a whole folder into before
+    :func:`swap_in` puts it in place; stale ones of killed writers are removed (and an
+    old ``final`` a kill left aside between :func:`swap_in`'s renames goes back)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.old-*"):
+        if final.is_dir():  # a swap finished but for the clean-up
+            shutil.rmtree(stale, ignore_errors=True)
+        else:  # killed between the two renames: the old folder goes back first
+            os.replace(stale, final)
+    staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """Puts ``staging`` at ``final``, whose old contents are removed: one atomic exchange
+    where the OS has it (``renameat2``), else two renames whose gap
+    :func:`staging_folder` repairs."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging, ignore_errors=True)  # it holds the old folder now
+        return
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False when
+    the OS or file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
 
 
 def stage_file(final: Path, data: bytes) -> Path:

@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..data.importer import Importer, ImportReport, describe, read_manifest, walk_folder
+from ..data.export import ExportReport, export_dataset
+from ..data.importer import (
+    Importer,
+    ImportReport,
+    describe,
+    read_manifest,
+    stored_path,
+    walk_folder,
+)
 from ..data.integrity import (
     DELETING_PREFIX,
     RECOVERED_FOLDER,
@@ -252,6 +260,56 @@ class Project:
                         )
         return target
 
+    def export_dataset(
+        self,
+        path: str | os.PathLike,
+        format: str = "folder",
+        *,
+        include_untagged: bool = True,
+        overwrite: bool = False,
+    ) -> ExportReport:
+        """Writes the images and their tags out as a plain dataset that needs no
+        jupyter_imgclass: the stored files, byte for byte, under their original names.
+
+        ``"folder"`` (``<tag>/<file>``, untagged at the top) reads back with
+        :meth:`add_folder`; it holds one tag per image, so an image with several is
+        refused. ``"csv"`` (``images/`` + ``labels.csv``) reads back with :meth:`add_csv`,
+        every tag kept. ``"coco"`` is ``images/`` + ``annotations.json`` with image-level
+        annotations. The negative tag is written as a tag of its name: create it first in
+        a project you re-import into (:meth:`create_negative_tag`). Details in
+        :mod:`jupyter_imgclass.data.export`.
+
+        Args:
+            path: a new or empty folder, or an earlier export (with ``overwrite``).
+            format: ``"folder"``, ``"csv"`` or ``"coco"``.
+            include_untagged: write the untagged images too.
+            overwrite: replace an earlier export at ``path`` (nothing else is replaced).
+
+        Returns:
+            An :class:`~jupyter_imgclass.data.export.ExportReport`: images per tag, and
+            the images skipped because their stored file is missing or damaged.
+
+        Raises:
+            OptionError: an unknown format.
+            ProjectError: ``path`` is not empty (and not an earlier export with ``overwrite``).
+            TagError: ``"folder"`` and an image with several tags, or a tag that cannot
+                be a folder name.
+
+        Examples:
+            >>> project.export_dataset("data/fruit", "csv")  # doctest: +SKIP
+            >>> copy = ic.Project.create("projects/copy")  # doctest: +SKIP
+            >>> copy.add_csv("data/fruit/labels.csv")  # doctest: +SKIP
+        """
+        with self._writer_lock() if not self._store.readonly else nullcontext():
+            return export_dataset(
+                self._store,
+                self.root / "images",
+                path,
+                format,
+                include_untagged=include_untagged,
+                overwrite=overwrite,
+            )
+
     def close(self) -> None:
         """Stops running trainings and closes the database."""
         for run in self.runs:
@@ -341,7 +399,7 @@ class Project:
     def _record(self, row) -> ImageRecord:
         return ImageRecord(
             id=row.id,
-            path=self.root / "images" / row.filename[:2] / row.filename,
+            path=stored_path(self.root / "images", row.filename),
             source=row.source,
             tags=row.tags,
             width=row.width,
@@ -473,7 +531,7 @@ class Project:
         # between never leaves a row without its file or a file nobody accounts for.
         aside = []
         for row in rows:
-            path = self.root / "images" / row.filename[:2] / row.filename
+            path = stored_path(self.root / "images", row.filename)
             if path.exists():
                 moved = path.with_name(DELETING_PREFIX + path.name)
                 os.replace(path, moved)

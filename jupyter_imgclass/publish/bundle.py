@@ -37,7 +37,6 @@ import os
 import platform
 import re
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..data.images import DEFAULT_RESIZE, RESIZE_MODES
-from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder
+from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder, staging_folder, swap_in
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
 
@@ -303,7 +302,7 @@ def export_bundle(
 
     # Everything is written into a staging folder beside ``path`` and swapped in whole:
     # an interrupted export (or overwrite) leaves the old bundle as it was.
-    final, path = path, _staging_folder(path)
+    final, path = path, staging_folder(path)
     try:
         _write_bundle(
             path,
@@ -321,7 +320,7 @@ def export_bundle(
             onnx=onnx,
             head_input=head_input,
         )
-        _swap_in(path, final)
+        swap_in(path, final)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -411,51 +410,6 @@ def _bundle_or_remains(path: Path, overwrite: bool) -> bool:
         return True
     names = os.listdir(path)
     return overwrite and all(n in BUNDLE_FILES or n.startswith(TMP_PREFIX) for n in names)
-
-
-def _staging_folder(final: Path) -> Path:
-    """A new empty folder beside ``final``; stale ones of killed exports are removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in final.parent.glob(f".{final.name}.old-*"):
-        if final.is_dir():  # a swap finished but for the clean-up
-            shutil.rmtree(stale, ignore_errors=True)
-        else:  # killed between the two renames: the old bundle goes back first
-            os.replace(stale, final)
-    staging = final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    return staging
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Puts ``staging`` at ``final``: one atomic exchange where the OS has it
-    (``renameat2``), else two renames whose gap :func:`_staging_folder` repairs."""
-    if not final.exists():
-        os.replace(staging, final)
-        return
-    if _exchange(staging, final):
-        shutil.rmtree(staging, ignore_errors=True)  # it holds the old bundle now
-        return
-    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False when
-    the OS or file system cannot."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return result == 0
 
 
 # ---------------------------------------------------------------------------- load

@@ -161,19 +161,20 @@ def test_a_killed_overwrite_leaves_the_old_bundle_loadable(tmp_path, weights, ki
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {os.path.dirname(__file__)!r})
+import jupyter_imgclass.data.integrity as integrity
 import jupyter_imgclass.publish.bundle as bundle
 from test_bundle import export, small_cnn_weights
 point = {killed_at!r}
 if point == "written":  # every new file written, nothing swapped
-    bundle._swap_in = lambda staging, final: os.kill(os.getpid(), signal.SIGKILL)
+    bundle.swap_in = lambda staging, final: os.kill(os.getpid(), signal.SIGKILL)
 else:  # between the two renames of a system without an atomic exchange
-    bundle._exchange = lambda a, b: False
+    integrity._exchange = lambda a, b: False
     real = os.replace
     def replace(src, dst):
         real(src, dst)
         if ".old-" in str(dst):
             os.kill(os.getpid(), signal.SIGKILL)
-    bundle.os.replace = replace
+    integrity.os.replace = replace
 export({str(target)!r}, small_cnn_weights(3, seed=1), published_name="new", overwrite=True)
 """
     done = subprocess.run([sys.executable, "-c", script], timeout=300)
