@@ -743,6 +743,25 @@ PAD_FILL = (255, 255, 255)
 transparency."""
 
 
+RESIZE_WORDS = {
+    "squash": "squashed (aspect ratio not kept)",
+    "pad": "scaled to fit and centred on white (aspect ratio kept)",
+    "crop": "centre-cropped to a square",
+}
+"""Each mode of :data:`RESIZE_MODES` in the words the report, the bundle and the ONNX
+description use."""
+
+
+def describe_resize(size: int, resize: str) -> str:
+    """What the network sees, in words.
+
+    Examples:
+        >>> describe_resize(224, "pad")
+        '224x224 pixels, scaled to fit and centred on white (aspect ratio kept)'
+    """
+    return f"{size}x{size} pixels, {RESIZE_WORDS[check_resize(resize)]}"
+
+
 def check_resize(resize: Any, what: str = "resize") -> str:
     """``resize`` when it is one of :data:`RESIZE_MODES`, else a ``ValueError`` naming them.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import unreadable_reason
+from ..data.images import DEFAULT_RESIZE, unreadable_reason
 from ..data.labelled import LabelledSet
 
 __all__ = [
@@ -32,13 +32,20 @@ FEATURE_BATCH = 32
 
 FEATURE_BACKBONE = "efficientnet_lite0"
 """Whose features ``suggest`` and ``check`` use when no pretrained iteration exists."""
-FEATURE_RESIZE = "squash"
+FEATURE_RESIZE = DEFAULT_RESIZE
 """How :data:`FEATURE_BACKBONE` sees the images there (the data check's outlier and
 near-duplicate figures were measured on squashed images)."""
 
 
 def cached_features(
-    project: Any, model, spec, image_ids, size: int, on_progress=None, *, resize: str = "squash"
+    project: Any,
+    model,
+    spec,
+    image_ids,
+    size: int,
+    on_progress=None,
+    *,
+    resize: str = DEFAULT_RESIZE,
 ):
     """Backbone features ``[N, D]`` of ``image_ids`` at ``size`` pixels made square as
     ``resize`` says, computed once and cached; ``on_progress(done, total)`` while missing

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import describe_resize
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import DEFAULT_THRESHOLD, figure
 from .moved import moved
@@ -110,14 +111,8 @@ class Iteration:
         return str((self.evaluation.get("unlabelled") or {}).get("reason", ""))
 
     def input_text(self) -> str:
-        """What the network sees, in words: ``"224x224 pixels, padded with white (aspect
-        ratio kept)"``."""
-        how = {
-            "pad": "padded with white (aspect ratio kept)",
-            "crop": "centre-cropped",
-            "squash": "squashed (aspect ratio not kept)",
-        }[self.resize]
-        return f"{self.input_size}x{self.input_size} pixels, {how}"
+        """What the network sees, in words (:func:`.data.images.describe_resize`)."""
+        return describe_resize(self.input_size, self.resize)
 
     def choice_text(self) -> str:
         """How the backbone was chosen, in words ("" when the user named the network).

@@ -32,6 +32,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..data.export import ExportReport, export_dataset
+from ..data.images import DEFAULT_RESIZE
 from ..data.importer import (
     Importer,
     ImportReport,
@@ -554,7 +555,7 @@ class Project:
         im = self.image(image_id)
         return self.cache.thumbnail(im.sha256, im.path, size)
 
-    def array(self, image_id: int, size: int, resize: str = "squash") -> np.ndarray:
+    def array(self, image_id: int, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
         """The image as a uint8 ``[size, size, 3]`` array (cached), made square as
         ``resize`` says (``"squash"``, ``"pad"`` or ``"crop"``)."""
         im = self.image(image_id)

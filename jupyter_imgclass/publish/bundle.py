@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.images import DEFAULT_RESIZE, RESIZE_MODES
+from ..data.images import DEFAULT_RESIZE, RESIZE_MODES, describe_resize
 from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder, staging_folder, swap_in
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
@@ -132,25 +132,6 @@ def _normalise_tags(tags: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
-def _resize_text(pre: Mapping[str, Any]) -> str:
-    """How the bundle's README says images become the square (``preprocessing.resize``).
-
-    Examples:
-        >>> _resize_text({"input_size": 224, "resize": "pad"})
-        'scaled so that the longer side is 224 pixels and centred on a white 224x224 square'
-    """
-    size = pre.get("input_size")
-    resize = pre.get("resize", DEFAULT_RESIZE)
-    if resize == "pad":
-        return (
-            f"scaled so that the longer side is {size} pixels and centred on a white "
-            f"{size}x{size} square"
-        )
-    if resize == "crop":
-        return f"the centre square cut out and scaled to {size}x{size} pixels"
-    return f"resized (squashed) to {size}x{size} pixels"
-
-
 def _readme(meta: Mapping[str, Any]) -> str:
     pre = meta["preprocessing"]
     version = meta["versions"].get("jupyter_imgclass", "")
@@ -197,7 +178,8 @@ def _readme(meta: Mapping[str, Any]) -> str:
         "",
         "## Preprocessing",
         "",
-        f"RGB (transparency on white), {_resize_text(pre)}, "
+        "RGB (transparency on white), made "
+        f"{describe_resize(pre.get('input_size'), pre.get('resize', DEFAULT_RESIZE))}, "
         f"`x / 255`, then `(x - mean) / std` with mean {pre.get('mean')} and std {pre.get('std')}, "
         "NHWC layout. The resize is antialiased bilinear (Pillow's `Image.resize` with "
         "`BILINEAR`).",

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import DEFAULT_RESIZE, check_resize, describe_resize
 from ..data.integrity import atomic_write
 from ..errors import BundleError
 
@@ -611,13 +612,6 @@ def _inference_function(
     return forward, int(input_size or getattr(module, "input_size", None) or spec.input_size)
 
 
-_RESIZE_NOTES = {
-    "squash": "stretched to the square",
-    "pad": "the longer side scaled to the square, centred on white",
-    "crop": "the centre square, scaled",
-}
-
-
 def export_onnx(
     path: str | os.PathLike[str],
     *,
@@ -649,9 +643,12 @@ def export_onnx(
         BundleError: the network uses an operation the translator does not support.
     """
     requested = (preprocessing or {}).get("input_size")
-    resize = (preprocessing or {}).get("resize", "squash")
-    if resize not in _RESIZE_NOTES:
-        raise BundleError(f"preprocessing resize {resize!r}: one of {', '.join(_RESIZE_NOTES)}")
+    try:
+        resize = check_resize(
+            (preprocessing or {}).get("resize", DEFAULT_RESIZE), "preprocessing resize"
+        )
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     forward, size = _inference_function(
         model_name, num_classes, kind, weights, requested, head_input
     )
@@ -675,7 +672,7 @@ def export_onnx(
             "layout": "NHWC",
             "channel_order": "RGB",
             "resize": resize,
-            "note": f"make each image {size} x {size} first ({_RESIZE_NOTES[resize]}); "
+            "note": f"make each image {describe_resize(size, resize)} first; "
             "normalisation is inside the graph",
         },
         "output": {

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import jupyter_imgclass as ic
+from jupyter_imgclass.data.images import describe_resize
 from jupyter_imgclass.data.labelled import stratified_split
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
@@ -482,7 +483,8 @@ def test_the_resize_mode_travels_with_the_model_to_bundle_onnx_and_endpoint(tmp_
     assert ic.TrainOptions().resize == "squash"
     it = p.train(model="efficientnet_lite0", resize="pad").wait(timeout=600)
     assert it.resize == "pad" and it.record.preprocessing["resize"] == "pad"
-    assert it.input_text() == "224x224 pixels, padded with white (aspect ratio kept)"
+    assert it.input_text() == describe_resize(224, "pad")
+    assert "centred on white (aspect ratio kept)" in it.input_text()
     # the cache holds the padded arrays and features it trained on
     assert (p.path / "cache" / "features" / "efficientnet_lite0-224-pad").is_dir()
     probe = _wide(COLOURS["green"], 99)
@@ -500,7 +502,9 @@ def test_the_resize_mode_travels_with_the_model_to_bundle_onnx_and_endpoint(tmp_
     assert model.resize == "pad"
     meta = json.loads((folder / "model.json").read_text())
     assert meta["preprocessing"]["resize"] == meta["onnx"]["input"]["resize"] == "pad"
-    assert "longer side is 224 pixels" in (folder / "README.md").read_text()
+    assert (
+        "224x224 pixels, scaled to fit and centred on white" in (folder / "README.md").read_text()
+    )
     from_bundle = {x.tag: x.probability for x in model.predict(body)}
     np.testing.assert_allclose([from_bundle[t] for t in it.classes], want, atol=1e-5)
     onnx_probs = onnx_predict(folder / "model.onnx", load_rgb(body, 224, resize="pad")[None])
