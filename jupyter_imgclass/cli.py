@@ -19,6 +19,7 @@ from .training.events import ENDED, Event
 from .training.options import TrainOptions, choices_of, option_fields
 from .vocabulary import EXPORT_FORMATS, KINDS, figure
 
+ITERATION_HELP = "which iteration: a number or its name (Iteration2); the latest by default"
 DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
 EXAMPLES = """examples:
   jupyter-imgclass train photos/ --project projects/fruit --json
@@ -165,36 +166,134 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def cmd_predict(args) -> int:
-    from .errors import BadImageError
+PREDICT_CHUNK = 16
+"""Images per call to the predictor in ``predict`` (one forward pass each)."""
+PREDICT_OUTPUTS = (".csv", ".jsonl")
+
+
+def _open_model(args):
+    """``(model, label, close)`` for ``predict``: a bundle folder (it has ``model.json``)
+    through ``ic.load_model``, else a project's iteration (``--iteration``, the latest
+    by default)."""
+    from .publish.bundle import METADATA_FILE, load_model
+
+    source = Path(args.model)
+    if (source / METADATA_FILE).is_file():
+        if args.iteration is not None:
+            raise ImgClassError(
+                f"--iteration {args.iteration}: {source} is a bundle, which holds one iteration"
+            )
+        model = load_model(source)
+        return model, f"bundle {source} ({model.published_name or model.model_name})", None
     from .project import Project
 
-    with Project.open(args.project) as project:
+    project = Project.open(source, readonly=True)
+    try:
         iteration = project.iteration(args.iteration)
-        failures = 0
-        for path in _expand(args.paths):
-            try:
-                preds = iteration.predict(str(path))
-            except (BadImageError, OSError) as exc:
-                failures += 1
-                reason = str(exc)
-                if args.json:
-                    print(json.dumps({"path": str(path), "error": reason}), flush=True)
-                else:
-                    print(f"{path}: error: {reason}", flush=True)
-                continue
-            if args.json:
+    except BaseException:
+        project.close()
+        raise
+    return iteration, f"{iteration.published_name} of project {project.name}", project.close
+
+
+def _predict_rows(predictor, paths):
+    """``(path, predictions or None, error or None)`` per path, in order: a chunk of
+    :data:`PREDICT_CHUNK` images per forward pass, one at a time where a chunk has an
+    image that cannot be read (so every other image of it is still answered)."""
+    from .errors import BadImageError
+
+    for start in range(0, len(paths), PREDICT_CHUNK):
+        chunk = paths[start : start + PREDICT_CHUNK]
+        try:
+            results = predictor.predict([str(p) for p in chunk])
+        except (BadImageError, OSError):
+            for path in chunk:
+                try:
+                    yield path, predictor.predict([str(path)])[0], None
+                except (BadImageError, OSError) as exc:
+                    yield path, None, str(exc)
+            continue
+        yield from ((path, preds, None) for path, preds in zip(chunk, results, strict=True))
+
+
+def _prediction_json(p, thresholds) -> dict:
+    """One prediction as the hosted API names its fields, with the tag's threshold."""
+    out = {"tagName": p.tag, "probability": round(float(p.probability), 6)}
+    if p.above_threshold is not None:
+        out["threshold"] = thresholds.get(p.tag)
+        out["aboveThreshold"] = p.above_threshold
+    return out
+
+
+def _prediction_text(p) -> str:
+    """``cat 0.970 (above threshold)``: a tag, its probability, and whether it passes."""
+    return f"{p.tag} {p.probability:.3f}" + (" (above threshold)" if p.above_threshold else "")
+
+
+def _predictions_csv(rows, tags) -> str:
+    """``path,error,tag,probability,aboveThreshold`` and one probability column per tag
+    (the top tag in ``tag``; ``aboveThreshold`` empty for a model without thresholds)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "error", "tag", "probability", "aboveThreshold", *tags])
+    for path, preds, error in rows:
+        if preds is None:
+            writer.writerow([str(path), error, "", "", "", *([""] * len(tags))])
+            continue
+        by_tag = {p.tag: p.probability for p in preds}
+        top = preds[0]
+        above = "" if top.above_threshold is None else str(top.above_threshold).lower()
+        writer.writerow(
+            [str(path), "", top.tag, f"{top.probability:.6f}", above]
+            + [f"{by_tag[t]:.6f}" for t in tags]
+        )
+    return buffer.getvalue()
+
+
+def cmd_predict(args) -> int:
+    from .data.integrity import atomic_write
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in PREDICT_OUTPUTS:
+        raise ImgClassError(
+            f"--output {output}: the name must end in {' or '.join(PREDICT_OUTPUTS)} "
+            "(the format follows it)"
+        )
+    model, label, close = _open_model(args)
+    try:
+        predictor = model.predictor
+        thresholds = dict(predictor.thresholds)
+        shown = ", ".join(f"{t} {thresholds[t]:.2f}" for t in predictor.tags if t in thresholds)
+        _say(args, f"{label}: thresholds {shown or 'none'}")
+        rows, records = [], []
+        for path, preds, error in _predict_rows(predictor, _expand(args.paths)):
+            rows.append((path, preds, error))
+            if preds is None:
+                record = {"path": str(path), "error": error}
+                text = f"{path}: error: {error}"
+            else:
                 record = {
                     "path": str(path),
-                    "predictions": [
-                        {"tagName": p.tag, "probability": round(float(p.probability), 6)}
-                        for p in preds
-                    ],
+                    "predictions": [_prediction_json(p, thresholds) for p in preds],
                 }
-                print(json.dumps(record), flush=True)
+                text = f"{path}: " + ", ".join(_prediction_text(p) for p in preds[:3])
+            records.append(record)
+            if output is None:
+                print(json.dumps(record) if args.json else text, flush=True)
+        failures = sum(preds is None for _, preds, _ in rows)
+        if output is not None:
+            if output.suffix.lower() == ".jsonl":
+                content = "".join(json.dumps(record) + "\n" for record in records)
             else:
-                best = ", ".join(f"{p.tag} {p.probability:.3f}" for p in preds[:3])
-                print(f"{path}: {best}", flush=True)
+                content = _predictions_csv(rows, predictor.tags)
+            atomic_write(output, content.encode())
+            _say(args, f"{len(rows)} images ({failures} failed) written to {output}")
+    finally:
+        if close is not None:
+            close()
     return 1 if failures and args.strict else 0
 
 
@@ -452,17 +551,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     p = command("predict", help="predict tags for images or folders")
-    p.add_argument("project")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--iteration", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("model", help="a project folder, or a bundle folder written by `export`")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--iteration", default=None, help=ITERATION_HELP)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON line per image: tagName, probability, threshold, aboveThreshold",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write every answer to FILE instead of stdout: .csv (a row per image, a column "
+        "per tag) or .jsonl (the --json lines)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any image failed")
     p.set_defaults(func=cmd_predict)
 
     e = command("export", help="write a portable model bundle")
     e.add_argument("project")
     e.add_argument("--out", required=True)
-    e.add_argument("--iteration", type=int, default=None)
+    e.add_argument("--iteration", default=None, help=ITERATION_HELP)
     e.add_argument("--onnx", action="store_true")
     e.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -516,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a name clients reach the server by, besides the bind address (repeatable)",
     )
-    s.add_argument("--iteration", type=int, default=None)
+    s.add_argument("--iteration", default=None, help=ITERATION_HELP)
     s.add_argument(
         "--project-id",
         default=None,

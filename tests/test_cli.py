@@ -195,3 +195,69 @@ def test_cli_train_arguments_are_the_train_options_checked_before_the_import(tmp
         done = _cli("train", str(folder), "--project", str(project), *bad, timeout=60)
         assert done.returncode != 0 and says in done.stderr, (bad, done.stderr)
         assert not project.exists(), bad  # refused before anything was imported
+
+
+def test_cli_predict_reads_a_bundle_or_a_project_and_writes_csv_and_jsonl(
+    trained_project, tmp_path
+):
+    import csv
+    import shutil
+
+    root = tmp_path / "proj"
+    shutil.copytree(trained_project, root)
+    with ic.Project.open(root) as p:
+        it = p.iteration()
+        it.set_thresholds({"red": 0.3, "blue": 0.9})
+        it.export(tmp_path / "bundle")
+        images = tmp_path / "images"
+        (images / "more").mkdir(parents=True)
+        names = []
+        for k, colour in enumerate(["red", "red", "blue", "red", "blue"]):
+            path = images / ("more" if k == 4 else "") / f"{k}-{colour}.png"
+            path.write_bytes(_png(COLOURS[colour], 500 + k))
+            names.append(path)
+        (images / "2-broken.png").write_bytes(b"not an image at all")
+        want = {str(n): {x.tag: x.probability for x in it.predict(n.read_bytes())} for n in names}
+
+    out = _cli("predict", tmp_path / "bundle", images, "--json")
+    assert out.returncode == 0, out.stderr
+    assert "thresholds blue 0.90, red 0.30" in out.stderr and "bundle" in out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 6
+    broken = [x for x in lines if "error" in x]
+    assert len(broken) == 1 and broken[0]["path"].endswith("2-broken.png")
+    for line in lines:
+        if "error" in line:
+            continue
+        got = {x["tagName"]: x for x in line["predictions"]}
+        for tag, probability in want[line["path"]].items():
+            assert abs(got[tag]["probability"] - probability) <= 1e-5
+        assert got["red"]["threshold"] == 0.3 and got["blue"]["threshold"] == 0.9
+        assert got["red"]["aboveThreshold"] == (got["red"]["probability"] >= 0.3)
+
+    jsonl = tmp_path / "answers.jsonl"
+    out = _cli("predict", root, images, "--iteration", "Iteration1", "--output", jsonl, "--strict")
+    assert out.returncode == 1 and "6 images (1 failed) written" in out.stderr  # --strict
+    assert out.stdout == ""
+    assert [json.loads(x) for x in jsonl.read_text().splitlines()] == lines
+
+    table = tmp_path / "answers.csv"
+    out = _cli("predict", root, *names, "--output", table)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert [r["path"] for r in rows] == [str(n) for n in names]
+    for row in rows:
+        probs = {t: float(row[t]) for t in ("red", "blue")}
+        assert row["tag"] == max(probs, key=probs.get) and row["error"] == ""
+        assert abs(probs["red"] - want[row["path"]]["red"]) <= 1e-5
+        threshold = 0.3 if row["tag"] == "red" else 0.9
+        assert row["aboveThreshold"] == str(float(row["probability"]) >= threshold).lower()
+
+    for args, reason in [
+        ((root, images, "--output", tmp_path / "answers.txt"), "--output"),
+        ((tmp_path / "bundle", images, "--iteration", "1"), "is a bundle"),
+        ((root, images, "--iteration", "Iteration9"), "not found"),
+    ]:
+        out = _cli("predict", *args)
+        assert out.returncode == 2 and reason in out.stderr, out.stderr
+    assert not (tmp_path / "answers.txt").exists()

@@ -789,19 +789,20 @@ class Project:
             out.append(cached)
         return out
 
-    def iteration(self, number: int | None = None):
-        """One iteration by number (the latest when None)."""
+    def iteration(self, number: int | str | None = None):
+        """One iteration: the latest when None, else by number (``2`` or ``"2"``) or by the
+        name its answers and routes carry (``"Iteration2"``, its published name)."""
         its = self.iterations
         if not its:
             raise ImgClassError(f"{self.name}: no trained iteration yet; run project.train()")
         if number is None:
             return its[-1]
+        wanted = str(number).strip()
         for it in its:
-            if it.number == int(number):
+            if wanted in (str(it.number), it.name, it.published_name):
                 return it
-        raise ImgClassError(
-            f"iteration {number!r}: not found (have {', '.join(str(i.number) for i in its)})"
-        )
+        have = ", ".join(f"{i.number} ({i.published_name})" for i in its)
+        raise ImgClassError(f"iteration {number}: not found (have {have})")
 
     # ------------------------------------------------------------------ what to do next
     def suggest(
