@@ -64,6 +64,7 @@ __all__ = [
     "__version__",
     "data_check",
     "datasets",
+    "import_customvision",
     "labeller",
     "load_model",
     "models",
@@ -225,6 +226,10 @@ def __getattr__(name: str):
         from .publish.bundle import load_model
 
         return load_model
+    if name == "import_customvision":
+        from .project.customvision import import_customvision
+
+        return import_customvision
     if name in _WIDGET_CLASSES:
         from . import widgets
 

@@ -26,7 +26,10 @@ EXAMPLES = """examples:
   jupyter-imgclass predict projects/fruit new/ --json
   jupyter-imgclass export projects/fruit --out bundle/ --onnx
   jupyter-imgclass export-dataset projects/fruit data/fruit --format csv
+  jupyter-imgclass import-customvision --endpoint URL --training-key-file key.txt \\
+      --project-id GUID --out projects/from-azure
   jupyter-imgclass serve bundle/ --port 8000 --key SECRET
+  jupyter-imgclass dockerfile bundle/
   jupyter-imgclass demo
 
 Progress goes to stderr, results to stdout."""
@@ -319,6 +322,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import_customvision(args) -> int:
+    from .project.customvision import TRAINING_KEY_ENV, import_customvision
+    from .publish.serve import read_key
+
+    key = read_key(None, args.training_key_file) if args.training_key_file else None
+    key = key or os.environ.get(TRAINING_KEY_ENV)
+    if not key:
+        raise ImgClassError(
+            f"training key: give --training-key-file FILE or set ${TRAINING_KEY_ENV}"
+        )
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            _say(args, f"images {done}/{total}")
+
+    report = import_customvision(
+        args.endpoint, key, args.project_id, args.out, on_progress=progress
+    )
+    print(json.dumps(report.to_json()) if args.json else repr(report))
+    return 0 if report.complete else 1
+
+
 def cmd_backup(args) -> int:
     from .project import Project
 
@@ -576,6 +601,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(func=cmd_export)
+
+    m = command(
+        "import-customvision",
+        help="bring a hosted Custom Vision project here: images, tags (Negative too), untagged",
+    )
+    m.add_argument(
+        "--endpoint",
+        required=True,
+        help="the resource's endpoint, https://<resource>.cognitiveservices.azure.com",
+    )
+    m.add_argument(
+        "--training-key-file",
+        metavar="FILE",
+        help="a file whose first line is the training key (default: $IMGCLASS_TRAINING_KEY)",
+    )
+    m.add_argument("--project-id", required=True, help="the hosted project's id (a GUID)")
+    m.add_argument(
+        "--out",
+        required=True,
+        help="the project folder to create; run again with the same folder to resume",
+    )
+    m.add_argument(
+        "--json", action="store_true", help="print one JSON object (counts, failures) on stdout"
+    )
+    m.set_defaults(func=cmd_import_customvision)
 
     b = command("backup", help="copy a project, safely even while a kernel has it open")
     b.add_argument("project")

@@ -456,12 +456,21 @@ class Project:
             on_added=lambda ids: self._emit("images_added", ids=ids),
         )
 
-    def add_images(self, items: Iterable[Any], tags: Sequence[Any] | None = None) -> ImportReport:
+    def add_images(
+        self,
+        items: Iterable[Any],
+        tags: Sequence[Any] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ) -> ImportReport:
         """Adds images given as paths, bytes, PIL images or numpy arrays.
 
         Args:
             items: the images; a single item is accepted too.
             tags: None (untagged), one list of tag names for every item, or one list per item.
+            names: one name per item, what the report calls it and, for an item that is not
+                a path, the source its record keeps (``ImageRecord.source``); by default a
+                path itself, else ``"item <k> (<type>)"``.
 
         Returns:
             An :class:`ImportReport`; bad items are listed in ``.rejected`` with the reason.
@@ -475,10 +484,12 @@ class Project:
             items = [items]
         items = list(items)
         per_item = _per_item_tags(tags, len(items))
+        if names is not None and len(names) != len(items):
+            raise ImgClassError(f"names: {len(names)} names for {len(items)} images")
         report = ImportReport()
         triples = []
         for k, (item, item_tags) in enumerate(zip(items, per_item, strict=True)):
-            name = describe(item, k)
+            name = describe(item, k) if names is None else str(names[k])
             try:
                 self._check_rule(item_tags)
             except TagError as exc:
