@@ -37,6 +37,22 @@ def small_cnn_weights(num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
     return model_to_weights(module)
 
 
+def small_cnn_bundle(folder: Path, tags, **metadata) -> Path:
+    """A bundle of seeded random small_cnn weights for ``tags`` (names, or hosted-style
+    ``{"id", "name"}`` dicts), multiclass; ``metadata`` goes to ``export_bundle``."""
+    from jupyter_imgclass.publish.bundle import export_bundle
+
+    return export_bundle(
+        folder,
+        model_name="small_cnn",
+        tags=list(tags),
+        kind="multiclass",
+        weights=small_cnn_weights(len(tags)),
+        preprocessing=models.get("small_cnn").to_json(),
+        **metadata,
+    )
+
+
 def image_bytes(seed: int, size=(40, 30), fmt: str = "PNG") -> bytes:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)

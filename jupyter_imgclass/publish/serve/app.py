@@ -1,17 +1,16 @@
-"""The FastAPI app: the prediction routes as an ``APIRouter``, the key as a ``Security``
-dependency, the bounded body and the model lookup as dependencies, the model and the
-batcher on ``app.state`` (loaded in the lifespan, never at import)."""
+"""The FastAPI app: the prediction routes as an ``APIRouter`` (their dependencies in
+``deps``, the batch route's reading and answer in ``batch``), the probes and ``/metrics``
+in ``health``, the model and the batcher on ``app.state`` (loaded in the lifespan, never
+at import; warmed up in the background while ``/readyz`` answers 503)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,25 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .body import drain, form_image, image_to_array, read_body
+from .batch import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_IMAGES, answer_batch, batch_images
+from .body import drain, image_to_array
 from .browsers import BrowserGuard, check_origin
+from .deps import (
+    ServiceSettings,
+    hosted_model,
+    require_key,
+    served_iteration,
+    uploaded_image,
+    url_image,
+)
 from .errors import RequestError, error_response
+from .health import health_routes, metrics_routes
 from .model import MicroBatcher, ModelInfo, call_logger, prediction
+from .observe import RequestObserver, ServiceMetrics
 from .urls import UrlFetcher, parse_prefix
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_PIXELS", "HOSTED_ROOT", "create_app"]
@@ -37,8 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 6_000_000
 DEFAULT_MAX_PIXELS = 24_000_000
 """Non-JPEG images over this are refused from their header (a JPEG decodes reduced)."""
-HOSTED_VERSIONS = ("v3.0", "v3.1")
-"""The hosted prediction API versions whose routes the service answers."""
 HOSTED_ROOT = "/customvision/{version}/{prediction}/{project_id}/classify/iterations/{name}"
 SHORT_ROOT = "/classify/iterations/{name}"
 DEFAULT_DRAIN_BYTES = 64 << 20
@@ -46,22 +53,6 @@ DEFAULT_DRAIN_BYTES = 64 << 20
 413 is sent, so that clients which send the whole body before reading get it."""
 KEYLESS_BODY_BYTES = 64 << 10
 """A request without a valid key is answered after reading at most this much of its body."""
-URL_BODY_BYTES = 64 << 10
-"""The largest JSON body of a classify-by-URL request."""
-
-
-@dataclass(frozen=True)
-class ServiceSettings:
-    """What ``create_app`` was told, on ``app.state.settings`` for the dependencies."""
-
-    key: str | None
-    max_body_bytes: int
-    max_pixels: int
-    drain_limit_bytes: int
-    keyless_body_bytes: int
-    log_callback: Callable[[bytes, dict], Any] | None
-    allowed_urls: list = field(default_factory=list)
-    url_timeout_s: float = 10.0
 
 
 def create_app(
@@ -83,6 +74,10 @@ def create_app(
     batch_window_s: float = 0.005,
     max_batch: int = 32,
     warmup: bool = False,
+    max_batch_images: int = DEFAULT_MAX_BATCH_IMAGES,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    metrics: bool = True,
+    access_log: bool = False,
 ) -> FastAPI:
     """Builds the FastAPI prediction app.
 
@@ -115,8 +110,19 @@ def create_app(
             pass the bind address and ``--host-name``).
         batch_window_s: how long a request waits for others to share its batch.
         max_batch: the largest batch run on the model.
-        warmup: run the model once per batch size (powers of two up to ``max_batch``)
-            before accepting requests, so no request waits for a compilation.
+        warmup: run the model once per batch size (powers of two up to ``max_batch``
+            and ``max_batch_images``) in the background once the server accepts
+            requests; ``/readyz`` answers 503 until it is done (``/healthz`` answers 200
+            at once). Requests arriving earlier are answered after it. Without it,
+            ``/readyz`` answers 200 as soon as the model is loaded.
+        max_batch_images: most images in one request to the batch route (``.../images``).
+        max_batch_bytes: largest body of a batch request; each of its images is held to
+            ``max_body_bytes`` and ``max_pixels`` as a single upload is.
+        metrics: answer ``GET /metrics`` (Prometheus text, no key needed; a registry of
+            this app's own).
+        access_log: write one JSON line per request to the ``jupyter_imgclass.access``
+            logger (time, method, path without the query, status, duration, client; never
+            a header, so never the key).
 
     Returns:
         A ``fastapi.FastAPI`` app; run it with uvicorn or :func:`serve_in_background`.
@@ -131,7 +137,10 @@ def create_app(
         log_callback=log_callback,
         allowed_urls=[parse_prefix(p) for p in allow_urls],
         url_timeout_s=url_timeout_s,
+        max_batch_images=max_batch_images,
+        max_batch_bytes=max_batch_bytes,
     )
+    observed = ServiceMetrics() if metrics else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,19 +150,22 @@ def create_app(
 
             loaded = await run_in_threadpool(load_model, Path(model))
         info = ModelInfo(loaded, published_name, project_name, project_id)
-        if warmup:
-            # Compile every batch size the micro-batcher can produce before the first request.
-            sizes = sorted({min(2**i, max_batch) for i in range(max_batch.bit_length() + 1)})
-            for n in sizes:
-                blank = np.zeros((n, info.input_size, info.input_size, 3), np.uint8)
-                await run_in_threadpool(info.model.predict_arrays, blank)
         batcher = MicroBatcher(info.model.predict_arrays, batch_window_s, max_batch)
         batcher.start()
+        if observed is not None:
+            observed.describe(info, batcher)
         fetcher = UrlFetcher(settings.allowed_urls, max_body_bytes, url_timeout_s)
         app.state.info, app.state.batcher, app.state.fetcher = info, batcher, fetcher
+        app.state.readiness = "warming up" if warmup else "ready"
+        sizes = warmup_sizes(max(max_batch, max_batch_images)) if warmup else []
+        warming = asyncio.get_running_loop().create_task(warm_up(app, sizes))
         try:
             yield
         finally:
+            app.state.readiness = "shutting down"
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
             fetcher.close()
             await batcher.close()
 
@@ -164,6 +176,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = observed
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -182,9 +195,39 @@ def create_app(
             allow_methods=["POST", "GET"],
             allow_headers=["Prediction-Key", "Content-Type"],
         )
+    if observed is not None or access_log:
+        app.add_middleware(RequestObserver, metrics=observed, access_log=access_log)
     app.include_router(prediction_routes)
     app.include_router(health_routes)
+    if observed is not None:
+        app.include_router(metrics_routes)
     return app
+
+
+def warmup_sizes(largest: int) -> list[int]:
+    """The batch sizes the warm-up runs: powers of two up to ``largest``, and it.
+
+    Examples:
+        >>> warmup_sizes(48)
+        [1, 2, 4, 8, 16, 32, 48]
+    """
+    return sorted({min(2**i, largest) for i in range(largest.bit_length() + 1)})
+
+
+async def warm_up(app: FastAPI, sizes: Sequence[int]) -> None:
+    """Runs a blank batch of each size on the model's worker thread (so it compiles
+    before traffic arrives), then marks the app ready; a failure leaves it not ready."""
+    info: ModelInfo = app.state.info
+    try:
+        for n in sizes:
+            blank = np.zeros((n, info.input_size, info.input_size, 3), np.uint8)
+            await app.state.batcher.run(blank, count=False)
+    except Exception as exc:  # the model cannot run: /readyz says so, the log has why
+        incident = uuid.uuid4().hex[:12]
+        log.error("warm-up failed (incident %s)", incident, exc_info=exc)
+        app.state.readiness = f"warm-up failed (incident {incident}; the log has the details)"
+        return
+    app.state.readiness = "ready"
 
 
 # ------------------------------------------------------------------------ error answers
@@ -219,101 +262,6 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-# ------------------------------------------------------------------------ dependencies
-
-prediction_key = APIKeyHeader(
-    name="Prediction-Key", auto_error=False, description="the key set with serve --key-file"
-)
-
-
-async def require_key(request: Request, given: str | None = Security(prediction_key)) -> None:
-    """Checks ``Prediction-Key`` in constant time when the service has a key."""
-    key = request.app.state.settings.key
-    if key is None:
-        return
-    if given is None:
-        raise RequestError(401, "Unauthorized", "missing Prediction-Key header")
-    if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-        raise RequestError(403, "Forbidden", "wrong Prediction-Key")
-
-
-def served_iteration(request: Request, name: str) -> ModelInfo:
-    """The model, when ``name`` is its published iteration name."""
-    info: ModelInfo = request.app.state.info
-    if name != info.published_name:
-        raise RequestError(
-            404,
-            "NotFoundIteration",
-            f"iteration {name!r} is not published here; use {info.published_name!r}",
-        )
-    return info
-
-
-def hosted_model(
-    request: Request, version: str, prediction: str, project_id: str, name: str
-) -> ModelInfo:
-    """The model for a hosted route: its version, casing and project id checked."""
-    info: ModelInfo = request.app.state.info
-    if version not in HOSTED_VERSIONS or prediction not in ("Prediction", "prediction"):
-        raise RequestError(
-            404,
-            "NotFound",
-            f"no route /customvision/{version}/{prediction}/...; this server answers "
-            f"{' and '.join(HOSTED_VERSIONS)} (Prediction or prediction)",
-        )
-    if project_id.lower() != info.project_id:
-        raise RequestError(
-            404,
-            "NotFoundProject",
-            f"project {project_id!r} is not served here (this server answers to project id "
-            f"{info.project_id}; `serve --project-id` sets it)",
-        )
-    return served_iteration(request, name)
-
-
-async def uploaded_image(request: Request) -> bytes:
-    """The image of an upload: the raw body or a form's ``imageData`` part, bounded."""
-    settings: ServiceSettings = request.app.state.settings
-    ctype = request.headers.get("content-type", "application/octet-stream")
-    media = ctype.split(";", 1)[0].strip().lower()
-    accepted = media in ("multipart/form-data", "application/octet-stream")
-    if not (accepted or media.startswith("image/")):
-        raise RequestError(
-            415,
-            "UnsupportedMediaType",
-            f"content type {media!r} is not accepted; send application/octet-stream, "
-            "image/* or multipart/form-data",
-        )
-    body = await read_body(request, settings.max_body_bytes, settings.drain_limit_bytes)
-    if media == "multipart/form-data":
-        body = form_image(ctype, body)
-    if not body:
-        raise RequestError(400, "BadRequestImageStream", "the request holds no image bytes")
-    return body
-
-
-async def url_image(request: Request) -> bytes:
-    """The image at the body's ``{"url": ...}``, fetched when an allowed prefix covers it."""
-    settings: ServiceSettings = request.app.state.settings
-    if not settings.allowed_urls:
-        raise RequestError(
-            400,
-            "BadRequestImageUrl",
-            "classify by URL is off on this server; start it with --allow-url PREFIX "
-            "(e.g. --allow-url https://images.example.com/) or create_app(allow_urls=[...])",
-        )
-    raw = await read_body(request, URL_BODY_BYTES, settings.drain_limit_bytes)
-    try:
-        url = json.loads(raw)["url"] if raw else None
-    except (ValueError, TypeError, KeyError):
-        url = None
-    if not isinstance(url, str) or not url:
-        raise RequestError(
-            400, "BadRequestImageUrl", 'the body must be JSON {"url": "https://..."}'
-        )
-    return await request.app.state.fetcher.fetch(url)
-
-
 # ------------------------------------------------------------------------ routes
 
 
@@ -334,32 +282,42 @@ async def answer(request: Request, info: ModelInfo, body: bytes, store: bool) ->
 RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"description": d}
     for s, d in {
-        400: "empty body, bad form, undecodable image, or a URL refused",
+        400: "empty body, bad form, undecodable image, a URL refused, or a batch that is "
+        "empty or holds too many images",
         401: "missing Prediction-Key",
         403: "wrong Prediction-Key, or a cross-origin request",
         404: "unknown project id or iteration name",
-        413: "body or image too large",
+        413: "body or image too large (or a batch over its total bytes)",
         415: "unsupported content type",
         429: "too many large images or URL fetches at once",
     }.items()
 }
 
 
-def _endpoint(find: Callable, read: Callable, store: bool, what: str) -> Callable:
+def _endpoint(find: Callable, read: Callable, store: bool, what: str, reply=None) -> Callable:
+    """A route's function: the model from ``find``, the body from ``read``, answered by
+    ``reply`` (:func:`answer` by default; :func:`batch.answer_batch` for the batch route)."""
+    reply = reply or answer
+
     async def endpoint(
         request: Request,
         info: ModelInfo = Depends(find),  # noqa: B008 (FastAPI's idiom)
-        body: bytes = Depends(read),  # noqa: B008
+        body: Any = Depends(read),  # noqa: B008
     ) -> JSONResponse:
-        return await answer(request, info, body, store)
+        return await reply(request, info, body, store)
 
-    endpoint.__doc__ = f"Classifies {what}" + ("." if store else "; the image is not kept.")
+    endpoint.__doc__ = f"Classifies {what}" + ("." if store else "; nothing sent is kept.")
     return endpoint
 
 
 prediction_routes = APIRouter(dependencies=[Security(require_key)], responses=RESPONSES)
 _UPLOAD = "one image sent as raw bytes or a multipart ``imageData`` part"
 _BY_URL = 'the image at ``{"url": ...}`` (allowed prefixes only)'
+_BATCH = (
+    'several images, as multipart ``imageData`` parts or JSON ``{"images": ["<base64>", '
+    "...]}``, run on the model as one batch; one answer per image, in order, a broken "
+    "image answered by its own error entry"
+)
 for _root, _find, _reads in (
     (SHORT_ROOT, served_iteration, (("image", uploaded_image, _UPLOAD),)),
     (
@@ -368,33 +326,16 @@ for _root, _find, _reads in (
         (("image", uploaded_image, _UPLOAD), ("url", url_image, _BY_URL)),
     ),
 ):
-    for _suffix, _read, _what in _reads:
-        for _store in (True, False):
-            _path = f"{_root}/{_suffix}" + ("" if _store else "/nostore")
+    for _store in (True, False):
+        _tail = "" if _store else "/nostore"
+        for _suffix, _read, _what in _reads:
+            _path = f"{_root}/{_suffix}{_tail}"
             prediction_routes.add_api_route(
                 _path, _endpoint(_find, _read, _store, _what), methods=["POST"], name=_path
             )
-
-health_routes = APIRouter()
-
-
-@health_routes.get("/health")
-async def health(request: Request) -> dict:
-    """Whether the service is up, and which model it serves."""
-    info: ModelInfo = request.app.state.info
-    batcher: MicroBatcher = request.app.state.batcher
-    return {
-        "status": "ok",
-        "iteration": info.published_name,
-        "project": info.project_name,
-        "project_id": info.project_id,
-        "network": info.model_name,
-        "kind": info.kind,
-        "tags": info.tags,
-        "url_classification": bool(request.app.state.settings.allowed_urls),
-        "batches": batcher.batches,
-        "images": batcher.images,
-    }
+        _path = f"{_root}/images{_tail}"
+        _function = _endpoint(_find, batch_images, _store, _BATCH, answer_batch)
+        prediction_routes.add_api_route(_path, _function, methods=["POST"], name=_path)
 
 
 def _package_version() -> str:

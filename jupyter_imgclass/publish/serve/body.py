@@ -10,7 +10,15 @@ from fastapi import Request
 from ...errors import BadImageError
 from .errors import RequestError
 
-__all__ = ["drain", "form_image", "image_to_array", "read_body"]
+__all__ = [
+    "check_image_bytes",
+    "drain",
+    "form_image",
+    "form_images",
+    "form_parts",
+    "image_to_array",
+    "read_body",
+]
 
 MAX_BOUNDARY = 70
 """RFC 2046's longest multipart boundary."""
@@ -35,13 +43,23 @@ async def drain(request: Request, limit: int, received: int = 0) -> None:
         more = message.get("more_body", False)
 
 
+def check_image_bytes(size: int | None, limit: int, what: str = "request body") -> None:
+    """The size rule: over ``limit`` bytes is a 413 ``BadRequestImageSizeBytes`` (a whole
+    body as it arrives, one image of a batch after it).
+
+    Raises:
+        RequestError: when ``size`` (None: not known yet) exceeds ``limit``.
+    """
+    if size is not None and size > limit:
+        raise RequestError(413, "BadRequestImageSizeBytes", f"{what} exceeds {limit} bytes")
+
+
 async def read_body(request: Request, limit: int, drain_limit: int) -> bytes:
     """The whole body, or a 413 once it passes ``limit`` (the rest drained first)."""
-    too_large = RequestError(413, "BadRequestImageSizeBytes", f"request body exceeds {limit} bytes")
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        too_large.message = f"request body of {length} bytes exceeds {limit} bytes"
-        raise too_large  # the error handler drains the body
+    if length is not None and length.isdigit():
+        # the error handler drains the body
+        check_image_bytes(int(length), limit, f"request body of {length} bytes")
     request.scope.setdefault("state", {})["imgclass_body_read"] = True
     parts, received = [], 0
     more = True
@@ -56,7 +74,7 @@ async def read_body(request: Request, limit: int, drain_limit: int) -> bytes:
             if more:
                 request.scope["state"]["imgclass_body_read"] = False
                 await drain(request, drain_limit, received)
-            raise too_large
+            check_image_bytes(received, limit)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -93,6 +111,35 @@ def image_to_array(body: bytes, input_size: int, resize: str, max_pixels: int) -
 def form_image(content_type: str, body: bytes) -> bytes:
     """The image part of a ``multipart/form-data`` body: the part named ``imageData``
     (the hosted SDK sends it without a filename), else the first file part."""
+    images = form_images(content_type, body)
+    if not images:
+        names = ", ".join(repr(p["name"]) for p in form_parts(content_type, body)) or "none"
+        raise RequestError(
+            400,
+            "BadRequestImageStream",
+            f"multipart form holds no image: send it as the imageData part (parts: {names})",
+        )
+    return images[0]
+
+
+def form_images(content_type: str, body: bytes) -> list[bytes]:
+    """The image parts of a ``multipart/form-data`` body, in order: those named
+    ``imageData`` (the hosted SDK's name), else the file parts; possibly none.
+
+    Raises:
+        RequestError: 400 for a bad form.
+    """
+    parts = form_parts(content_type, body)
+    chosen = [p for p in parts if p["name"] == "imageData"] or [p for p in parts if p["file"]]
+    return [p["data"] for p in chosen]
+
+
+def form_parts(content_type: str, body: bytes) -> list[dict]:
+    """Every part of a ``multipart/form-data`` body as ``{"name", "file", "data"}``.
+
+    Raises:
+        RequestError: 400 for a missing or over-long boundary or a malformed form.
+    """
     from python_multipart.multipart import MultipartParser, parse_options_header
 
     _, options = parse_options_header(content_type)
@@ -152,13 +199,4 @@ def form_image(content_type: str, body: bytes) -> bytes:
         parser.finalize()
     except Exception as exc:  # python-multipart raises its own error types on bad forms
         raise RequestError(400, "BadRequest", f"bad multipart form: {exc}") from None
-    chosen = next((p for p in parts if p["name"] == "imageData"), None)
-    chosen = chosen or next((p for p in parts if p["file"]), None)
-    if chosen is None:
-        names = ", ".join(repr(p["name"]) for p in parts) or "none"
-        raise RequestError(
-            400,
-            "BadRequestImageStream",
-            f"multipart form holds no image: send it as the imageData part (parts: {names})",
-        )
-    return chosen["data"]
+    return parts

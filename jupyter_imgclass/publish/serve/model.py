@@ -78,7 +78,18 @@ class MicroBatcher:
         await self._queue.put((image, future))
         return await future
 
-    def _run_batch(self, images: list[np.ndarray]) -> np.ndarray:
+    async def run(self, images: np.ndarray, count: bool = True) -> np.ndarray:
+        """Probabilities for ``images`` ``[N, S, S, 3]`` run as one batch on the same worker
+        thread, after what is queued there (a batch request; the warm-up with ``count``
+        False)."""
+        loop = asyncio.get_running_loop()
+        probs = await loop.run_in_executor(self._executor, self._run_batch, images)
+        if count:
+            self.batches += 1
+            self.images += len(images)
+        return probs
+
+    def _run_batch(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
         # Predictor.predict_arrays pads to a few bucket sizes itself (few jit shapes).
         return np.asarray(self._predict(np.stack(images)))
 

@@ -1,5 +1,6 @@
 """Running the service: in a background thread (notebooks, tests) or in the foreground
-(the CLI), on uvicorn with the connection guard, timeouts and a query-free access log."""
+(the CLI), on uvicorn with the connection guard, timeouts and a query-free access log
+(JSON lines, uvicorn's text lines, or none)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .app import HOSTED_ROOT, create_app
 from .browsers import host_names
 from .guard import GuardLimits, guarded_protocol
 from .model import ModelInfo
+from .observe import log_access_to
 
 __all__ = [
     "KEY_ENV",
@@ -30,6 +32,8 @@ __all__ = [
 KEY_ENV = "IMGCLASS_PREDICTION_KEY"
 """The environment variable a server reads its ``Prediction-Key`` from."""
 KEEP_ALIVE_S = 5
+ACCESS_LOGS = ("json", "text", "off")
+"""The access log's forms: one JSON object a line, uvicorn's text lines, none."""
 
 
 def read_key(key: str | None = None, key_file: str | os.PathLike | None = None) -> str | None:
@@ -67,18 +71,29 @@ class _NoQuery(logging.Filter):
         return True
 
 
-def uvicorn_config(app: Any, *, limits: GuardLimits | None = None, **options: Any):
+def uvicorn_config(
+    app: Any, *, limits: GuardLimits | None = None, access_log: str = "text", **options: Any
+):
     """uvicorn's ``Config`` for the service: the connection guard (header and body
-    timeouts, a connection cap, lingering close), a short keep-alive, no query strings
-    in the access log."""
+    timeouts, a connection cap, lingering close), a short keep-alive, and the access log
+    (``"json"``: the app's JSON lines on stdout, which the app must have been built with
+    ``access_log=True``; ``"text"``: uvicorn's, without query strings; ``"off"``)."""
     import uvicorn
 
+    if access_log not in ACCESS_LOGS:
+        raise ImgClassError(f"access log {access_log!r}: choose one of {', '.join(ACCESS_LOGS)}")
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _NoQuery) for f in access.filters):
         access.addFilter(_NoQuery())
+    if access_log == "json":
+        log_access_to()
     options.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
     return uvicorn.Config(
-        app, http=guarded_protocol(limits or GuardLimits()), lifespan="on", **options
+        app,
+        http=guarded_protocol(limits or GuardLimits()),
+        lifespan="on",
+        access_log=access_log == "text",
+        **options,
     )
 
 
@@ -142,6 +157,7 @@ def serve_in_background(
     *,
     host_names_extra: Sequence[str] = (),
     limits: GuardLimits | None = None,
+    access_log: str = "off",
     **app_options: Any,
 ) -> ServerHandle:
     """Starts the prediction service in a thread and returns once it accepts requests.
@@ -155,6 +171,8 @@ def serve_in_background(
         host_names_extra: names besides the bind address the ``Host`` header may carry.
         limits: connection limits (:class:`GuardLimits`: header and body timeouts, the
             connection cap).
+        access_log: ``"off"`` (the default in a notebook), ``"json"`` (one JSON line per
+            request on stdout) or ``"text"`` (uvicorn's lines).
         **app_options: passed to :func:`create_app` (``max_body_bytes``, ``log_callback``...).
 
     Returns:
@@ -165,6 +183,7 @@ def serve_in_background(
     """
     import uvicorn
 
+    app_options.setdefault("access_log", access_log == "json")
     model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -185,7 +204,11 @@ def serve_in_background(
                 ready.set()
 
     config = uvicorn_config(
-        app, limits=limits, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+        app,
+        limits=limits,
+        log_level="info" if access_log == "text" else "warning",
+        access_log=access_log,
+        timeout_graceful_shutdown=5,
     )
     server = _Server(config)
     errors: list[BaseException] = []
@@ -220,25 +243,30 @@ def serve_forever(
     host_names_extra: Sequence[str] = (),
     limits: GuardLimits | None = None,
     log_level: str = "info",
+    access_log: str = "json",
     **app_options: Any,
 ) -> None:
     """Serves a :class:`Servable` or a bundle folder until interrupted (Ctrl-C).
 
     What ``jupyter-imgclass serve PATH`` runs. A bundle path is loaded and verified
     before the port opens, so a bad bundle fails at once with ``BundleError``. Every
-    batch size is compiled before the first request (``warmup``) unless told otherwise.
+    batch size is compiled once the port is open (``warmup``, unless told otherwise):
+    ``/healthz`` answers at once, ``/readyz`` 503 until it is done. ``access_log``:
+    ``"json"`` (one line per request on stdout), ``"text"`` or ``"off"``.
     """
     import uvicorn
 
     app_options.setdefault("warmup", True)
+    app_options.setdefault("access_log", access_log == "json")
     model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     for what, url in route_urls(
         model, base_url(host, port), project_id=app_options.get("project_id")
     ).items():
         print(f"{what:>14}: POST {url}", flush=True)
-    uvicorn.Server(
-        uvicorn_config(app, limits=limits, host=host, port=port, log_level=log_level)
-    ).run()
+    config = uvicorn_config(
+        app, limits=limits, access_log=access_log, host=host, port=port, log_level=log_level
+    )
+    uvicorn.Server(config).run()
 
 
 def base_url(host: str, port: int) -> str:
@@ -280,4 +308,5 @@ def route_urls(model: Any, base_url: str, *, project_id: str | None = None) -> d
         "url": f"{base}{hosted}/url",
         "url nostore": f"{base}{hosted}/url/nostore",
         "short": f"{base}/classify/iterations/{info.published_name}/image",
+        "batch": f"{base}{hosted}/images",
     }
