@@ -395,7 +395,9 @@ def cmd_serve(args) -> int:
         "allow_urls": args.allow_url or (),
         "cors_origins": args.cors or (),
         "host_names_extra": args.host_name or (),
-        "log_level": "warning" if getattr(args, "quiet", False) else "info",  # no access log
+        "log_level": "warning" if getattr(args, "quiet", False) else "info",
+        "access_log": "off" if getattr(args, "quiet", False) else args.access_log,
+        "metrics": not args.no_metrics,
     }
     if key is None:
         print(
@@ -424,6 +426,28 @@ def cmd_serve(args) -> int:
             retention_days=args.keep_days,
         )
         serve_forever(iteration, log_callback=logger, **options)
+    return 0
+
+
+def cmd_dockerfile(args) -> int:
+    from .publish.dockerfile import write_dockerfile
+    from .publish.serve.server import KEY_ENV
+
+    path = write_dockerfile(
+        args.bundle,
+        args.out,
+        port=args.port,
+        base_image=args.base_image,
+        package=args.package,
+        wheel=args.wheel,
+        overwrite=args.overwrite,
+    )
+    if args.json:
+        print(json.dumps({"dockerfile": str(path), "context": str(path.parent)}))
+    else:
+        print(f"wrote {path} and {path.parent / '.dockerignore'}")
+        print(f"  docker build -t imgclass-model {path.parent}")
+        print(f"  docker run --rm -p {args.port}:{args.port} -e {KEY_ENV}=... imgclass-model")
     return 0
 
 
@@ -692,7 +716,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-quota-mb", type=float, default=None, help="at most this much of them (1000)"
     )
     s.add_argument("--no-keep", action="store_true", help="do not keep served images")
+    s.add_argument(
+        "--access-log",
+        default="json",
+        choices=("json", "text", "off"),
+        help="one line per request on stdout: json (time, method, path without the query, "
+        "status, duration_ms, client; never a header or the key), uvicorn's text, or off "
+        "(default: json; --quiet: off)",
+    )
+    s.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="do not answer GET /metrics (Prometheus text, open without a key like /health)",
+    )
     s.set_defaults(func=cmd_serve)
+
+    k = command("dockerfile", help="write a Dockerfile that serves a bundle in a container")
+    k.add_argument("bundle", help="an exported bundle folder (jupyter-imgclass export)")
+    k.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="the build context to write into (default: the bundle's parent; a bundle "
+        "outside DIR is copied in)",
+    )
+    k.add_argument(
+        "--port", type=int, default=8000, help="port the server listens on in the container"
+    )
+    k.add_argument(
+        "--base-image",
+        default="python:3.12-slim",
+        metavar="IMAGE",
+        help="the Python image to build on (default: python:3.12-slim)",
+    )
+    k.add_argument(
+        "--package",
+        default=None,
+        metavar="SPEC",
+        help="what pip installs in the image (default: jupyter_imgclass==<this version>; "
+        "a git+https:// URL works too)",
+    )
+    k.add_argument(
+        "--wheel",
+        default=None,
+        metavar="FILE",
+        help="install this wheel of the package instead (copied into the context; "
+        "build one with: pip wheel --no-deps .)",
+    )
+    k.add_argument("--overwrite", action="store_true", help="replace a Dockerfile in DIR")
+    k.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    k.set_defaults(func=cmd_dockerfile)
 
     d = command("demo", help="train on scikit-learn's digits in a new project")
     d.add_argument("--project", default="projects/digits-demo", help="project folder")
