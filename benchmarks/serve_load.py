@@ -10,10 +10,16 @@ clients do not share the server's interpreter), then:
 Prints requests/s, p50/p99 latency and error counts by status. Only loopback; every
 phase is bounded in count and time.
 
+``--batch 32 64`` compares, on the same server, model and images, the images per second
+of single requests (one client after another, and ``--concurrency`` clients whose
+requests the server micro-batches) with the batch route (``.../images``, one client
+sending multipart batches of each size), printed side by side.
+
 Usage::
 
     python benchmarks/serve_load.py                      # random small_cnn bundle
     python benchmarks/serve_load.py --bundle out/model --seconds 10
+    python benchmarks/serve_load.py --batch 16 64 --concurrency 16
 """
 
 from __future__ import annotations
@@ -78,11 +84,12 @@ def start_server(bundle: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", code, str(bundle), str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Until ``/readyz`` answers 200: the server has compiled every batch size."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -90,7 +97,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -102,12 +109,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-async def _post(reader, writer, host: str, path: str, body: bytes) -> int:
+async def _post(
+    reader, writer, host: str, path: str, body: bytes, ctype: str = "application/octet-stream"
+) -> int:
     """One HTTP/1.1 keep-alive POST on an open connection; returns the status."""
     writer.write(
         (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
-            "Content-Type: application/octet-stream\r\n"
+            f"Content-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         + body
@@ -124,8 +133,28 @@ async def _post(reader, writer, host: str, path: str, body: bytes) -> int:
     return status
 
 
+def multipart(images: list[bytes]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body with one ``imageData`` part per image."""
+    boundary = "imgclass-bench-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="imageData"; '
+        f'filename="{i}.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for i, data in enumerate(images)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), (
+        f"multipart/form-data; boundary={boundary}"
+    )
+
+
 async def load_phase(
-    url: str, images: list[bytes], concurrency: int, seconds: float, max_requests: int
+    url: str,
+    images: list[bytes],
+    concurrency: int,
+    seconds: float,
+    max_requests: int,
+    ctype: str = "application/octet-stream",
 ) -> dict:
     """``concurrency`` keep-alive connections posting back to back (a lean asyncio client,
     so that the load generator costs little CPU next to the server)."""
@@ -151,7 +180,7 @@ async def load_phase(
                 i += concurrency
                 t0 = time.perf_counter()
                 try:
-                    status = await _post(reader, writer, f"{host}:{port}", path, body)
+                    status = await _post(reader, writer, f"{host}:{port}", path, body, ctype)
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     statuses[type(exc).__name__] += 1
                     writer.close()
@@ -199,6 +228,44 @@ def single_latency(url: str, images: list[bytes], n: int) -> dict:
     }
 
 
+def batch_comparison(base: str, name: str, images: list[bytes], args) -> list[dict]:
+    """Images per second: single requests (sequential; concurrent) against the batch route
+    at each ``--batch`` size, same server, model and images."""
+    single_url = f"{base}/classify/iterations/{name}/image"
+    batch_url = f"{base}/classify/iterations/{name}/images"
+    rows = []
+    for label, concurrency in (
+        ("single, 1 client", 1),
+        (f"single, {args.concurrency[0]} clients", args.concurrency[0]),
+    ):
+        r = asyncio.run(
+            load_phase(single_url, images, concurrency, args.seconds, args.max_requests)
+        )
+        rows.append({"mode": label, "images_per_request": 1, **_per_image(r, 1)})
+    for size in args.batch:
+        chosen = [images[i % len(images)] for i in range(size)]
+        body, ctype = multipart(chosen)
+        r = asyncio.run(load_phase(batch_url, [body], 1, args.seconds, args.max_requests, ctype))
+        rows.append(
+            {
+                "mode": f"batch of {size}, 1 client",
+                "images_per_request": size,
+                **_per_image(r, size),
+            }
+        )
+    return rows
+
+
+def _per_image(phase: dict, size: int) -> dict:
+    return {
+        "requests": phase["requests"],
+        "seconds": phase["seconds"],
+        "images_per_s": round(phase["requests_per_s"] * size, 1),
+        "p50_ms": phase["p50_ms"],
+        "errors": phase["errors"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", type=Path, help="exported bundle (default: random small_cnn)")
@@ -208,6 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--single", type=int, default=100, help="sequential requests")
     parser.add_argument("--image-size", type=int, default=256, help="side of the test JPEGs")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="*",
+        default=[],
+        help="compare single requests with the batch route at these batch sizes (only that)",
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             wait_ready(base, proc)
             images = [test_image(i, args.image_size) for i in range(32)]
+            if args.batch:
+                rows = batch_comparison(base, name, images, args)
+                _print_batch(meta["network"], images, rows)
+                return
             # warm-up: compile every batch size the micro-batcher may use
             asyncio.run(load_phase(url, images, 64, 30.0, 256))
             results = {
@@ -249,6 +327,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['concurrency']:>3} clients: {row['requests_per_s']:>7} req/s, "
             f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
             f"{row['requests']} requests in {row['seconds']} s, errors {row['errors'] or 'none'}"
+        )
+
+
+def _print_batch(network: str, images: list[bytes], rows: list[dict]) -> None:
+    base = rows[0]["images_per_s"]
+    print(
+        f"network {network}, {len(images)} distinct {int(np.mean([len(b) for b in images]))}-byte "
+        f"JPEGs, {os.cpu_count()} CPUs, server and clients on this machine (127.0.0.1)"
+    )
+    print(f"{'mode':<28}{'images/s':>10}{'x single':>10}{'requests':>10}{'p50 ms':>10}  errors")
+    for row in rows:
+        print(
+            f"{row['mode']:<28}{row['images_per_s']:>10}{row['images_per_s'] / base:>10.2f}"
+            f"{row['requests']:>10}{row['p50_ms']:>10}  {row['errors'] or 'none'}"
         )
 
 

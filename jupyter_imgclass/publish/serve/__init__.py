@@ -22,7 +22,12 @@ or ``prediction`` and ``{v}`` = ``v3.0`` or ``v3.1``:
   normalising would change them; every redirect is checked again; one total deadline per
   fetch, in a pool of their own; the same size and pixel limits as uploads.
 * ``POST /classify/iterations/{name}/image[/nostore]`` -- the short routes (no project id).
-* ``GET /health`` -- ``{"status": "ok", "project_id": ..., ...}``; ``/docs``, ``/openapi.json``.
+* ``POST .../classify/iterations/{name}/images[/nostore]`` (short and hosted roots) -- the
+  batch route (``batch``): several ``imageData`` parts or JSON ``{"images": [base64...]}``,
+  run on the model as one batch, one entry per image in order.
+* ``GET /health`` -- ``{"status": "ok", "project_id": ..., ...}``; ``/healthz`` (liveness),
+  ``/readyz`` (503 until warmed up), ``/metrics`` (Prometheus, ``observe``); ``/docs``,
+  ``/openapi.json``.
 
 Every bad request gets a 4xx JSON body ``{"code": ..., "message": ...}`` with the hosted
 API's code names where one fits: 401/403 for a missing/wrong ``Prediction-Key`` (when a key
@@ -40,8 +45,9 @@ is answered after at most 64 KiB of its body; one pixel rule and a shared decode
 read (``browsers``); 500 answers carry an incident id, never the exception's text.
 
 The package follows FastAPI's idioms: ``app`` (the factory, an ``APIRouter`` for the
-routes, ``Security(APIKeyHeader)`` for the key, dependencies for the bounded body and the
-model lookup, ``app.state`` for the model and the batcher), ``body``, ``urls``,
+routes, ``app.state`` for the model and the batcher), ``deps`` (``Security(APIKeyHeader)``
+for the key, dependencies for the bounded body and the model lookup), ``batch``,
+``health``, ``observe`` (metrics and the JSON access log), ``body``, ``urls``,
 ``browsers``, ``guard``, ``model`` and ``server`` (the handle and uvicorn's settings).
 
 Concurrent requests are micro-batched: a request waits at most ``batch_window_s``
