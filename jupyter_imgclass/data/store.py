@@ -32,7 +32,7 @@ from ..errors import ProjectError, TagError
 from ..vocabulary import check_kind
 from .integrity import quick_check, salvage
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_TAG_LENGTH = 100
 
 # Each entry upgrades the schema from version i to i + 1. Version 0 is an empty file.
@@ -94,7 +94,18 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX predictions_log_by_time ON predictions_log(created_at);
     CREATE INDEX predictions_log_by_path ON predictions_log(image_path);
     """,
+    # 3: the hosted API's GUIDs of tags, images and iterations (given on first use)
+    """
+    ALTER TABLE tags ADD COLUMN guid TEXT;
+    ALTER TABLE images ADD COLUMN guid TEXT;
+    ALTER TABLE iterations ADD COLUMN guid TEXT;
+    CREATE UNIQUE INDEX tags_by_guid ON tags(guid);
+    CREATE UNIQUE INDEX images_by_guid ON images(guid);
+    CREATE UNIQUE INDEX iterations_by_guid ON iterations(guid);
+    """,
 ]
+GUID_KEYS = {"tags": "id", "images": "id", "iterations": "number"}
+"""The tables whose rows carry a hosted GUID, and the column that names a row."""
 
 
 _TABLES = ("meta", "tags", "images", "image_tags", "label_history", "iterations", "predictions_log")
@@ -385,6 +396,33 @@ class ImageStore:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # ------------------------------------------------------------------ hosted GUIDs
+    def guids(self, table: str) -> dict[int, str]:
+        """``{row: GUID}`` of ``table`` (``"tags"``, ``"images"`` by id, ``"iterations"`` by
+        number): the hosted API's ids. A row without one (made before GUIDs, or by a
+        writer that does not give them) gets a fresh one now, once, in one transaction; a
+        read-only store answers a stable stand-in instead (the project id and the row)."""
+        key = GUID_KEYS[table]
+        rows = self._query(f"SELECT {key}, guid FROM {table}")
+        if any(r[1] is None for r in rows) and self.readonly_reason is None:
+            with self.transaction() as cur:
+                cur.executemany(
+                    f"UPDATE {table} SET guid = ? WHERE {key} = ? AND guid IS NULL",
+                    [(str(uuid.uuid4()), r[0]) for r in rows if r[1] is None],
+                )
+            rows = self._query(f"SELECT {key}, guid FROM {table}")
+        base = uuid.UUID(self.project_id())
+        return {int(r[0]): r[1] or str(uuid.uuid5(base, f"{table}/{r[0]}")) for r in rows}
+
+    def set_guid(self, table: str, row: int, guid: str) -> bool:
+        """Gives row ``row`` of ``table`` this GUID unless it has one; whether it did."""
+        key = GUID_KEYS[table]
+        with self.transaction() as cur:
+            cur.execute(
+                f"UPDATE {table} SET guid = ? WHERE {key} = ? AND guid IS NULL", (guid, row)
+            )
+            return cur.rowcount == 1
 
     # ------------------------------------------------------------------ images
     def image_by_sha(self, sha256: str) -> ImageRow | None:

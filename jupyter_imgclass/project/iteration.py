@@ -298,8 +298,9 @@ class Iteration:
 
     @property
     def tag_ids(self) -> list[str]:
-        """The project's ids of :attr:`tags` (their index for a tag deleted since)."""
-        ids = {t.name: t.id for t in self.project.tags}
+        """The hosted GUIDs of :attr:`tags` (``Project.tag_guids``; a tag deleted since
+        keeps its output index)."""
+        ids = self.project.tag_guids()
         return [str(ids.get(name, i)) for i, name in enumerate(self.classes)]
 
     @property

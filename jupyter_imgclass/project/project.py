@@ -588,6 +588,12 @@ class Project:
         """The name of the negative ("none of these") tag, if the project has one."""
         return self._store.negative_tag_name()
 
+    def tag_guids(self) -> dict[str, str]:
+        """``{tag name: GUID}``: the ids the hosted APIs (prediction answers' ``tagId``,
+        the Training API) give each tag; stored in the project, given on first use."""
+        guids = self._store.guids("tags")
+        return {t.name: guids[t.id] for t in self._store.tags()}
+
     def create_tag(self, name: str, *, negative: bool = False) -> TagRecord:
         """Creates a tag; ``negative=True`` makes the special "none of these" tag."""
         row = self._store.create_tag(name, negative=negative)

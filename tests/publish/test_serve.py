@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -295,14 +296,15 @@ def test_handle_stop_closes_the_port(model):
 
 
 def test_export_and_serve_a_project_iteration(tmp_path):
-    """``Iteration.export`` / ``Iteration.serve``: project tag ids, prediction log."""
+    """``Iteration.export`` / ``Iteration.serve``: the tags' GUIDs, prediction log."""
     from jupyter_imgclass.project import Project
 
     with Project.create(tmp_path / "proj") as project:
         for tag in ("red", "green"):
             project.create_tag(tag)
         iteration = small_cnn_iteration(project)
-        ids = {t.name: str(t.id) for t in project.tags}
+        ids = project.tag_guids()  # the hosted GUIDs, stable across reopenings
+        assert all(str(uuid.UUID(g)) == g for g in ids.values())
 
         bundle = load_model(iteration.export(tmp_path / "bundle"))
         assert bundle.published_name == "Iteration1"
