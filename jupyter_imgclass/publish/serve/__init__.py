@@ -10,7 +10,7 @@ or ``prediction`` and ``{v}`` = ``v3.0`` or ``v3.1``:
   part of a ``multipart/form-data`` form (with or without a filename). Answers::
 
       {"id": "...", "project": "<projectId>", "projectName": "...", "iteration": "<name>",
-       "created": "<UTC ISO>", "predictions": [{"probability": 0.97, "tagId": "3",
+       "created": "<UTC ISO>", "predictions": [{"probability": 0.97, "tagId": "<GUID>",
        "tagName": "apple", "tagType": "Regular", "threshold": 0.5, "aboveThreshold": true},
        ...]}
 
@@ -28,6 +28,12 @@ or ``prediction`` and ``{v}`` = ``v3.0`` or ``v3.1``:
 * ``GET /health`` -- ``{"status": "ok", "project_id": ..., ...}``; ``/healthz`` (liveness),
   ``/readyz`` (503 until warmed up), ``/metrics`` (Prometheus, ``observe``); ``/docs``,
   ``/openapi.json``.
+
+``create_app(None, resolve=..., routers=[...])`` serves many models instead: the hosted
+routes find theirs with ``resolve(projectId, publishedName)`` (each with a micro-batcher of
+its own) and more route sets join under the same guards; the project layer's workspace
+(``project.training_api.workspace_options``: every project's published iterations and the
+Training API) plugs in there, without this package importing it.
 
 Every bad request gets a 4xx JSON body ``{"code": ..., "message": ...}`` with the hosted
 API's code names where one fits: 401/403 for a missing/wrong ``Prediction-Key`` (when a key

@@ -78,6 +78,8 @@ def create_app(
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     metrics: bool = True,
     access_log: bool = False,
+    resolve: Callable[[str, str], Any] | None = None,
+    routers: Sequence[tuple[str, APIRouter]] = (),
 ) -> FastAPI:
     """Builds the FastAPI prediction app.
 
@@ -123,6 +125,14 @@ def create_app(
         access_log: write one JSON line per request to the ``jupyter_imgclass.access``
             logger (time, method, path without the query, status, duration, client; never
             a header, so never the key).
+        resolve: serve many models instead of ``model`` (which is then None):
+            ``resolve(project_id, published_name)`` returns the :class:`Servable` the
+            hosted routes answer with, or raises ``RequestError`` (404); it runs in a
+            worker thread at each request, and each model it returns gets a micro-batcher
+            of its own. The short routes answer 404 then. A workspace of projects plugs in
+            here (the project layer's ``training_api.workspace_options``).
+        routers: more route sets, ``(prefix, APIRouter)``, under the same guards and
+            error answers (the project layer's Training API).
 
     Returns:
         A ``fastapi.FastAPI`` app; run it with uvicorn or :func:`serve_in_background`.
@@ -145,6 +155,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = model
+        app.state.fetcher = UrlFetcher(settings.allowed_urls, max_body_bytes, url_timeout_s)
+        if model is None:  # many models: resolved per request (deps.resolved_model)
+            app.state.info = app.state.batcher = None
+            app.state.readiness = "ready"
+            try:
+                yield
+            finally:
+                app.state.readiness = "shutting down"
+                app.state.fetcher.close()
+                for info in list(app.state.resolved.values()):
+                    await info.batcher.close()
+            return
         if isinstance(model, str | os.PathLike):
             from ..bundle import load_model
 
@@ -154,8 +176,8 @@ def create_app(
         batcher.start()
         if observed is not None:
             observed.describe(info, batcher)
-        fetcher = UrlFetcher(settings.allowed_urls, max_body_bytes, url_timeout_s)
-        app.state.info, app.state.batcher, app.state.fetcher = info, batcher, fetcher
+        info.batcher = batcher
+        app.state.info, app.state.batcher = info, batcher
         app.state.readiness = "warming up" if warmup else "ready"
         sizes = warmup_sizes(max(max_batch, max_batch_images)) if warmup else []
         warming = asyncio.get_running_loop().create_task(warm_up(app, sizes))
@@ -166,7 +188,7 @@ def create_app(
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
-            fetcher.close()
+            app.state.fetcher.close()
             await batcher.close()
 
     app = FastAPI(
@@ -177,6 +199,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = observed
+    app.state.resolve, app.state.resolved = resolve, {}
+    app.state.batching = (batch_window_s, max_batch)
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -193,7 +217,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["POST", "GET"],
-            allow_headers=["Prediction-Key", "Content-Type"],
+            allow_headers=["Prediction-Key", "Training-Key", "Content-Type"],
         )
     if observed is not None or access_log:
         app.add_middleware(RequestObserver, metrics=observed, access_log=access_log)
@@ -201,6 +225,8 @@ def create_app(
     app.include_router(health_routes)
     if observed is not None:
         app.include_router(metrics_routes)
+    for prefix, router in routers:
+        app.include_router(router, prefix=prefix)
     return app
 
 
@@ -271,7 +297,7 @@ async def answer(request: Request, info: ModelInfo, body: bytes, store: bool) ->
     image = await run_in_threadpool(
         image_to_array, body, info.input_size, info.resize, settings.max_pixels
     )
-    probs = await request.app.state.batcher.submit(image)
+    probs = await info.batcher.submit(image)
     result = prediction(info, probs)
     task = None
     if store and settings.log_callback is not None:

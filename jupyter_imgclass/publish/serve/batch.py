@@ -118,7 +118,7 @@ async def answer_batch(
     settings: ServiceSettings = request.app.state.settings
     decoded = await run_in_threadpool(_decode_all, images, info, settings)
     arrays = [d for d in decoded if isinstance(d, np.ndarray)]
-    probs = iter(await request.app.state.batcher.run(np.stack(arrays)) if arrays else [])
+    probs = iter(await info.batcher.run(np.stack(arrays)) if arrays else [])
     results, kept = [], []
     for data, item in zip(images, decoded, strict=True):
         if isinstance(item, RequestError):

@@ -12,10 +12,11 @@ from typing import Any
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
 
 from .body import form_image, read_body
 from .errors import RequestError
-from .model import ModelInfo
+from .model import MicroBatcher, ModelInfo
 
 __all__ = [
     "HOSTED_VERSIONS",
@@ -68,7 +69,14 @@ async def require_key(request: Request, given: str | None = Security(prediction_
 
 def served_iteration(request: Request, name: str) -> ModelInfo:
     """The model, when ``name`` is its published iteration name."""
-    info: ModelInfo = request.app.state.info
+    info: ModelInfo | None = request.app.state.info
+    if info is None:
+        raise RequestError(
+            404,
+            "NotFoundIteration",
+            "this server serves a workspace of projects: call "
+            f"/customvision/v3.0/Prediction/{{projectId}}/classify/iterations/{name}/image",
+        )
     if name != info.published_name:
         raise RequestError(
             404,
@@ -78,7 +86,7 @@ def served_iteration(request: Request, name: str) -> ModelInfo:
     return info
 
 
-def hosted_model(
+async def hosted_model(
     request: Request, version: str, prediction: str, project_id: str, name: str
 ) -> ModelInfo:
     """The model for a hosted route: its version, casing and project id checked."""
@@ -90,6 +98,8 @@ def hosted_model(
             f"no route /customvision/{version}/{prediction}/...; this server answers "
             f"{' and '.join(HOSTED_VERSIONS)} (Prediction or prediction)",
         )
+    if request.app.state.resolve is not None:
+        return await resolved_model(request, project_id.lower(), name)
     if project_id.lower() != info.project_id:
         raise RequestError(
             404,
@@ -115,6 +125,22 @@ def _upload_media(media: str) -> bool:
     return media in ("multipart/form-data", "application/octet-stream") or media.startswith(
         "image/"
     )
+
+
+async def resolved_model(request: Request, project_id: str, name: str) -> ModelInfo:
+    """The model ``create_app(resolve=...)`` finds for the project and published name,
+    with a micro-batcher of its own (made on first use; a model published anew under the
+    same name gets a new one, the old one is closed when the app stops)."""
+    app = request.app
+    model = await run_in_threadpool(app.state.resolve, project_id, name)
+    key = (project_id, name, id(model))
+    info = app.state.resolved.get(key)
+    if info is None:
+        info = ModelInfo(model, name, None, project_id)
+        info.batcher = MicroBatcher(model.predict_arrays, *app.state.batching)
+        info.batcher.start()
+        app.state.resolved[key] = info
+    return info
 
 
 async def uploaded_image(request: Request) -> bytes:

@@ -25,8 +25,17 @@ health_routes = APIRouter()
 @health_routes.get("/health")
 async def health(request: Request) -> dict:
     """Whether the service is up, and which model it serves."""
-    info: ModelInfo = request.app.state.info
+    info: ModelInfo | None = request.app.state.info
     batcher: MicroBatcher = request.app.state.batcher
+    if info is None:  # create_app(resolve=...): many models, found per request
+        served = request.app.state.resolved.values()
+        return {
+            "status": "ok",
+            "models": sorted({(i.project_id, i.published_name) for i in served}),
+            "url_classification": bool(request.app.state.settings.allowed_urls),
+            "batches": sum(i.batcher.batches for i in served),
+            "images": sum(i.batcher.images for i in served),
+        }
     return {
         "status": "ok",
         "iteration": info.published_name,

@@ -156,6 +156,8 @@ class ModelInfo:
             known = str(uuid.uuid5(uuid.NAMESPACE_URL, f"jupyter-imgclass:{self.project_name}"))
         self.project_id = str(known).lower()
         self.thresholds = _thresholds(model, self.tags)
+        self.batcher: MicroBatcher | None = None
+        """The micro-batcher its predictions run in (set by the app)."""
 
 
 def _thresholds(model: Any, tags: list[str]) -> list[float] | None:

@@ -36,8 +36,11 @@ ACCESS_LOGS = ("json", "text", "off")
 """The access log's forms: one JSON object a line, uvicorn's text lines, none."""
 
 
-def read_key(key: str | None = None, key_file: str | os.PathLike | None = None) -> str | None:
-    """The key: given, else the first line of ``key_file``, else ``$IMGCLASS_PREDICTION_KEY``.
+def read_key(
+    key: str | None = None, key_file: str | os.PathLike | None = None, env: str = KEY_ENV
+) -> str | None:
+    """The key: given, else the first line of ``key_file``, else ``$IMGCLASS_PREDICTION_KEY``
+    (or the variable ``env`` names).
 
     A key on the command line can be read by every user of the machine (``ps``); a file
     or the environment cannot.
@@ -57,7 +60,7 @@ def read_key(key: str | None = None, key_file: str | os.PathLike | None = None) 
         if not lines or not lines[0].strip():
             raise ImgClassError(f"key file {path}: is empty; put the key on its first line")
         return lines[0].strip()
-    return os.environ.get(KEY_ENV) or None
+    return os.environ.get(env) or None
 
 
 class _NoQuery(logging.Filter):
@@ -230,7 +233,10 @@ def serve_in_background(
         thread.join(10)
         reason = f": {errors[0]}" if errors else " (see the log)"
         raise ImgClassError(f"prediction server on {host}:{bound_port} failed to start{reason}")
-    routes = route_urls(model, base_url(host, bound_port), project_id=app_options.get("project_id"))
+    routes = {}
+    if model is not None:  # None: create_app(resolve=...) serves many
+        project_id = app_options.get("project_id")
+        routes = route_urls(model, base_url(host, bound_port), project_id=project_id)
     return ServerHandle(server, thread, host, bound_port, app, routes, key is not None)
 
 
@@ -259,10 +265,10 @@ def serve_forever(
     app_options.setdefault("warmup", True)
     app_options.setdefault("access_log", access_log == "json")
     model, app = _prepared_app(model, host, key, host_names_extra, app_options)
-    for what, url in route_urls(
-        model, base_url(host, port), project_id=app_options.get("project_id")
-    ).items():
-        print(f"{what:>14}: POST {url}", flush=True)
+    if model is not None:  # None: create_app(resolve=...) serves many
+        project_id = app_options.get("project_id")
+        for what, url in route_urls(model, base_url(host, port), project_id=project_id).items():
+            print(f"{what:>14}: POST {url}", flush=True)
     config = uvicorn_config(
         app, limits=limits, access_log=access_log, host=host, port=port, log_level=log_level
     )
