@@ -385,7 +385,6 @@ def cmd_serve(args) -> int:
     from .project import Project
     from .publish.serve import KEY_ENV, read_key, serve_forever
 
-    folder = Path(args.path)
     key = read_key(args.key, args.key_file)
     options = {
         "host": args.host,
@@ -412,6 +411,11 @@ def cmd_serve(args) -> int:
             + " keep it private",
             file=sys.stderr,
         )
+    if args.workspace is not None:
+        return _serve_workspace(args, options)
+    if args.path is None:
+        raise ImgClassError("serve: name a project folder or bundle, or --workspace DIR")
+    folder = Path(args.path)
     if (folder / "model.json").is_file():
         serve_forever(folder, **options)
         return 0
@@ -426,6 +430,44 @@ def cmd_serve(args) -> int:
             retention_days=args.keep_days,
         )
         serve_forever(iteration, log_callback=logger, **options)
+    return 0
+
+
+def _serve_workspace(args, options: dict) -> int:
+    """``serve --workspace DIR``: every project's published iterations and the Training API."""
+    from .project.training_api import TRAINING_KEY_ENV, TRAINING_PREFIXES, workspace_options
+    from .publish.serve import read_key, serve_forever
+
+    if args.path is not None or args.iteration is not None or args.project_id is not None:
+        raise ImgClassError(
+            "serve --workspace: serves every project of the folder by its own id and published "
+            "names; drop PATH, --iteration and --project-id"
+        )
+    training_key = read_key(args.training_key, args.training_key_file, env=TRAINING_KEY_ENV)
+    if training_key is None:
+        print(
+            "note: the Training API is off (no --training-key-file FILE or $"
+            + TRAINING_KEY_ENV
+            + "): its routes answer 401",
+            file=sys.stderr,
+        )
+    elif args.training_key is not None:
+        print(
+            "note: a key given with --training-key shows in the process list; "
+            "--training-key-file FILE or $" + TRAINING_KEY_ENV + " keep it private",
+            file=sys.stderr,
+        )
+    served = workspace_options(args.workspace, training_key=training_key)
+    options.pop("project_id", None)
+    base = f"http://{args.host}:{args.port}"
+    print(f"     workspace: {Path(args.workspace).resolve()}", flush=True)
+    print(f"  training API: {base}{TRAINING_PREFIXES[-1]}/projects", flush=True)
+    print(
+        f"    prediction: POST {base}/customvision/v3.0/Prediction/{{projectId}}/classify/"
+        "iterations/{publishedName}/image",
+        flush=True,
+    )
+    serve_forever(None, **served, **options)
     return 0
 
 
@@ -675,10 +717,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     x.set_defaults(func=cmd_export_dataset)
 
-    s = command("serve", help="serve a project's iteration or a bundle over HTTP")
-    s.add_argument("path", help="project folder or exported bundle")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s = command("serve", help="serve a project's iteration, a bundle or a workspace over HTTP")
+    s.add_argument(
+        "path", nargs="?", default=None, help="project folder or exported bundle (or --workspace)"
+    )
+    s.add_argument(
+        "--workspace",
+        default=None,
+        metavar="DIR",
+        help="serve a folder of project folders instead: the prediction routes of every "
+        "published iteration (by project id and published name) and the Training API",
+    )
+    s.add_argument(
+        "--training-key-file",
+        default=None,
+        metavar="FILE",
+        help="with --workspace: the Training API's Training-Key from FILE's first line (also: "
+        "$IMGCLASS_TRAINING_KEY); without a key the Training API answers 401",
+    )
+    s.add_argument(
+        "--training-key",
+        default=None,
+        help="with --workspace: the Training-Key itself (shows in the process list; prefer "
+        "--training-key-file)",
+    )
+    s.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)"
+    )
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     s.add_argument("--key", default=None, help="require this Prediction-Key header")
     s.add_argument(
         "--key-file",
