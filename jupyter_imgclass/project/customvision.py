@@ -11,7 +11,9 @@ so nothing here depends on it) as a migrating team's own scripts would:
 
 The folder it writes is an ordinary project. Each image's record keeps the hosted image id
 as its source (``customvision:<image id>``), and ``customvision.json`` in the project keeps
-the endpoint, the hosted project id and each tag's hosted id. Running it again resumes: an
+the endpoint, the hosted project id and each tag's hosted id; tags and images keep their
+hosted GUIDs as their own (``ImageStore.guids``), so prediction answers carry the ``tagId``
+an app already knows. Running it again resumes: an
 image whose hosted id is already in the store is not fetched again, so a run killed at any
 point and run again ends with the same images, none twice. An image that fails (download,
 decoding, size) is listed with its reason and the rest proceed.
@@ -28,6 +30,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +324,18 @@ def _make_tags(project: Project, tags: Any, report: CustomVisionImport) -> dict[
                 project.create_negative_tag(name)
             else:
                 project.create_tag(name)
+        _keep_hosted_id(project, "tags", project.store.tag(name).id, tag["id"])
     return names
+
+
+def _keep_hosted_id(project: Project, table: str, row: int, hosted_id: Any) -> None:
+    """The hosted GUID becomes the row's own (``ImageStore.guids``: what prediction
+    answers and the Training API say), unless the row has one already."""
+    try:
+        guid = str(uuid.UUID(str(hosted_id)))
+    except ValueError:
+        return  # not a GUID: the row gets one of its own when first asked
+    project.store.set_guid(table, row, guid)
 
 
 def _bring(project, hosted, item, names, done, report) -> None:
@@ -351,6 +365,7 @@ def _bring(project, hosted, item, names, done, report) -> None:
     if result.added:
         report.added.append(image_id)
         done[image_id] = result.added[0]
+        _keep_hosted_id(project, "images", result.added[0], image_id)
     elif result.duplicates:
         report.duplicates.append((image_id, result.duplicates[0][1]))
     else:

@@ -42,13 +42,12 @@ from ..publish.serve.deps import uploaded_image, url_image
 from ..publish.serve.errors import RequestError
 from ..publish.serve.model import ModelInfo, prediction
 from . import hosted, training_images
+from .customvision import TRAINING_KEY_ENV  # one name for the key, importing or serving
 from .training_service import OBJECT_DETECTION_DOMAINS, TrainingService, check_guid
 from .workspace import Workspace
 
 __all__ = ["TRAINING_KEY_ENV", "TRAINING_PREFIXES", "training_routes", "workspace_options"]
 
-TRAINING_KEY_ENV = "IMGCLASS_TRAINING_KEY"
-"""The environment variable a workspace server reads its ``Training-Key`` from."""
 TRAINING_PREFIXES = tuple(
     f"/customvision/{version}/{casing}"
     for version in ("v3.3", "v3.4-preview")

@@ -185,6 +185,10 @@ def test_a_hosted_project_arrives_whole_and_the_key_stays_on_its_origin(hosted, 
         by_source = {r.source: r for r in p.images}
         for im in project.images[:20]:  # the bytes are the hosted ones
             assert by_source[SOURCE_PREFIX + im["id"]].path.read_bytes() == project.files[im["id"]]
+        # the hosted GUIDs are the tags' and images' own: answers carry the known tagId
+        assert p.tag_guids() == {t["name"]: t["id"] for t in project.tags}
+        guids = p.store.guids("images")
+        assert {guids[r.id] for r in p.images} == {im["id"] for im in project.images}
     state = json.loads((tmp_path / "trees" / STATE_FILE).read_text())
     assert state["project_id"] == project.id
     assert {n: t["id"] for n, t in state["tags"].items()} == {
