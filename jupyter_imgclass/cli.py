@@ -17,14 +17,14 @@ from pathlib import Path
 from .errors import ImgClassError
 from .training.events import ENDED, Event
 from .training.options import TrainOptions, choices_of, option_fields
-from .vocabulary import EXPORT_FORMATS, KINDS, figure
+from .vocabulary import EXPORT_FORMATS, KINDS, MODEL_FORMATS, figure
 
 ITERATION_HELP = "which iteration: a number or its name (Iteration2); the latest by default"
 DESCRIPTION = "jupyter-imgclass: the same image-classifier engine without a notebook."
 EXAMPLES = """examples:
   jupyter-imgclass train photos/ --project projects/fruit --json
   jupyter-imgclass predict projects/fruit new/ --json
-  jupyter-imgclass export projects/fruit --out bundle/ --onnx
+  jupyter-imgclass export projects/fruit --out bundle/ --format onnx onnx-int8 openvino
   jupyter-imgclass export-dataset projects/fruit data/fruit --format csv
   jupyter-imgclass import-customvision --endpoint URL --training-key-file key.txt \\
       --project-id GUID --out projects/from-azure
@@ -305,9 +305,11 @@ def cmd_export(args) -> int:
 
     with Project.open(args.project) as project:
         iteration = project.iteration(args.iteration)
-        out = iteration.export(args.out, onnx=args.onnx, overwrite=args.overwrite)
+        out = iteration.export(
+            args.out, onnx=args.onnx, formats=args.format or (), overwrite=args.overwrite
+        )
+        meta = json.loads((out / "model.json").read_text())
         if args.json:
-            meta = json.loads((out / "model.json").read_text())
             record = {
                 "bundle": str(out),
                 "iteration": iteration.number,
@@ -315,10 +317,21 @@ def cmd_export(args) -> int:
                 "project_id": meta.get("project_id"),
                 "files": sorted(meta["files"]),
                 "onnx": "onnx" in meta,
+                "formats": meta.get("formats", {}),
+                "check": meta.get("check"),
+                "native": meta.get("native"),
             }
             print(json.dumps(record))
         else:
             print(str(out))
+            from .publish.formats import agreement_table
+
+            table = agreement_table(meta)
+            if table:
+                print("\n".join(["", *table]))
+            for name, fmt in (meta.get("formats") or {}).items():
+                if fmt.get("flag"):
+                    print(f"WARNING: {name}: {fmt['flag']}", file=sys.stderr)
     return 0
 
 
@@ -660,12 +673,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     e = command("export", help="write a portable model bundle")
-    e.add_argument("project")
-    e.add_argument("--out", required=True)
+    e.add_argument("project", help="project folder")
+    e.add_argument("--out", required=True, help="the bundle folder to write (new or empty)")
     e.add_argument("--iteration", default=None, help=ITERATION_HELP)
-    e.add_argument("--onnx", action="store_true")
+    e.add_argument("--onnx", action="store_true", help="also write model.onnx (= --format onnx)")
+    e.add_argument(
+        "--format",
+        nargs="+",
+        choices=MODEL_FORMATS,
+        default=None,
+        metavar="FORMAT",
+        help="model formats beside the weights: onnx (float32), onnx-int8 (onnxruntime's "
+        "static quantization, calibrated on the project's images), openvino (OpenVINO IR, "
+        "FP16 weights; needs pip install openvino). Each is run on up to 200 of the "
+        "project's images against the native model and the agreement table printed and "
+        "stored in model.json",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace a bundle in --out")
-    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout (with the formats' agreement)",
+    )
     e.set_defaults(func=cmd_export)
 
     m = command(

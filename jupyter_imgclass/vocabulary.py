@@ -29,6 +29,10 @@ EXPORT_FORMATS = ("folder", "csv", "coco")
 """How ``Project.export_dataset`` writes a dataset: a folder per tag, a CSV manifest, or
 COCO-style JSON (see ``data.export``)."""
 
+MODEL_FORMATS = ("onnx", "onnx-int8", "openvino")
+"""What ``Iteration.export`` can write beside the weights: float32 ONNX, int8 ONNX
+(onnxruntime's static quantization) and OpenVINO IR (see ``publish.formats``)."""
+
 DEFAULT_THRESHOLD = 0.5
 """A tag's threshold until the user sets one (``Iteration.set_thresholds``)."""
 

@@ -83,6 +83,20 @@ def small_cnn_iteration(project, tags=("red", "green")):
     return iteration
 
 
+def run_cli(*args, timeout: float = 300):
+    """``jupyter-imgclass *args`` in a child process: the ``CompletedProcess`` with text
+    stdout and stderr."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_imgclass.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def terminate(proc, timeout: float = 10) -> None:
     """Ends a child process: SIGTERM, then SIGKILL when it has not exited in ``timeout``."""
     import subprocess

@@ -24,6 +24,8 @@ from .record import IterationRecord
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "average_precision")
 WEIGHTS_FILE = "weights.safetensors"
 RECORD_FILE = "iteration.json"
+CHECK_IMAGES = 200
+"""Most of the project's images an exported format is checked on (``Iteration.export``)."""
 """The iteration's own record (config, history, metrics); a bundle's ``model.json`` differs."""
 
 
@@ -345,20 +347,51 @@ class Iteration:
         return self.predictor.predict_arrays(images)
 
     # -- publishing
-    def export(self, folder: str | Path, *, onnx: bool = False, overwrite: bool = False) -> Path:
-        """Writes a portable bundle (safetensors + model.json [+ ONNX]); see ``ic.load_model``.
+    def export(
+        self,
+        folder: str | Path,
+        *,
+        onnx: bool = False,
+        formats: Sequence[str] = (),
+        overwrite: bool = False,
+        check_images: int = CHECK_IMAGES,
+    ) -> Path:
+        """Writes a portable bundle (safetensors + model.json [+ other formats]); see
+        ``ic.load_model``.
 
         Tag ids are the project's tag ids; the published name is the iteration's name; the
         project's UUID goes into ``model.json``. A folder that holds a bundle already is
         refused unless ``overwrite=True``.
+
+        Args:
+            folder: a new or empty folder (or an earlier bundle, with ``overwrite``).
+            onnx: also write the float ONNX model (the same as ``formats=["onnx"]``).
+            formats: any of ``"onnx"``, ``"onnx-int8"`` (onnxruntime's static
+                quantization, calibrated on the project's images) and ``"openvino"``
+                (OpenVINO IR; needs ``pip install openvino``). Each is run on up to
+                ``check_images`` of the project's images (a seeded choice, tagged ones
+                first) beside the native model; the agreement table (top-1 agreement,
+                largest probability difference, accuracy on the tagged ones, size, ms
+                per image) goes into ``model.json`` and the bundle's README.
+            overwrite: replace a bundle already in ``folder``.
+            check_images: most images each format is checked on.
+
+        Raises:
+            BundleError: an unknown format, ``"openvino"`` without openvino, no saved
+                weights, or a folder that is not empty.
+
+        Examples:
+            >>> it.export("out/fruit", formats=["onnx", "onnx-int8", "openvino"])  # doctest: +SKIP
         """
         from .. import models
         from ..publish.bundle import export_bundle
+        from ..publish.formats import check_formats
 
         if not (self.folder / WEIGHTS_FILE).is_file():
             raise BundleError(
                 f"{self.folder / WEIGHTS_FILE}: iteration {self.number} has no saved weights"
             )
+        chosen = check_formats([*formats, *(["onnx"] if onnx else [])])
         preprocessing = models.get(self.model).to_json(self.input_size, self.resize)
         return export_bundle(
             folder,
@@ -377,9 +410,69 @@ class Iteration:
             project_id=self.project.id,
             iteration_number=self.number,
             head_input=self.record.head_input,
-            onnx=onnx,
+            formats=chosen,
+            check=self.check_set(check_images) if chosen else None,
             overwrite=overwrite,
         )
+
+    def check_set(self, limit: int = CHECK_IMAGES, seed: int = 0):
+        """The project's images an exported format is checked on, as a
+        :class:`~jupyter_imgclass.publish.formats.CheckSet`, or None when none can be read.
+
+        Up to ``limit`` images in a seeded order, tagged ones first (their tags give the
+        accuracy column); the int8 calibration takes up to ``CALIBRATION_IMAGES`` of the
+        others, or the checked ones themselves when fewer than 16 others remain (then the
+        description says so). Images that no longer decode are left out.
+        """
+        from ..errors import BadImageError
+        from ..publish.formats import CALIBRATION_IMAGES, CheckSet
+
+        rng = np.random.default_rng(seed)
+        records = list(self.project.images)
+        order = [records[k] for k in rng.permutation(len(records))]
+        order.sort(key=lambda r: not r.tags)  # stable: tagged first, each seeded
+        arrays, labels = [], []
+        index = {c: k for k, c in enumerate(self.classes)}
+        for record in order:
+            if len(arrays) >= limit + CALIBRATION_IMAGES:
+                break
+            try:
+                arrays.append(self.project.array(record.id, self.input_size, self.resize))
+            except (BadImageError, OSError):
+                continue
+            labels.append(self._label_of(record.tags, index))
+        if not arrays:
+            return None
+        images = np.stack(arrays)
+        n = min(limit, len(images))
+        others = images[n:]
+        tagged = sum(1 for row in labels[:n] if np.all(np.asarray(row) >= 0))
+        text = f"seeded choice, {tagged} tagged, {n - tagged} untagged"
+        if len(others) < 16:
+            others = images[:n]
+            text += "; int8 calibrated on the same images (too few others)"
+        else:
+            text += f"; int8 calibrated on {min(len(others), CALIBRATION_IMAGES)} others"
+        return CheckSet(
+            images=images[:n],
+            labels=np.asarray(labels[:n]) if tagged else None,
+            calibration=others[:CALIBRATION_IMAGES],
+            thresholds=np.array([self.thresholds[c] for c in self.classes], np.float32),
+            description=text,
+        )
+
+    def _label_of(self, tags: Sequence[str], index: dict[str, int]):
+        """An image's target in the classifier's outputs: a class index (multiclass) or
+        a 0/1 row (multilabel); -1 (a -1 row) when untagged or tagged outside them."""
+        if self.kind == "multiclass":
+            return index.get(tags[0], -1) if tags else -1
+        if not tags:
+            return np.full(len(index), -1.0, np.float32)
+        row = np.zeros(len(index), np.float32)
+        for tag in tags:
+            if tag in index:
+                row[index[tag]] = 1.0
+        return row
 
     def serve(
         self,

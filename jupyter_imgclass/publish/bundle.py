@@ -9,7 +9,10 @@ A bundle is a folder that anyone can load with :func:`load_model` (or
   package and library versions, the published name, and the sha256 of every payload
   file, checked on load;
 * ``README.md`` -- a model card for people;
-* ``model.onnx`` -- optional, see :mod:`jupyter_imgclass.publish.onnx`.
+* ``model.onnx`` -- optional, see :mod:`jupyter_imgclass.publish.onnx`;
+* ``model.int8.onnx``, ``model.xml`` + ``model.bin`` -- optional int8 ONNX and OpenVINO
+  IR, each run on the project's own images against the native model, the agreement
+  table stored in ``model.json`` and shown in the README (see :mod:`.formats`).
 
 Loading never executes code from the bundle: ``model.json`` is parsed as JSON, the
 network is looked up by name in this package's registry, and the weights are read as
@@ -48,6 +51,7 @@ from ..data.images import DEFAULT_RESIZE, RESIZE_MODES, describe_resize
 from ..data.integrity import TMP_PREFIX, atomic_write, fsync_folder, staging_folder, swap_in
 from ..errors import BundleError, ImgClassError
 from ..vocabulary import KINDS, check_kind
+from .formats import FORMAT_FILES, CheckSet, agreement_table, check_formats, open_runtime
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -151,6 +155,13 @@ def _readme(meta: Mapping[str, Any]) -> str:
     ]
     if ONNX_FILE in meta["files"]:
         lines.append(f"- ONNX: `{ONNX_FILE}` (see model.json `onnx` for its input)")
+    for format_name, record in (meta.get("formats") or {}).items():
+        if format_name != "onnx":
+            files = ", ".join(f"`{f}`" for f in record["files"])
+            lines.append(f"- {format_name}: {files} (same input and output as the ONNX model)")
+    table = agreement_table(meta)
+    if table:
+        lines += ["", "## Formats: agreement with the native model", "", *table]
     lines += [
         "",
         "## Tags",
@@ -219,6 +230,8 @@ def export_bundle(
     iteration_number: int | None = None,
     head_input: str = "raw",
     onnx: bool = False,
+    formats: Sequence[str] = (),
+    check: CheckSet | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Writes a bundle folder that :func:`load_model` can read anywhere.
@@ -242,7 +255,15 @@ def export_bundle(
         iteration_number: the iteration the model came from (informative).
         head_input: what the network's head sees (``"raw"`` or ``"l2"``); part of the
             architecture, so it is recorded and used by every loader.
-        onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.publish.onnx`).
+        onnx: also write ``model.onnx`` (see :mod:`jupyter_imgclass.publish.onnx`); the
+            same as ``"onnx"`` in ``formats``.
+        formats: model formats to write beside the weights, from
+            :data:`~.formats.FORMATS` (``"onnx"``, ``"onnx-int8"``, ``"openvino"``); the
+            latter two are made from the float ONNX model, which is written too.
+        check: the project's images each format is run on against the native model
+            (and int8 calibrated on); needed for ``"onnx-int8"`` and ``"openvino"``. The
+            agreement table goes into ``model.json`` (``formats``, ``check``,
+            ``native``) and the README.
         overwrite: replace a bundle already in ``directory`` (refused otherwise).
 
     Returns:
@@ -250,12 +271,16 @@ def export_bundle(
 
     Raises:
         BundleError: for a non-empty folder that is not a bundle, a bundle there without
-            ``overwrite``, bad tags, an unknown kind, weights that are not arrays, or
-            metadata that is not JSON.
+            ``overwrite``, bad tags, an unknown kind, weights that are not arrays,
+            metadata that is not JSON, an unknown format, ``"openvino"`` without the
+            openvino package, or a derived format without ``check`` images.
     """
 
     path = Path(directory)
     check_kind(kind, error=BundleError)
+    formats = check_formats([*formats, *(["onnx"] if onnx else [])])
+    if formats:
+        formats = check_formats(["onnx", *formats])  # int8 and IR are made from it
     if path.exists() and not path.is_dir():
         raise BundleError(f"{path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not _bundle_or_remains(path, overwrite):
@@ -299,7 +324,8 @@ def export_bundle(
             project_name=project_name,
             project_id=project_id,
             iteration_number=iteration_number,
-            onnx=onnx,
+            formats=formats,
+            check=check,
             head_input=head_input,
         )
         swap_in(path, final)
@@ -323,7 +349,8 @@ def _write_bundle(
     project_name: str | None,
     project_id: str | None,
     iteration_number: int | None,
-    onnx: bool,
+    formats: tuple[str, ...],
+    check: CheckSet | None,
     head_input: str,
 ) -> None:
     """Writes a whole bundle into the (staging) folder ``path``."""
@@ -357,7 +384,7 @@ def _write_bundle(
         "files": files,
     }
     onnx_path = path / ONNX_FILE
-    if onnx:
+    if formats:
         from .onnx import export_onnx
 
         info = export_onnx(
@@ -375,14 +402,48 @@ def _write_bundle(
                 "resize": str(meta["preprocessing"].get("resize", DEFAULT_RESIZE)),
             },
         )
-        files[ONNX_FILE] = {"sha256": _sha256(onnx_path), "bytes": onnx_path.stat().st_size}
         meta["onnx"] = info
+        meta.update(
+            _write_formats(
+                path, formats, check, model_name, kind, tag_records, tensors, meta, head_input
+            )
+        )
+        for name in meta["formats"]:
+            for file in FORMAT_FILES[name]:
+                files[file] = {
+                    "sha256": _sha256(path / file),
+                    "bytes": (path / file).stat().st_size,
+                }
     atomic_write(path / README_FILE, _readme(meta).encode("utf-8"))
     atomic_write(path / METADATA_FILE, json.dumps(meta, indent=2).encode("utf-8"))
     fsync_folder(path)
 
 
-BUNDLE_FILES = frozenset({WEIGHTS_FILE, METADATA_FILE, README_FILE, ONNX_FILE})
+def _write_formats(path, formats, check, model_name, kind, tag_records, tensors, meta, head_input):
+    """Writes the formats other than ONNX and checks every one against the native model
+    (a :class:`~jupyter_imgclass.predict.Predictor` over the same weights)."""
+    from ..predict import Predictor
+    from .formats import write_formats
+
+    pre = meta["preprocessing"]
+    native = Predictor(
+        model_name,
+        [t["name"] for t in tag_records],
+        kind,
+        tensors,
+        input_size=pre.get("input_size"),
+        head_input=head_input,
+        resize=pre.get("resize", DEFAULT_RESIZE),
+    )
+    return _jsonable(
+        write_formats(path, formats, kind=kind, native=native.predict_arrays, check=check),
+        "formats",
+    )
+
+
+BUNDLE_FILES = frozenset(
+    {WEIGHTS_FILE, METADATA_FILE, README_FILE, *(f for fs in FORMAT_FILES.values() for f in fs)}
+)
 
 
 def _bundle_or_remains(path: Path, overwrite: bool) -> bool:
@@ -506,6 +567,27 @@ class BundleModel:
         results = self.predictor.predict([items] if single else list(items), *args, **kwargs)
         return results[0] if single else results
 
+    @property
+    def formats(self) -> list[str]:
+        """The model formats the bundle carries beside its weights (``"onnx"``, ...)."""
+        return list(self.metadata.get("formats") or (["onnx"] if "onnx" in self.metadata else []))
+
+    def runtime(self, format: str) -> Any:
+        """Format ``format`` of this bundle loaded in its runtime (onnxruntime or
+        OpenVINO): a :class:`~.formats.FormatRuntime` with ``predict_arrays``. Its files
+        were verified when the bundle loaded.
+
+        Raises:
+            BundleError: an unknown format, or one the bundle was exported without.
+        """
+        check_formats([format])
+        if format not in self.formats:
+            raise BundleError(
+                f"{self.path}: exported without format {format!r} (it has "
+                f"{', '.join(self.formats) or 'none'})"
+            )
+        return open_runtime(format, self.path)
+
     def __getattr__(self, name: str) -> Any:
         # Anything else Predictor offers (batch sizes, preprocessing helpers) passes through.
         if name == "predictor":
@@ -544,9 +626,11 @@ def load_model(directory: str | os.PathLike[str]) -> BundleModel:
     path = Path(directory)
     meta = read_metadata(path)
     weights_path = path / WEIGHTS_FILE
-    _verify_file(weights_path, meta["files"][WEIGHTS_FILE])
-    if isinstance(meta["files"].get(ONNX_FILE), dict):
-        _verify_file(path / ONNX_FILE, meta["files"][ONNX_FILE])
+    for name, record in meta["files"].items():
+        # Every listed file: the weights, ONNX, int8 ONNX, OpenVINO IR.
+        if not isinstance(record, dict) or Path(name).name != name or name in ("", ".", ".."):
+            raise BundleError(f"{path / METADATA_FILE}: 'files' lists {name!r}, not a bundle file")
+        _verify_file(path / name, record)
     try:
         weights = load(weights_path.read_bytes())
     except (SafetensorError, ValueError, OSError) as exc:
