@@ -344,8 +344,9 @@ def _bring(project, hosted, item, names, done, report) -> None:
     if not image_id:
         report.failed.append(("(no id)", "an image without an id in the list"))
         return
-    if image_id in done:
-        report.already.append(image_id)
+    if image_id in done:  # an earlier run brought it (and may have been killed before
+        report.already.append(image_id)  # the GUID was kept)
+        _keep_hosted_id(project, "images", done[image_id], image_id)
         return
     try:
         tag_names = [names[str(t["tagId"])] for t in item.get("tags") or []]

@@ -111,18 +111,21 @@ def tag_json(guid: str, name: str, negative: bool, count: int) -> dict:
     }
 
 
-def image_json(row: Any, guid: str, tag_guids: dict[str, str]) -> dict:
-    """A stored image (``ImageStore`` row) as the hosted ``Image``; the stored copy has
-    no public URI, so the three URIs are null."""
+def image_json(row: Any, guid: str, tag_guids: dict[str, str], base: str | None = None) -> dict:
+    """A stored image (``ImageStore`` row) as the hosted ``Image``. With ``base`` (the
+    project's URL on the Training API) its URIs are this server's routes for the stored
+    file (``originalImageUri``, also ``resizedImageUri``) and a thumbnail, which need the
+    ``Training-Key`` as every route of the API does; without it they are null."""
     created = hosted_time(row.added_at)
+    image = None if base is None else f"{base}/images/{guid}"
     return {
         "id": guid,
         "created": created,
         "width": row.width,
         "height": row.height,
-        "resizedImageUri": None,
-        "thumbnailUri": None,
-        "originalImageUri": None,
+        "resizedImageUri": image and f"{image}/original",
+        "thumbnailUri": image and f"{image}/thumbnail",
+        "originalImageUri": image and f"{image}/original",
         "tags": [
             {"tagId": tag_guids[name], "tagName": name, "created": created}
             for name in row.tags

@@ -37,6 +37,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import ImgClassError
 from ..publish.serve.body import image_to_array, read_body
 from ..publish.serve.deps import uploaded_image, url_image
 from ..publish.serve.errors import RequestError
@@ -239,13 +240,15 @@ def training_routes(service: TrainingService, key: str | None) -> APIRouter:
 
     async def _added(request: Request, project, items) -> JSONResponse:
         limit = request.app.state.settings.max_body_bytes
+        base = _project_url(request, project.id)
         summary, status = await run_in_threadpool(
-            training_images.add_images, service, project, items, limit
+            training_images.add_images, service, project, items, limit, base
         )
         return JSONResponse(summary, status_code=status)
 
     def listing(status: str) -> Callable:
         def get_images(
+            request: Request,
             project_id: str,
             chosen: tuple = Depends(_image_filter),  # noqa: B008 (FastAPI's idiom)
             order_by: str | None = Query(None, alias="orderBy"),
@@ -255,7 +258,14 @@ def training_routes(service: TrainingService, key: str | None) -> APIRouter:
             project = service.project(project_id)
             tags, which = chosen
             return training_images.list_images(
-                service, project, which or status, tags, order_by, take, skip
+                service,
+                project,
+                which or status,
+                tags,
+                order_by,
+                take,
+                skip,
+                _project_url(request, project_id),
             )
 
         return get_images
@@ -277,11 +287,38 @@ def training_routes(service: TrainingService, key: str | None) -> APIRouter:
 
     @route(f"{P}/images/id")
     def get_images_by_ids(
-        project_id: str, image_ids: str | None = Query(None, alias="imageIds")
+        request: Request, project_id: str, image_ids: str | None = Query(None, alias="imageIds")
     ) -> list:
         project = service.project(project_id)
         ids = service.image_ids(project, _ids(image_ids))
-        return [training_images.image_json(project, i) for i in ids]
+        base = _project_url(request, project_id)
+        return [training_images.image_json(project, i, base) for i in ids]
+
+    @route(f"{P}/images/{{image_id}}/original")
+    def get_image_original(project_id: str, image_id: str) -> Response:
+        """The stored file, byte for byte (what ``originalImageUri`` points at)."""
+        project = service.project(project_id)
+        (row_id,) = service.image_ids(project, [image_id])
+        record = project.image(row_id)
+        try:
+            data = record.path.read_bytes()
+        except OSError:
+            raise RequestError(
+                404, "NotFoundImage", f"image {image_id}: its file is missing"
+            ) from None
+        return Response(data, media_type=_MEDIA_TYPES.get(record.format or "", "image/*"))
+
+    @route(f"{P}/images/{{image_id}}/thumbnail")
+    def get_image_thumbnail(project_id: str, image_id: str) -> Response:
+        """A JPEG thumbnail (what ``thumbnailUri`` points at)."""
+        project = service.project(project_id)
+        (row_id,) = service.image_ids(project, [image_id])
+        try:
+            return Response(project.thumbnail(row_id), media_type="image/jpeg")
+        except (OSError, ImgClassError):
+            raise RequestError(
+                404, "NotFoundImage", f"image {image_id}: its file is missing"
+            ) from None
 
     @route(f"{P}/images", "DELETE", 204)
     def delete_images(
@@ -398,6 +435,17 @@ def training_routes(service: TrainingService, key: str | None) -> APIRouter:
         )
 
     return router
+
+
+_MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp",
+                "WEBP": "image/webp", "TIFF": "image/tiff"}  # fmt: skip
+
+
+def _project_url(request: Request, project_id: str) -> str:
+    """The project's absolute URL under the API prefix this request came through."""
+    path = request.url.path
+    prefix = path[: path.lower().index("/projects/")] if "/projects/" in path.lower() else path
+    return f"{str(request.base_url).rstrip('/')}{prefix.rstrip('/')}/projects/{project_id}"
 
 
 def _require_urls(request: Request) -> None:

@@ -68,9 +68,11 @@ def add_images(
     project: Project,
     items: list[tuple[str, bytes | str, list[str]]],
     max_bytes: int,
+    base: str | None = None,
 ) -> tuple[dict, int]:
     """Adds ``(source, bytes or failed status, tag GUIDs)`` one by one; the hosted
-    ``ImageCreateSummary`` and its HTTP status (207 when some image failed)."""
+    ``ImageCreateSummary`` and its HTTP status (207 when some image failed). ``base``:
+    the project's URL, for the images' URIs (:func:`hosted.image_json`)."""
     names = {guid: name for name, guid in project.tag_guids().items()}
     results = []
     for source, data, tag_ids in items:
@@ -81,21 +83,21 @@ def add_images(
         elif status is None and len(data) > max_bytes:
             status = "ErrorImageSize"
         if status is None:
-            image, status = _add_one(project, source, data, tags)
+            image, status = _add_one(project, source, data, tags, base)
         results.append({"sourceUrl": source, "status": status, "image": image})
     ok = all(r["status"] in OK_STATUSES for r in results)
     return {"isBatchSuccessful": ok, "images": results}, 200 if ok else 207
 
 
-def _add_one(project: Project, source: str, data: bytes, tags: list[str]):
+def _add_one(project: Project, source: str, data: bytes, tags: list[str], base: str | None):
     try:
         report = project.add_images([data], tags=[tags], names=[source])
     except TagError:
         return None, "ErrorTagLimitExceed"
     if report.added:
-        return image_json(project, report.added[0]), "OK"
+        return image_json(project, report.added[0], base), "OK"
     if report.duplicates:
-        return image_json(project, report.duplicates[0][1]), "OKDuplicate"
+        return image_json(project, report.duplicates[0][1], base), "OKDuplicate"
     reason = report.rejected[0][1] if report.rejected else ""
     if "negative" in reason:
         return None, "ErrorNegativeAndRegularTagOnSameImage"
@@ -104,9 +106,10 @@ def _add_one(project: Project, source: str, data: bytes, tags: list[str]):
     return None, "ErrorImageDimensions" if "pixels" in reason else "ErrorImageFormat"
 
 
-def image_json(project: Project, image_id: int) -> dict:
+def image_json(project: Project, image_id: int, base: str | None = None) -> dict:
     row = project.store.image(image_id)
-    return hosted.image_json(row, project.store.guids("images")[image_id], project.tag_guids())
+    guid = project.store.guids("images")[image_id]
+    return hosted.image_json(row, guid, project.tag_guids(), base)
 
 
 def _matching(service: TrainingService, project: Project, status: str, tag_ids: list[str]) -> list:
@@ -129,8 +132,10 @@ def list_images(
     order_by: str | None,
     take: int | None,
     skip: int | None,
+    base: str | None = None,
 ) -> list[dict]:
-    """One page of images (``Newest`` first unless ``Oldest``) as hosted ``Image``s."""
+    """One page of images (``Newest`` first unless ``Oldest``) as hosted ``Image``s
+    (``base``: the project's URL, for their URIs)."""
     take = 50 if take is None else take
     skip = skip or 0
     if not 0 <= take <= MAX_TAKE or skip < 0:
@@ -144,7 +149,7 @@ def list_images(
         rows.reverse()
     guids = project.store.guids("images")
     tag_guids = project.tag_guids()
-    return [hosted.image_json(r, guids[r.id], tag_guids) for r in rows[skip : skip + take]]
+    return [hosted.image_json(r, guids[r.id], tag_guids, base) for r in rows[skip : skip + take]]
 
 
 def count_images(

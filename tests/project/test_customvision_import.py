@@ -10,6 +10,7 @@ Training API is in the serve tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from helpers import png_bytes
 
@@ -275,3 +277,59 @@ def test_wrong_key_unknown_project_detection_and_a_foreign_folder_are_refused(ho
     no_key = _cli("--endpoint", api, "--project-id", project.id, "--out", tmp_path / "d", key=None)
     _, stderr = no_key.communicate(timeout=60)
     assert no_key.returncode == 2 and "training key" in stderr
+
+
+def test_round_trip_through_our_own_training_api_with_a_kill_on_the_way(tmp_path):
+    """A 1,000-image, 12-tag workspace project (a Negative tag and untagged images among
+    them) served by our Training API arrives with the same per-tag counts, the same
+    bytes and the same GUIDs, after an import killed half way and run again."""
+    from jupyter_imgclass.project.training_api import workspace_options
+    from jupyter_imgclass.publish.serve import serve_in_background
+
+    source = ic.Project.create(tmp_path / "ws" / "source", name="Round trip")
+    source.create_negative_tag("Negative")
+    k = 0
+    for t in range(11):
+        colour = (20 * t, 255 - 20 * t, (90 * t) % 256)
+        source.add_images([png_bytes(colour, seed=(k := k + 1)) for _ in range(80)], [f"tag {t}"])
+    source.add_images([png_bytes((99, 99, 99), seed=(k := k + 1)) for _ in range(60)], ["Negative"])
+    source.add_images([png_bytes((1, 1, 1), seed=(k := k + 1)) for _ in range(60)])
+    want = source.counts()
+    assert sum(want.values()) == 1000 and len(source.tags) == 12
+    image_guids = source.store.guids("images")
+    guids = {r.sha256: image_guids[r.id] for r in source.images}
+    tag_guids = source.tag_guids()
+    project_id = source.id
+    source.close()
+
+    options = workspace_options(tmp_path / "ws", training_key=KEY)
+    with serve_in_background(None, **options) as server:
+        args = ("--endpoint", server.url, "--project-id", project_id, "--out", tmp_path / "out")
+        run = _cli(*args)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            stored = tmp_path / "out" / "images"
+            if stored.is_dir() and sum(1 for _ in stored.rglob("*.png")) >= 300:
+                break
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        assert run.returncode == -signal.SIGKILL, "the import ended before it could be killed"
+        run = _cli(*args, "--json")
+        stdout, stderr = run.communicate(timeout=300)
+        listing = f"{server.url}/customvision/v3.3/Training/projects/{project_id}/images/tagged"
+        first = httpx.get(listing, params={"take": 1}, headers={"Training-Key": KEY}).json()[0]
+        uri = first["originalImageUri"]
+        data = httpx.get(uri, headers={"Training-Key": KEY}).content
+        assert guids[hashlib.sha256(data).hexdigest()] == first["id"]  # the stored bytes
+        assert httpx.get(uri).status_code == 401  # the key guards the files too
+    assert run.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["complete"] and report["already"] >= 300 and not report["failed"]
+    assert report["counts"] == report["hosted_counts"] == want
+    with ic.Project.open(tmp_path / "out") as p:
+        assert p.name == "Round trip" and p.negative_tag == "Negative"
+        assert len(p.images) == 1000
+        mine = p.store.guids("images")
+        assert {r.sha256: mine[r.id] for r in p.images} == guids  # same pictures, same ids
+        assert p.tag_guids() == tag_guids
