@@ -160,10 +160,18 @@ def _print_training(args, project, iteration, run, report, routes=None, extra=No
 
 
 def _expand(paths: list[str]) -> list[Path]:
+    """The files to predict: each file named, and the image files (by extension, hidden
+    ones left out) under each folder named; a README beside the images is not an image."""
+    from .data.images import sniff_is_image_name
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and sniff_is_image_name(f)
+            )
         else:
             out.append(p)
     return out
@@ -233,24 +241,26 @@ def _prediction_text(p) -> str:
     return f"{p.tag} {p.probability:.3f}" + (" (above threshold)" if p.above_threshold else "")
 
 
-def _predictions_csv(rows, tags) -> str:
-    """``path,error,tag,probability,aboveThreshold`` and one probability column per tag
-    (the top tag in ``tag``; ``aboveThreshold`` empty for a model without thresholds)."""
+def _predictions_csv(rows, tags, thresholds) -> str:
+    """``path,error,tag,probability,threshold,aboveThreshold`` and one probability column
+    per tag (the top tag in ``tag`` with its threshold; the two empty for a model without
+    thresholds)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "error", "tag", "probability", "aboveThreshold", *tags])
+    writer.writerow(["path", "error", "tag", "probability", "threshold", "aboveThreshold", *tags])
     for path, preds, error in rows:
         if preds is None:
-            writer.writerow([str(path), error, "", "", "", *([""] * len(tags))])
+            writer.writerow([str(path), error, "", "", "", "", *([""] * len(tags))])
             continue
         by_tag = {p.tag: p.probability for p in preds}
         top = preds[0]
         above = "" if top.above_threshold is None else str(top.above_threshold).lower()
+        threshold = "" if top.tag not in thresholds else f"{thresholds[top.tag]:.6g}"
         writer.writerow(
-            [str(path), "", top.tag, f"{top.probability:.6f}", above]
+            [str(path), "", top.tag, f"{top.probability:.6f}", threshold, above]
             + [f"{by_tag[t]:.6f}" for t in tags]
         )
     return buffer.getvalue()
@@ -291,7 +301,7 @@ def cmd_predict(args) -> int:
             if output.suffix.lower() == ".jsonl":
                 content = "".join(json.dumps(record) + "\n" for record in records)
             else:
-                content = _predictions_csv(rows, predictor.tags)
+                content = _predictions_csv(rows, predictor.tags, thresholds)
             atomic_write(output, content.encode())
             _say(args, f"{len(rows)} images ({failures} failed) written to {output}")
     finally:
@@ -404,6 +414,7 @@ def cmd_serve(args) -> int:
         "port": args.port,
         "key": key,
         "project_id": _project_id(args.project_id),
+        "published_name": _published_name(args.published_name),
         "allow_urls": args.allow_url or (),
         "cors_origins": args.cors or (),
         "host_names_extra": args.host_name or (),
@@ -456,6 +467,11 @@ def _serve_workspace(args, options: dict) -> int:
             "serve --workspace: serves every project of the folder by its own id and published "
             "names; drop PATH, --iteration and --project-id"
         )
+    if args.published_name is not None:
+        raise ImgClassError(
+            "serve --workspace: publish each iteration under its name with publish_iteration; "
+            "drop --published-name"
+        )
     training_key = read_key(args.training_key, args.training_key_file, env=TRAINING_KEY_ENV)
     if training_key is None:
         print(
@@ -472,6 +488,7 @@ def _serve_workspace(args, options: dict) -> int:
         )
     served = workspace_options(args.workspace, training_key=training_key)
     options.pop("project_id", None)
+    options.pop("published_name", None)
     base = f"http://{args.host}:{args.port}"
     print(f"     workspace: {Path(args.workspace).resolve()}", flush=True)
     print(f"  training API: {base}{TRAINING_PREFIXES[-1]}/projects", flush=True)
@@ -504,6 +521,17 @@ def cmd_dockerfile(args) -> int:
         print(f"  docker build -t imgclass-model {path.parent}")
         print(f"  docker run --rm -p {args.port}:{args.port} -e {KEY_ENV}=... imgclass-model")
     return 0
+
+
+def _published_name(given: str | None) -> str | None:
+    """``--published-name``: what the routes answer to, as the hosted publish name rule."""
+    from .project.training_service import PUBLISH_NAME
+
+    if given is not None and not PUBLISH_NAME.match(given):
+        raise ImgClassError(
+            f"--published-name {given!r}: 1 to 100 letters, digits, spaces, '.', '_' or '-'"
+        )
+    return given
 
 
 def _project_id(given: str | None) -> str | None:
@@ -799,6 +827,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--project-id",
         default=None,
         help="answer the hosted routes for this project UUID (default: the project's own)",
+    )
+    s.add_argument(
+        "--published-name",
+        default=None,
+        metavar="NAME",
+        help="answer the routes under this published name, the one an existing app of the "
+        "hosted service calls (default: the iteration's name, Iteration1, ...)",
     )
     s.add_argument(
         "--allow-url",

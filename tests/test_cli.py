@@ -111,6 +111,21 @@ def test_cli_serve_warns_without_a_key_and_answers_to_a_given_project_id(
     assert bad.returncode == 2 and "--project-id 'not-a-uuid'" in bad.stderr
 
 
+def test_cli_serve_answers_to_the_published_name_an_existing_app_calls(trained_project, cli_server):
+    pid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    server = cli_server([trained_project, "--project-id", pid, "--published-name", "classifyModel"])
+    root = f"{server.url}/customvision/v3.0/Prediction/{pid}/classify/iterations"
+    assert f"{root}/classifyModel/image" in server.output
+    body = {"content": _png(COLOURS["blue"], 7), "headers": {"Content-Type": "image/png"}}
+    r = httpx.post(f"{root}/classifyModel/image", **body)
+    assert r.status_code == 200 and r.json()["iteration"] == "classifyModel"
+    assert r.json()["predictions"][0]["tagName"] == "blue"
+    missing = httpx.post(f"{root}/Iteration1/image", **body)
+    assert missing.status_code == 404 and missing.json()["code"] == "NotFoundIteration"
+    bad = _cli("serve", trained_project, "--published-name", "a/b")
+    assert bad.returncode == 2 and "--published-name 'a/b'" in bad.stderr
+
+
 def test_cli_demo_and_export_print_json_and_help_is_plain(tmp_path, trained_project):
     import os
 
@@ -217,6 +232,7 @@ def test_cli_predict_reads_a_bundle_or_a_project_and_writes_csv_and_jsonl(
             path.write_bytes(_png(COLOURS[colour], 500 + k))
             names.append(path)
         (images / "2-broken.png").write_bytes(b"not an image at all")
+        (images / "README.md").write_text("not an image, and not counted as one")
         want = {str(n): {x.tag: x.probability for x in it.predict(n.read_bytes())} for n in names}
 
     out = _cli("predict", tmp_path / "bundle", images, "--json")
@@ -251,6 +267,7 @@ def test_cli_predict_reads_a_bundle_or_a_project_and_writes_csv_and_jsonl(
         assert row["tag"] == max(probs, key=probs.get) and row["error"] == ""
         assert abs(probs["red"] - want[row["path"]]["red"]) <= 1e-5
         threshold = 0.3 if row["tag"] == "red" else 0.9
+        assert float(row["threshold"]) == threshold
         assert row["aboveThreshold"] == str(float(row["probability"]) >= threshold).lower()
 
     for args, reason in [

@@ -177,9 +177,16 @@ class ImageStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: Path, *, kind: str, name: str) -> ImageStore:
-        """Creates a new database file at ``path`` (which must not exist)."""
+    def create(
+        cls, path: Path, *, kind: str, name: str, project_id: str | None = None
+    ) -> ImageStore:
+        """Creates a new database file at ``path`` (which must not exist); ``project_id``
+        (a UUID, e.g. a hosted project's) or a new one."""
         check_kind(kind, error=ProjectError)
+        try:
+            project_id = str(uuid.UUID(project_id)) if project_id else str(uuid.uuid4())
+        except ValueError:
+            raise ProjectError(f"project id {project_id!r}: not a UUID") from None
         path = Path(path)
         if path.exists():
             raise ProjectError(f"{path}: a project database already exists here")
@@ -192,7 +199,7 @@ class ImageStore:
                     ("kind", kind),
                     ("name", name),
                     ("created_at", repr(time.time())),
-                    ("project_id", str(uuid.uuid4())),
+                    ("project_id", project_id),
                 ],
             )
         return store

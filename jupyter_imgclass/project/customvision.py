@@ -136,7 +136,10 @@ class _Hosted:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ImgClassError(f"endpoint {endpoint!r}: not an http(s) URL")
         self.origin = (parsed.scheme, parsed.netloc.lower())
-        self.base = f"{endpoint.strip().rstrip('/')}/{API}/projects/{project_id}"
+        # a URL pasted from the portal or the docs may carry the API's path: the resource
+        # is what comes before it
+        root = parsed.path.split("/customvision/", 1)[0].rstrip("/")
+        self.base = f"{parsed.scheme}://{parsed.netloc}{root}/{API}/projects/{project_id}"
         self.endpoint = endpoint
         self.key = key
         self.timeout = timeout
@@ -222,7 +225,11 @@ def _open_target(out: Path, project_id: str, name: str, kind: str) -> Project:
             project.close()
             raise ImgClassError(f"--out {out}: a {project.kind} project, the hosted one is {kind}")
         return project
-    return Project.create(out, kind, name=name)
+    try:  # the hosted id, so that an app's projectId stays valid
+        kept = str(uuid.UUID(project_id))
+    except ValueError:
+        kept = None
+    return Project.create(out, kind, name=name, project_id=kept)
 
 
 def import_customvision(

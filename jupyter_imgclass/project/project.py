@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -136,18 +137,32 @@ class Project:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, path: str | os.PathLike, kind: str = "multiclass", *, name: str | None = None):
+    def create(
+        cls,
+        path: str | os.PathLike,
+        kind: str = "multiclass",
+        *,
+        name: str | None = None,
+        project_id: str | None = None,
+    ):
         """Creates a new, empty project folder.
 
         Args:
             path: folder to create (it may exist if empty).
             kind: ``"multiclass"`` (one tag per image) or ``"multilabel"`` (any number).
             name: display name; defaults to the folder name.
+            project_id: the project's UUID (:attr:`id`, the hosted API's ``projectId``),
+                e.g. the hosted project's it was brought from; a new one by default.
 
         Raises:
             ProjectError: when a project (or other files) already exist at ``path``.
         """
         check_kind(kind, error=ProjectError)
+        if project_id is not None:
+            try:
+                project_id = str(uuid.UUID(str(project_id)))
+            except ValueError:
+                raise ProjectError(f"project_id {project_id!r}: not a UUID") from None
         root = Path(path).expanduser()
         if (root / DB_NAME).exists():
             raise ProjectError(f"{root}: a project already exists here; use Project.open()")
@@ -158,7 +173,9 @@ class Project:
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("images", "cache", "iterations"):
             (root / sub).mkdir(exist_ok=True)
-        store = ImageStore.create(root / DB_NAME, kind=kind, name=name or root.name)
+        store = ImageStore.create(
+            root / DB_NAME, kind=kind, name=name or root.name, project_id=project_id
+        )
         return cls(root, store)
 
     @classmethod

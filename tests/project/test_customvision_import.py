@@ -180,6 +180,7 @@ def test_a_hosted_project_arrives_whole_and_the_key_stays_on_its_origin(hosted, 
     assert len(report.added) == 296 and not report.failed and not report.duplicates
     with ic.Project.open(tmp_path / "trees") as p:
         assert p.name == "Trees from Azure" and p.kind == "multiclass"
+        assert p.id == project.id  # an app's projectId stays valid
         assert p.negative_tag == "Negative"
         assert p.counts() == want
         sources = {r.source for r in p.images}
@@ -201,7 +202,10 @@ def test_a_hosted_project_arrives_whole_and_the_key_stays_on_its_origin(hosted, 
     assert {k for s, k in project.seen_keys if s == "blob"} == {None}
     assert len(project.seen_keys) == 296  # each image fetched once
 
-    again = ic.import_customvision(api, KEY, project.id, tmp_path / "trees")
+    # the endpoint as pasted from the docs, with the API's path: the same project
+    again = ic.import_customvision(
+        f"{api}/customvision/v3.3/Training/", KEY, project.id, tmp_path / "trees"
+    )
     assert again.complete and not again.added and len(again.already) == 296
     assert len(project.seen_keys) == 296  # nothing fetched twice
 
@@ -328,7 +332,7 @@ def test_round_trip_through_our_own_training_api_with_a_kill_on_the_way(tmp_path
     assert report["complete"] and report["already"] >= 300 and not report["failed"]
     assert report["counts"] == report["hosted_counts"] == want
     with ic.Project.open(tmp_path / "out") as p:
-        assert p.name == "Round trip" and p.negative_tag == "Negative"
+        assert p.name == "Round trip" and p.negative_tag == "Negative" and p.id == project_id
         assert len(p.images) == 1000
         mine = p.store.guids("images")
         assert {r.sha256: mine[r.id] for r in p.images} == guids  # same pictures, same ids

@@ -235,8 +235,12 @@ def serve_in_background(
         raise ImgClassError(f"prediction server on {host}:{bound_port} failed to start{reason}")
     routes = {}
     if model is not None:  # None: create_app(resolve=...) serves many
-        project_id = app_options.get("project_id")
-        routes = route_urls(model, base_url(host, bound_port), project_id=project_id)
+        routes = route_urls(
+            model,
+            base_url(host, bound_port),
+            project_id=app_options.get("project_id"),
+            published_name=app_options.get("published_name"),
+        )
     return ServerHandle(server, thread, host, bound_port, app, routes, key is not None)
 
 
@@ -266,8 +270,13 @@ def serve_forever(
     app_options.setdefault("access_log", access_log == "json")
     model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     if model is not None:  # None: create_app(resolve=...) serves many
-        project_id = app_options.get("project_id")
-        for what, url in route_urls(model, base_url(host, port), project_id=project_id).items():
+        urls = route_urls(
+            model,
+            base_url(host, port),
+            project_id=app_options.get("project_id"),
+            published_name=app_options.get("published_name"),
+        )
+        for what, url in urls.items():
             print(f"{what:>14}: POST {url}", flush=True)
     config = uvicorn_config(
         app, limits=limits, access_log=access_log, host=host, port=port, log_level=log_level
@@ -291,7 +300,13 @@ def _prepared_app(model: Any, host: str, key, host_names_extra, app_options: dic
     return model, create_app(model, key=key, **app_options)
 
 
-def route_urls(model: Any, base_url: str, *, project_id: str | None = None) -> dict[str, str]:
+def route_urls(
+    model: Any,
+    base_url: str,
+    *,
+    project_id: str | None = None,
+    published_name: str | None = None,
+) -> dict[str, str]:
     """The full URL of each prediction route for ``model`` served at ``base_url``.
 
     Examples:
@@ -300,7 +315,7 @@ def route_urls(model: Any, base_url: str, *, project_id: str | None = None) -> d
         >>> route_urls(M(), "http://127.0.0.1:8000")["image"]
         'http://127.0.0.1:8000/customvision/v3.0/Prediction/ab-12/classify/iterations/v1/image'
     """
-    info = ModelInfo(model, None, None, project_id)
+    info = ModelInfo(model, published_name, None, project_id)
     hosted = HOSTED_ROOT.format(
         version="v3.0",
         prediction="Prediction",
