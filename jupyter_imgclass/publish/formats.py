@@ -33,6 +33,7 @@ or 'openvino'
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -475,17 +476,20 @@ def write_int8(
         for k, node in enumerate(model.graph.node):
             node.name = node.name or f"node_{k}"
         onnx.save(model, str(folded))
-        quantize_static(
-            str(folded),
-            str(target),
-            _Calibration(calibration),
-            quant_format=getattr(QuantFormat, chosen["quant_format"]),
-            per_channel=chosen["per_channel"],
-            activation_type=getattr(QuantType, chosen["activation_type"]),
-            weight_type=getattr(QuantType, chosen["weight_type"]),
-            calibrate_method=getattr(CalibrationMethod, chosen["calibrate_method"]),
-            nodes_to_exclude=_float_nodes(model, chosen["float"]),
-        )
+        # the calibrators print their progress: onto stderr, so that a CLI's --json
+        # stdout stays one JSON object
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                str(folded),
+                str(target),
+                _Calibration(calibration),
+                quant_format=getattr(QuantFormat, chosen["quant_format"]),
+                per_channel=chosen["per_channel"],
+                activation_type=getattr(QuantType, chosen["activation_type"]),
+                weight_type=getattr(QuantType, chosen["weight_type"]),
+                calibrate_method=getattr(CalibrationMethod, chosen["calibrate_method"]),
+                nodes_to_exclude=_float_nodes(model, chosen["float"]),
+            )
     return {**chosen, "calibration_images": len(calibration)}
 
 
