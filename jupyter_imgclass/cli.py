@@ -513,19 +513,23 @@ def cmd_dockerfile(args) -> int:
         package=args.package,
         wheel=args.wheel,
         overwrite=args.overwrite,
+        published_name=_published_name(args.published_name),
     )
     if args.json:
         print(json.dumps({"dockerfile": str(path), "context": str(path.parent)}))
     else:
         print(f"wrote {path} and {path.parent / '.dockerignore'}")
         print(f"  docker build -t imgclass-model {path.parent}")
-        print(f"  docker run --rm -p {args.port}:{args.port} -e {KEY_ENV}=... imgclass-model")
+        print(
+            f"  docker run --rm -p 127.0.0.1:{args.port}:{args.port} -e {KEY_ENV}=... "
+            "imgclass-model"
+        )
     return 0
 
 
 def _published_name(given: str | None) -> str | None:
     """``--published-name``: what the routes answer to, as the hosted publish name rule."""
-    from .project.training_service import PUBLISH_NAME
+    from .vocabulary import PUBLISH_NAME
 
     if given is not None and not PUBLISH_NAME.match(given):
         raise ImgClassError(
@@ -892,6 +896,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="install this wheel of the package instead (copied into the context; "
         "build one with: pip wheel --no-deps .)",
+    )
+    k.add_argument(
+        "--published-name",
+        default=None,
+        metavar="NAME",
+        help="serve the routes under this published name (the one an existing app calls; "
+        "default: the bundle's)",
     )
     k.add_argument("--overwrite", action="store_true", help="replace a Dockerfile in DIR")
     k.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from .errors import ImgClassError, OptionError
@@ -84,3 +85,8 @@ def figure(value: Any) -> str:
         return "nan" if math.isnan(v) else f"{v:.3f}"
     decimals = min(8, max(3, 2 - math.floor(math.log10(abs(v)))))
     return f"{v:.{decimals}f}"
+
+
+PUBLISH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+"""A name an iteration is published under (the hosted API's rule: 1 to 100 letters,
+digits, spaces, '.', '_' or '-', not starting with a space or a sign)."""

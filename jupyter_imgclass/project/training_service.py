@@ -5,13 +5,13 @@ prediction routes serve. ``training_api`` puts it on routes."""
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from typing import Any
 
 from ..errors import ImgClassError, TagError, TrainingError
 from ..publish.serve.errors import RequestError
+from ..vocabulary import PUBLISH_NAME
 from . import hosted
 from .project import Project
 from .workspace import Workspace
@@ -25,7 +25,6 @@ OBJECT_DETECTION_DOMAINS = {
     "a1db07ca-a19a-4830-bae8-e004a42dc863",  # General (compact, object detection)
 }
 """The hosted object-detection domains: refused by name (detection is not made here)."""
-PUBLISH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 TRAINED = ("done", "stopped")
 
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BundleError, ImgClassError
+from ..vocabulary import PUBLISH_NAME
 
 __all__ = ["DEFAULT_BASE_IMAGE", "write_dockerfile"]
 
@@ -32,6 +33,7 @@ def write_dockerfile(
     package: str | None = None,
     wheel: str | Path | None = None,
     overwrite: bool = False,
+    published_name: str | None = None,
 ) -> Path:
     """Writes ``Dockerfile`` and ``.dockerignore`` into a build context for ``bundle``.
 
@@ -46,6 +48,8 @@ def write_dockerfile(
             ``docker build --build-arg PACKAGE=...`` changes it.
         wheel: a wheel of the package, copied into the context and installed instead.
         overwrite: replace a ``Dockerfile`` already in ``out``.
+        published_name: the published name the routes answer to (``serve
+            --published-name``; an existing app's), instead of the bundle's.
 
     Returns:
         The path of the written ``Dockerfile``.
@@ -68,6 +72,8 @@ def write_dockerfile(
     dockerfile = context / "Dockerfile"
     if dockerfile.exists() and not overwrite:
         raise ImgClassError(f"{dockerfile} exists; pass --overwrite to replace it")
+    if published_name is not None and not PUBLISH_NAME.match(published_name):
+        raise ImgClassError(f"published name {published_name!r}: not a publish name")
     if wheel is not None and not (Path(wheel).is_file() and str(wheel).endswith(".whl")):
         raise ImgClassError(f"wheel {wheel}: not a .whl file (build one: pip wheel --no-deps .)")
     context.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,8 @@ def write_dockerfile(
         shutil.copy2(wheel, context / "wheels" / wheel_name)
     spec = package or f"jupyter_imgclass=={__version__}"
     dockerfile.write_text(
-        dockerfile_text(inside, port, base_image, spec, wheel_name, __version__), encoding="utf-8"
+        dockerfile_text(inside, port, base_image, spec, wheel_name, __version__, published_name),
+        encoding="utf-8",
     )
     keep = [f"!{inside}/", "!wheels/"] if wheel_name else [f"!{inside}/"]
     (context / ".dockerignore").write_text(
@@ -93,7 +100,13 @@ def write_dockerfile(
 
 
 def dockerfile_text(
-    bundle: str, port: int, base_image: str, package: str, wheel: str | None, version: str
+    bundle: str,
+    port: int,
+    base_image: str,
+    package: str,
+    wheel: str | None,
+    version: str,
+    published_name: str | None = None,
 ) -> str:
     """The Dockerfile serving the bundle at context path ``bundle``."""
     if wheel:
@@ -101,6 +114,7 @@ def dockerfile_text(
         install = f'pip install "/tmp/wheels/{wheel}" && rm -rf /tmp/wheels'
     else:
         copy, install = "", f'pip install "{package}"'
+    name = f', "--published-name", "{published_name}"' if published_name else ""
     probe = (
         "import urllib.request; "
         f"urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=4)"
@@ -109,7 +123,7 @@ def dockerfile_text(
 # Serves the model bundle {bundle}/ with jupyter-imgclass's own server.
 # Written by `jupyter-imgclass dockerfile` (jupyter_imgclass {version}).
 #   docker build -t imgclass-model .
-#   docker run --rm -p 8000:{port} -e IMGCLASS_PREDICTION_KEY=... imgclass-model
+#   docker run --rm -p 127.0.0.1:8000:{port} -e IMGCLASS_PREDICTION_KEY=... imgclass-model
 # Probes: /healthz (liveness), /readyz (ready once warmed up), /metrics (Prometheus).
 FROM {base_image}
 
@@ -128,5 +142,5 @@ EXPOSE {port}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \\
     CMD ["python", "-c", "{probe}"]
 CMD ["jupyter-imgclass", "serve", "{CONTAINER_BUNDLE}", "--host", "0.0.0.0", "--port", "{port}", \\
-     "--access-log", "json"]
+     "--access-log", "json"{name}]
 """

@@ -110,7 +110,10 @@ def test_the_dockerfiles_command_and_health_check_work_as_written(bundle, tmp_pa
     instead of the container's 0.0.0.0) and the HEALTHCHECK against it."""
     context = tmp_path / "context"
     port = free_port()
-    assert cli("dockerfile", bundle, "--out", context, "--port", port).returncode == 0
+    name = "classifyModel"  # what an app of the hosted service calls
+    made = cli("dockerfile", bundle, "--out", context, "--port", port, "--published-name", name)
+    assert made.returncode == 0, made.stderr
+    assert "-p 127.0.0.1:" in made.stdout  # the printed docker run binds to loopback
     rows = instructions(context / "Dockerfile")
     command = json.loads(next(a for n, a in rows if n == "CMD"))
     command[command.index("/srv/bundle")] = str(context / "pets")
@@ -132,14 +135,14 @@ def test_the_dockerfiles_command_and_health_check_work_as_written(bundle, tmp_pa
                 break
             time.sleep(0.2)
         assert check.returncode == 0, log.read_text()
-        url = f"http://127.0.0.1:{port}/classify/iterations/{NAME}/image"
+        url = f"http://127.0.0.1:{port}/classify/iterations/{name}/image"
         r = httpx.post(url, content=image_bytes(1), timeout=60)
-        assert r.status_code == 200 and r.json()["iteration"] == NAME
+        assert r.status_code == 200 and r.json()["iteration"] == name
     finally:
         terminate(proc)
     served = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     assert [x["path"] for x in served if x["method"] == "POST"] == [
-        f"/classify/iterations/{NAME}/image"
+        f"/classify/iterations/{name}/image"
     ]
 
 
