@@ -56,9 +56,7 @@ def _by_sha(project: ic.Project) -> dict[str, tuple[str, ...]]:
 
 
 def _fresh(tmp_path: Path, name: str, kind: str = "multiclass") -> ic.Project:
-    q = ic.Project.create(tmp_path / name, kind=kind)
-    q.create_negative_tag()  # so the Negative folder / column keeps its meaning
-    return q
+    return ic.Project.create(tmp_path / name, kind=kind)  # the export's marker brings Negative
 
 
 def _files(root: Path) -> list[str]:
@@ -111,6 +109,7 @@ def test_csv_export_round_trips_through_add_csv_with_every_tag(tmp_path, kind):
     assert back.rejected == [] and back.duplicates == []
     assert q.counts() == p.counts()
     assert _by_sha(q) == _by_sha(p)
+    assert q.negative_tag == "Negative"  # the marker says which tag it was
 
 
 def test_coco_export_holds_image_level_annotations(tmp_path):

@@ -56,7 +56,14 @@ from .importer import (
 from .integrity import atomic_write, fsync_folder, staging_folder, swap_in
 from .store import ImageRow, ImageStore, TagRow
 
-__all__ = ["COCO_FILE", "CSV_FILE", "MARKER_FILE", "ExportReport", "export_dataset"]
+__all__ = [
+    "COCO_FILE",
+    "CSV_FILE",
+    "MARKER_FILE",
+    "ExportReport",
+    "export_dataset",
+    "exported_negative_tag",
+]
 
 MARKER_FILE = ".imgclass-export.json"
 """Hidden (``add_folder`` skips it): what wrote the folder, so an overwrite knows it."""
@@ -82,9 +89,9 @@ class ExportReport:
         skipped: ``(image_id, reason)`` for images whose stored file is missing,
             unreadable or not the content it was stored as (the rest was written).
         left_out_untagged: untagged images left out (``include_untagged=False``).
-        negative_tag: the project's negative tag, if any. Re-imported, it is a regular
-            tag unless the new project has its negative tag of that name first
-            (``project.create_negative_tag(name)``).
+        negative_tag: the project's negative tag, if any, written in the marker file:
+            ``Project.add_folder`` / ``add_csv`` of the export make it the new project's
+            negative tag (:func:`exported_negative_tag`).
     """
 
     path: Path
@@ -404,3 +411,15 @@ def _coco(
         ],
         "annotations": annotations,
     }
+
+
+def exported_negative_tag(folder: str | os.PathLike) -> str | None:
+    """The negative tag an export in ``folder`` recorded in its :data:`MARKER_FILE`
+    (None when the folder is no export, or its project had none): a folder or a CSV
+    cannot say which tag is the negative one, the marker can."""
+    try:
+        marker = json.loads((Path(folder) / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = marker.get("negative_tag") if isinstance(marker, dict) else None
+    return name if isinstance(name, str) and name.strip() else None

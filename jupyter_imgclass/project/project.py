@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..data.export import ExportReport, export_dataset
+from ..data.export import ExportReport, export_dataset, exported_negative_tag
 from ..data.images import DEFAULT_RESIZE
 from ..data.importer import (
     Importer,
@@ -524,17 +524,29 @@ class Project:
 
         Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are skipped and
         counted; nested folders are searched; files directly in ``path`` stay untagged.
+        A folder written by :meth:`export_dataset` brings its negative tag back as one.
         """
         root = Path(path).expanduser()
         if not root.is_dir():
             raise ImgClassError(f"{root}: not a folder")
+        self._adopt_negative_tag(root)
         report = ImportReport()
         return self._import_files(walk_folder(root, report), report)
 
     def add_csv(self, path: str | os.PathLike) -> ImportReport:
-        """Adds the images listed in a CSV manifest of ``path,tag[,tag...]`` rows."""
+        """Adds the images listed in a CSV manifest of ``path,tag[,tag...]`` rows (the
+        ``labels.csv`` of :meth:`export_dataset` brings its negative tag back as one)."""
+        path = Path(path).expanduser()
+        self._adopt_negative_tag(path.parent)
         report = ImportReport()
-        return self._import_files(read_manifest(Path(path).expanduser(), report), report)
+        return self._import_files(read_manifest(path, report), report)
+
+    def _adopt_negative_tag(self, folder: Path) -> None:
+        """The negative tag an export in ``folder`` names, made this project's, when it
+        has none and no tag of that name yet."""
+        name = exported_negative_tag(folder)
+        if name and self.negative_tag is None and self._store.tag(name) is None:
+            self.create_negative_tag(name)
 
     def _import_files(self, rows: list[tuple[Path, list[str]]], report: ImportReport):
         """Imports ``(file, tags)`` rows under the writer lock; rule breaks are rejected."""
