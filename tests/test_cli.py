@@ -10,6 +10,7 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from helpers import run_cli
 from PIL import Image
 
 import jupyter_imgclass as ic
@@ -36,13 +37,7 @@ def trained_project(tmp_path_factory):
     return root
 
 
-def _cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_imgclass.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+_cli = run_cli
 
 
 def test_cli_export_writes_a_bundle_that_predicts_like_the_iteration(trained_project, tmp_path):

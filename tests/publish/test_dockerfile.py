@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import image_bytes, small_cnn_bundle, terminate
+from helpers import image_bytes, run_cli, small_cnn_bundle, terminate
 
 NAME = "pets-v1"
 
@@ -30,13 +30,7 @@ def bundle(tmp_path_factory):
     )
 
 
-def cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_imgclass.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:

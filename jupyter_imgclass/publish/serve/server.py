@@ -235,12 +235,7 @@ def serve_in_background(
         raise ImgClassError(f"prediction server on {host}:{bound_port} failed to start{reason}")
     routes = {}
     if model is not None:  # None: create_app(resolve=...) serves many
-        routes = route_urls(
-            model,
-            base_url(host, bound_port),
-            project_id=app_options.get("project_id"),
-            published_name=app_options.get("published_name"),
-        )
+        routes = _routes(model, host, bound_port, app_options)
     return ServerHandle(server, thread, host, bound_port, app, routes, key is not None)
 
 
@@ -270,13 +265,7 @@ def serve_forever(
     app_options.setdefault("access_log", access_log == "json")
     model, app = _prepared_app(model, host, key, host_names_extra, app_options)
     if model is not None:  # None: create_app(resolve=...) serves many
-        urls = route_urls(
-            model,
-            base_url(host, port),
-            project_id=app_options.get("project_id"),
-            published_name=app_options.get("published_name"),
-        )
-        for what, url in urls.items():
+        for what, url in _routes(model, host, port, app_options).items():
             print(f"{what:>14}: POST {url}", flush=True)
     config = uvicorn_config(
         app, limits=limits, access_log=access_log, host=host, port=port, log_level=log_level
@@ -298,6 +287,17 @@ def _prepared_app(model: Any, host: str, key, host_names_extra, app_options: dic
         model = load_model(model)
     app_options.setdefault("allowed_hosts", host_names(host, host_names_extra))
     return model, create_app(model, key=key, **app_options)
+
+
+def _routes(model: Any, host: str, port: int, app_options: dict) -> dict[str, str]:
+    """:func:`route_urls` of a model served with ``app_options`` (its project id and
+    published name, when given)."""
+    return route_urls(
+        model,
+        base_url(host, port),
+        project_id=app_options.get("project_id"),
+        published_name=app_options.get("published_name"),
+    )
 
 
 def route_urls(
