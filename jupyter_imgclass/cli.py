@@ -349,8 +349,7 @@ def cmd_import_customvision(args) -> int:
     from .project.customvision import TRAINING_KEY_ENV, import_customvision
     from .publish.serve import read_key
 
-    key = read_key(None, args.training_key_file) if args.training_key_file else None
-    key = key or os.environ.get(TRAINING_KEY_ENV)
+    key = read_key(None, args.training_key_file, env=TRAINING_KEY_ENV)
     if not key:
         raise ImgClassError(
             f"training key: give --training-key-file FILE or set ${TRAINING_KEY_ENV}"
@@ -529,13 +528,9 @@ def cmd_dockerfile(args) -> int:
 
 def _published_name(given: str | None) -> str | None:
     """``--published-name``: what the routes answer to, as the hosted publish name rule."""
-    from .vocabulary import PUBLISH_NAME
+    from .vocabulary import check_publish_name
 
-    if given is not None and not PUBLISH_NAME.match(given):
-        raise ImgClassError(
-            f"--published-name {given!r}: 1 to 100 letters, digits, spaces, '.', '_' or '-'"
-        )
-    return given
+    return None if given is None else check_publish_name(given, "--published-name")
 
 
 def _project_id(given: str | None) -> str | None:

@@ -90,3 +90,18 @@ def figure(value: Any) -> str:
 PUBLISH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 """A name an iteration is published under (the hosted API's rule: 1 to 100 letters,
 digits, spaces, '.', '_' or '-', not starting with a space or a sign)."""
+
+
+def check_publish_name(
+    name: Any, what: str = "publish name", *, error: type[ImgClassError] = OptionError
+) -> str:
+    """``name`` when :data:`PUBLISH_NAME` allows it, else ``error`` naming ``what`` and
+    the rule.
+
+    Examples:
+        >>> check_publish_name("classifyModel")
+        'classifyModel'
+    """
+    if not isinstance(name, str) or not PUBLISH_NAME.match(name):
+        raise error(f"{what} {name!r}: 1 to 100 letters, digits, spaces, '.', '_' or '-'")
+    return name

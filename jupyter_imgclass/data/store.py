@@ -158,6 +158,19 @@ def validate_tag_name(name: Any) -> str:
     return cleaned
 
 
+def check_project_id(value: Any) -> str:
+    """A project id in the UUID's normal form, or a ``ProjectError`` naming it.
+
+    Examples:
+        >>> check_project_id("0F8FAD5B-D9CB-469F-A165-70867728950E")
+        '0f8fad5b-d9cb-469f-a165-70867728950e'
+    """
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ProjectError(f"project_id {value!r}: not a UUID") from None
+
+
 class ImageStore:
     """A project's SQLite database, safe to share between threads of one process."""
 
@@ -183,10 +196,7 @@ class ImageStore:
         """Creates a new database file at ``path`` (which must not exist); ``project_id``
         (a UUID, e.g. a hosted project's) or a new one."""
         check_kind(kind, error=ProjectError)
-        try:
-            project_id = str(uuid.UUID(project_id)) if project_id else str(uuid.uuid4())
-        except ValueError:
-            raise ProjectError(f"project id {project_id!r}: not a UUID") from None
+        project_id = check_project_id(project_id) if project_id else str(uuid.uuid4())
         path = Path(path)
         if path.exists():
             raise ProjectError(f"{path}: a project database already exists here")

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from ..data.integrity import (
     reconcile,
 )
 from ..data.labelled import check_trainable, data_warnings, labelled_set
-from ..data.store import ImageStore
+from ..data.store import ImageStore, check_project_id
 from ..errors import ImgClassError, ProjectError, TagError, TrainingError
 from ..training.events import ENDED, Phase
 from ..training.options import TrainOptions
@@ -158,11 +157,8 @@ class Project:
             ProjectError: when a project (or other files) already exist at ``path``.
         """
         check_kind(kind, error=ProjectError)
-        if project_id is not None:
-            try:
-                project_id = str(uuid.UUID(str(project_id)))
-            except ValueError:
-                raise ProjectError(f"project_id {project_id!r}: not a UUID") from None
+        if project_id is not None:  # before anything is made on disk
+            project_id = check_project_id(project_id)
         root = Path(path).expanduser()
         if (root / DB_NAME).exists():
             raise ProjectError(f"{root}: a project already exists here; use Project.open()")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ImgClassError, TagError, TrainingError
 from ..publish.serve.errors import RequestError
-from ..vocabulary import PUBLISH_NAME
+from ..vocabulary import check_publish_name
 from . import hosted
 from .project import Project
 from .workspace import Workspace
@@ -214,12 +214,10 @@ class TrainingService:
     ) -> None:
         """Publishes an iteration under ``name`` (what the prediction routes answer to)."""
         iteration = self.trained(project, iteration_id)
-        if not PUBLISH_NAME.match(name or ""):
-            raise RequestError(
-                400,
-                "BadRequestInvalidPublishName",
-                f"publish name {name!r}: 1 to 100 letters, digits, spaces, '.', '_' or '-'",
-            )
+        try:
+            check_publish_name(name)
+        except ImgClassError as exc:
+            raise RequestError(400, "BadRequestInvalidPublishName", str(exc)) from None
         store = project.store
         with self._lock:
             for row in store.iterations():

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BundleError, ImgClassError
-from ..vocabulary import PUBLISH_NAME
+from ..vocabulary import check_publish_name
 
 __all__ = ["DEFAULT_BASE_IMAGE", "write_dockerfile"]
 
@@ -72,8 +72,8 @@ def write_dockerfile(
     dockerfile = context / "Dockerfile"
     if dockerfile.exists() and not overwrite:
         raise ImgClassError(f"{dockerfile} exists; pass --overwrite to replace it")
-    if published_name is not None and not PUBLISH_NAME.match(published_name):
-        raise ImgClassError(f"published name {published_name!r}: not a publish name")
+    if published_name is not None:
+        check_publish_name(published_name, "published name")
     if wheel is not None and not (Path(wheel).is_file() and str(wheel).endswith(".whl")):
         raise ImgClassError(f"wheel {wheel}: not a .whl file (build one: pip wheel --no-deps .)")
     context.mkdir(parents=True, exist_ok=True)
